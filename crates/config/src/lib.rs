@@ -1,0 +1,202 @@
+//! The one settings loader every service uses: defaults < file < environment,
+//! with secrets read from `*_FILE` paths.
+//!
+//! Layers, later wins:
+//!
+//! 1. the settings type's `Default` (each field documents its default and unit);
+//! 2. a TOML file: the path in `DORA_CONFIG`, if set (a missing file named there is an error);
+//! 3. environment variables `DORA_<SECTION>__<KEY>` (double underscore separates
+//!    nesting levels, e.g. `DORA_KAFKA__BOOTSTRAP_SERVERS=broker:9092`);
+//! 4. secret files: `DORA_<SECTION>__<KEY>_FILE=/run/secrets/x` sets `<section>.<key>`
+//!    to the file's contents with trailing newlines removed.
+//!
+//! Secret values are typed [`Secret`], which never prints its contents.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use secrecy::{ExposeSecret, SecretString as Secret};
+
+/// Environment variable prefix for every setting.
+pub const ENV_PREFIX: &str = "DORA_";
+/// Environment variable naming an optional TOML settings file.
+pub const CONFIG_FILE_ENV: &str = "DORA_CONFIG";
+
+/// Why settings could not be loaded. Binaries exit with a distinct code on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `DORA_CONFIG` does not exist.
+    #[error("settings file {path} (from {CONFIG_FILE_ENV}) does not exist")]
+    MissingFile {
+        /// The path that was named.
+        path: PathBuf,
+    },
+    /// A `*_FILE` secret could not be read.
+    #[error("cannot read secret file {path} named by {var}: {source}")]
+    SecretFile {
+        /// The environment variable that named the file.
+        var: String,
+        /// The path it named.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A value is missing or has the wrong type (the message names the key).
+    #[error("invalid settings: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+/// Loads settings of type `T` from the process environment.
+pub fn load<T>() -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    load_from(&vars)
+}
+
+/// Loads settings of type `T` from the given environment (for tests).
+pub fn load_from<T>(vars: &[(String, String)]) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+
+    if let Some((_, path)) = vars.iter().find(|(k, _)| k == CONFIG_FILE_ENV) {
+        let path = PathBuf::from(path);
+        if !path.exists() {
+            return Err(ConfigError::MissingFile { path });
+        }
+        figment = figment.merge(Toml::file(&path));
+    }
+
+    let plain: Vec<(String, String)> = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_FILE_ENV && !k.ends_with("_FILE"))
+        .cloned()
+        .collect();
+    figment = figment.merge(env_provider(plain));
+
+    let mut secrets = Vec::new();
+    for (var, path) in vars {
+        let Some(stripped) = var.strip_suffix("_FILE") else { continue };
+        if !var.starts_with(ENV_PREFIX) || var == CONFIG_FILE_ENV {
+            continue;
+        }
+        let value = read_secret(var, Path::new(path))?;
+        secrets.push((stripped.to_string(), value));
+    }
+    figment = figment.merge(env_provider(secrets));
+
+    figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+}
+
+fn read_secret(var: &str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|source| ConfigError::SecretFile { var: var.to_string(), path: path.to_path_buf(), source })
+}
+
+/// An `Env` provider over an explicit list of variables instead of the process environment.
+fn env_provider(vars: Vec<(String, String)>) -> Figment {
+    // figment's Env provider reads the process environment; tests need an explicit
+    // list, so nested keys are built here the same way (`__` -> `.`, lower case).
+    let mut figment = Figment::new();
+    for (var, value) in vars {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        figment = figment.merge((key, parse_scalar(&value)));
+    }
+    figment
+}
+
+/// Interprets an environment value the way figment's `Env` does: booleans and
+/// numbers become typed values, everything else stays a string.
+fn parse_scalar(value: &str) -> figment::value::Value {
+    use figment::value::Value;
+    value.parse::<Value>().unwrap_or_else(|_| Value::from(value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Kafka {
+        bootstrap_servers: String,
+        batch_size: u32,
+        #[serde(skip_serializing)]
+        password: Option<Secret>,
+    }
+    impl Default for Kafka {
+        fn default() -> Self {
+            Self { bootstrap_servers: "127.0.0.1:9092".into(), batch_size: 16384, password: None }
+        }
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Settings {
+        kafka: Kafka,
+    }
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_anything() {
+        let s: Settings = load_from(&[]).unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(s.kafka.batch_size, 16384);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "[kafka]\nbootstrap_servers = \"file:9092\"\nbatch_size = 1\n").unwrap();
+        let s: Settings = load_from(&vars(&[
+            ("DORA_CONFIG", file.to_str().unwrap()),
+            ("DORA_KAFKA__BATCH_SIZE", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "file:9092");
+        assert_eq!(s.kafka.batch_size, 2);
+    }
+
+    #[test]
+    fn secret_comes_from_file_and_never_prints() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cr3t\n").unwrap();
+        let s: Settings = load_from(&vars(&[("DORA_KAFKA__PASSWORD_FILE", file.to_str().unwrap())])).unwrap();
+        let pw = s.kafka.password.as_ref().unwrap();
+        assert_eq!(pw.expose_secret(), "s3cr3t");
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn missing_secret_file_names_the_variable() {
+        let err = load_from::<Settings>(&vars(&[("DORA_KAFKA__PASSWORD_FILE", "/nonexistent/pw")])).unwrap_err();
+        assert!(err.to_string().contains("DORA_KAFKA__PASSWORD_FILE"), "{err}");
+    }
+
+    #[test]
+    fn ill_typed_value_names_the_key() {
+        let err = load_from::<Settings>(&vars(&[("DORA_KAFKA__BATCH_SIZE", "lots")])).unwrap_err();
+        assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = load_from::<Settings>(&vars(&[("DORA_CONFIG", "/nonexistent.toml")])).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }));
+    }
+}

@@ -1,0 +1,79 @@
+//! Client context that remembers the last client-level error, and the start-up
+//! connection check that turns it into one clear line (wrong SCRAM password,
+//! untrusted certificate, unreachable broker) instead of a retry storm.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{KafkaError, KafkaSettings};
+
+/// A client context that records the most recent error librdkafka reported
+/// through its error callback (authentication and TLS failures arrive there).
+#[derive(Debug, Clone, Default)]
+pub struct ErrorRecordingContext {
+    last_error: Arc<Mutex<Option<(RDKafkaErrorCode, String)>>>,
+}
+
+impl ErrorRecordingContext {
+    /// The most recent error, if any.
+    pub fn last_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ClientContext for ErrorRecordingContext {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown);
+        tracing::warn!(error = %error, reason, "kafka client error");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((code, reason.to_string()));
+    }
+}
+
+impl ConsumerContext for ErrorRecordingContext {}
+
+/// Connects with `settings` and fetches cluster metadata within `timeout`.
+///
+/// Returns the number of brokers on success. On failure the error says what
+/// went wrong in one line: [`KafkaError::Authentication`] for bad credentials,
+/// [`KafkaError::Unreachable`] otherwise, carrying librdkafka's reason.
+pub async fn check_connection(settings: &KafkaSettings, timeout: Duration) -> Result<usize, KafkaError> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || check_connection_blocking(&settings, timeout))
+        .await
+        .map_err(|e| KafkaError::Admin(format!("connection check task failed: {e}")))?
+}
+
+fn check_connection_blocking(settings: &KafkaSettings, timeout: Duration) -> Result<usize, KafkaError> {
+    let context = ErrorRecordingContext::default();
+    let mut cfg = settings.client_config()?;
+    // One connection attempt's worth of back-off, not a storm, while we check.
+    cfg.set("reconnect.backoff.ms", "500").set("reconnect.backoff.max.ms", "5000");
+    let consumer: BaseConsumer<ErrorRecordingContext> =
+        cfg.create_with_context(context.clone()).map_err(KafkaError::Client)?;
+    match consumer.fetch_metadata(None, timeout) {
+        Ok(md) => Ok(md.brokers().len()),
+        Err(e) => Err(classify(&settings.bootstrap_servers, e, context.last_error())),
+    }
+}
+
+fn classify(
+    servers: &str,
+    error: RdKafkaError,
+    last: Option<(RDKafkaErrorCode, String)>,
+) -> KafkaError {
+    match last {
+        Some((RDKafkaErrorCode::Authentication, reason)) => {
+            KafkaError::Authentication(format!("{servers}: {reason}"))
+        }
+        Some((_, reason)) if reason.contains("SASL authentication") || reason.contains("Authentication failed") => {
+            KafkaError::Authentication(format!("{servers}: {reason}"))
+        }
+        Some((_, reason)) => KafkaError::Unreachable(format!("{servers}: {reason}")),
+        None => KafkaError::Unreachable(format!("{servers}: {error}")),
+    }
+}

@@ -1,0 +1,132 @@
+//! The one boot sequence of every service binary: load settings (exit 78 on bad
+//! settings), initialise telemetry, check the Kafka connection (exit 77 on bad
+//! credentials, 69 when unreachable), serve the admin endpoints, run the
+//! service until SIGTERM/SIGINT, drain, exit 0.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use dora_telemetry::{AdminSettings, Readiness, TelemetrySettings};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{KafkaError, KafkaSettings};
+
+/// Exit code for unusable settings (`EX_CONFIG`).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for rejected credentials (`EX_NOPERM`).
+pub const EXIT_AUTH: u8 = 77;
+/// Exit code for an unreachable dependency (`EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code for a failure while running (`EX_SOFTWARE`).
+pub const EXIT_FAILURE: u8 = 70;
+
+/// What every service's settings type exposes to the boot sequence.
+pub trait ServiceSettings: Serialize + DeserializeOwned + Default + Send + 'static {
+    /// Kafka connection settings.
+    fn kafka(&self) -> &KafkaSettings;
+    /// Logging and tracing settings.
+    fn telemetry(&self) -> &TelemetrySettings;
+    /// Admin HTTP settings.
+    fn admin(&self) -> &AdminSettings;
+    /// Longest time the start-up connection check may take. Default 30 s.
+    fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+/// The settings sections every service has; a service embeds this with
+/// `#[serde(flatten)]` next to its own section.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CommonSettings {
+    /// Section `kafka`.
+    pub kafka: KafkaSettings,
+    /// Section `telemetry`.
+    pub telemetry: TelemetrySettings,
+    /// Section `admin`.
+    pub admin: AdminSettings,
+}
+
+impl CommonSettings {
+    /// Defaults with the admin server on `127.0.0.1:<port>` (each service's port
+    /// from the design's address table).
+    pub fn with_admin_port(port: u16) -> Self {
+        let mut s = Self::default();
+        s.admin.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        s
+    }
+}
+
+/// Handles a running service receives from the boot sequence.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// Service name (also the Kafka `client.id` prefix).
+    pub name: &'static str,
+    /// Readiness conditions served by `/readyz`.
+    pub readiness: Readiness,
+    /// Cancelled when the process is asked to stop; the service then drains and returns.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs a service binary: see the module docs for the sequence and exit codes.
+pub async fn main<S, F, Fut>(name: &'static str, run: F) -> ExitCode
+where
+    S: ServiceSettings,
+    F: FnOnce(S, ServiceContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let settings: S = match dora_config::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    dora_telemetry::init(name, settings.telemetry());
+
+    match crate::check_connection(settings.kafka(), settings.startup_timeout()).await {
+        Ok(brokers) => tracing::info!(brokers, "kafka reachable"),
+        Err(e) => {
+            tracing::error!(error = %e, "kafka connection check failed");
+            eprintln!("{name}: {e}");
+            return ExitCode::from(match e {
+                KafkaError::Authentication(_) => EXIT_AUTH,
+                KafkaError::Config(_) => EXIT_CONFIG,
+                _ => EXIT_UNAVAILABLE,
+            });
+        }
+    }
+
+    let readiness = Readiness::new();
+    let admin = match dora_telemetry::serve_admin(settings.admin().listen, readiness.clone()).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        dora_telemetry::shutdown_signal().await;
+        signal_token.cancel();
+    });
+
+    let ctx = ServiceContext { name, readiness, shutdown };
+    let result = run(settings, ctx).await;
+    admin.task.abort();
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "service failed");
+            eprintln!("{name}: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! gRPC API types generated from `proto/*.proto` (tonic + prost).

@@ -1,0 +1,6 @@
+//! dlq-replayer binary: boots through the shared service sequence and runs [`dlq_replayer::run`].
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    dora_kafka::service::main::<dlq_replayer::Settings, _, _>("dlq-replayer", dlq_replayer::run).await
+}

@@ -1,0 +1,40 @@
+//! report-ingest: Gap and risk assessments in -> gap-assessments / risk-assessments.
+
+use dora_kafka::service::{CommonSettings, ServiceContext, ServiceSettings};
+use dora_kafka::KafkaSettings;
+use dora_telemetry::{AdminSettings, TelemetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// Settings of report-ingest (defaults < `DORA_CONFIG` file < `DORA_*` env).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Kafka, telemetry and admin sections. Admin default `127.0.0.1:9102`.
+    #[serde(flatten)]
+    pub common: CommonSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { common: CommonSettings::with_admin_port(9102) }
+    }
+}
+
+impl ServiceSettings for Settings {
+    fn kafka(&self) -> &KafkaSettings {
+        &self.common.kafka
+    }
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.common.telemetry
+    }
+    fn admin(&self) -> &AdminSettings {
+        &self.common.admin
+    }
+}
+
+/// Runs report-ingest until shutdown is requested.
+pub async fn run(_settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
+    ctx.readiness.set_ready("kafka");
+    ctx.shutdown.cancelled().await;
+    Ok(())
+}
