@@ -1,1 +1,17 @@
-//! gRPC API types generated from `proto/*.proto` (tonic + prost).
+//! gRPC API types generated from `proto/*.proto` (tonic + prost), the encoded
+//! descriptor set for server reflection, and the codec every service uses.
+
+pub mod codec;
+
+/// The agent-gateway API, package `dora.agent.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod agent {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("dora.agent.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every `.proto` in `proto/`, for the gRPC
+/// reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
