@@ -3,7 +3,7 @@
 //! untrusted certificate, unreachable broker) instead of a retry storm.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -51,13 +51,27 @@ pub async fn check_connection(settings: &KafkaSettings, timeout: Duration) -> Re
 fn check_connection_blocking(settings: &KafkaSettings, timeout: Duration) -> Result<usize, KafkaError> {
     let context = ErrorRecordingContext::default();
     let mut cfg = settings.client_config()?;
-    // One connection attempt's worth of back-off, not a storm, while we check.
+    // A few connection attempts while we check, not a storm.
     cfg.set("reconnect.backoff.ms", "500").set("reconnect.backoff.max.ms", "5000");
     let consumer: BaseConsumer<ErrorRecordingContext> =
         cfg.create_with_context(context.clone()).map_err(KafkaError::Client)?;
-    match consumer.fetch_metadata(None, timeout) {
-        Ok(md) => Ok(md.brokers().len()),
-        Err(e) => Err(classify(&settings.bootstrap_servers, e, context.last_error())),
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match consumer.fetch_metadata(None, remaining.min(Duration::from_secs(2))) {
+            Ok(md) => return Ok(md.brokers().len()),
+            Err(error) => {
+                // Error callbacks are served by polling; authentication and TLS
+                // failures arrive there and will not heal by retrying.
+                let _ = consumer.poll(Duration::from_millis(100));
+                let last = context.last_error();
+                let permanent =
+                    matches!(&last, Some((code, _)) if matches!(code, RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL));
+                if permanent || Instant::now() >= deadline {
+                    return Err(classify(&settings.bootstrap_servers, error, last));
+                }
+            }
+        }
     }
 }
 

@@ -1,1 +1,526 @@
-//! Integration-test harness against the real local stack.
+//! Integration-test harness against the real local stack (`deploy/local/stack.sh up`).
+//!
+//! - addresses come from the environment `stack.sh env` prints, with the
+//!   design's defaults, so a test run against another stack needs no code change;
+//! - every test gets its own topics and groups ([`unique`]);
+//! - conditions are awaited with deadlines ([`eventually`]), never fixed sleeps;
+//! - a service binary runs as a real process ([`ServiceProcess`]) and is awaited
+//!   on its `/readyz`.
+//!
+//! The harness observes topics with plain rdkafka clients built from the same
+//! [`KafkaSettings`], independently of the runtime under test.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dora_config::Secret;
+use dora_kafka::topics::{provision, TopicSpec};
+use dora_kafka::{KafkaSettings, SaslMechanism, SecurityProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// Default deadline for awaited conditions in integration tests.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+/// The repository root (where `Cargo.toml` of the workspace lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// The local stack's state folder (`DORA_STACK_DIR`, default `<repo>/.stack`).
+pub fn stack_dir() -> PathBuf {
+    std::env::var("DORA_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join(".stack"))
+}
+
+/// PLAINTEXT settings for the local broker (`DORA_KAFKA__BOOTSTRAP_SERVERS`).
+pub fn kafka() -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers: env_or("DORA_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        client_id: "dora-testkit".into(),
+        ..Default::default()
+    }
+}
+
+/// SASL_SSL settings for the local broker's SCRAM listener, with certificate
+/// verification against the stack's CA.
+pub fn kafka_sasl(mechanism: SaslMechanism) -> Result<KafkaSettings> {
+    let password_file = PathBuf::from(env_or(
+        "DORA_TEST_SASL_PASSWORD_FILE",
+        &stack_dir().join("secrets/kafka-scram-password").to_string_lossy(),
+    ));
+    let password = std::fs::read_to_string(&password_file)
+        .with_context(|| format!("reading SCRAM password from {}", password_file.display()))?;
+    Ok(KafkaSettings {
+        bootstrap_servers: env_or("DORA_TEST_SASL_BOOTSTRAP_SERVERS", "127.0.0.1:9093"),
+        security_protocol: SecurityProtocol::SaslSsl,
+        sasl_mechanism: mechanism,
+        sasl_username: Some(env_or("DORA_TEST_SASL_USERNAME", "dora")),
+        sasl_password: Some(Secret::from(password.trim_end().to_string())),
+        ssl_ca_location: Some(PathBuf::from(env_or(
+            "DORA_TEST_SSL_CA_LOCATION",
+            &stack_dir().join("tls/ca.pem").to_string_lossy(),
+        ))),
+        client_id: "dora-testkit".into(),
+        ..Default::default()
+    })
+}
+
+/// The schema registry's Confluent-compatible base URL (`DORA_REGISTRY__URL`).
+pub fn registry_url() -> String {
+    env_or("DORA_REGISTRY__URL", "http://127.0.0.1:8081/apis/ccompat/v7")
+}
+
+/// PostgreSQL connection parameters of the local stack.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    /// Host (`DORA_POSTGRES__HOST`).
+    pub host: String,
+    /// Port (`DORA_POSTGRES__PORT`).
+    pub port: u16,
+    /// User (`DORA_POSTGRES__USER`).
+    pub user: String,
+    /// Database (`DORA_POSTGRES__DATABASE`).
+    pub database: String,
+    /// Path of the password file (`DORA_POSTGRES__PASSWORD_FILE`).
+    pub password_file: PathBuf,
+}
+
+/// The local stack's PostgreSQL.
+pub fn postgres() -> Postgres {
+    Postgres {
+        host: env_or("DORA_POSTGRES__HOST", "127.0.0.1"),
+        port: env_or("DORA_POSTGRES__PORT", "5432").parse().unwrap_or(5432),
+        user: env_or("DORA_POSTGRES__USER", "dora"),
+        database: env_or("DORA_POSTGRES__DATABASE", "dora"),
+        password_file: PathBuf::from(env_or(
+            "DORA_POSTGRES__PASSWORD_FILE",
+            &stack_dir().join("secrets/postgres-password").to_string_lossy(),
+        )),
+    }
+}
+
+/// A name no other test uses: `<prefix>-<random>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Creates a topic (and waits until the broker reports it with a leader for every partition).
+pub async fn create_topic(settings: &KafkaSettings, name: &str, partitions: i32) -> Result<()> {
+    create_topic_with(settings, name, partitions, &[]).await
+}
+
+/// Creates a topic with topic-level configs, then waits until it is usable.
+pub async fn create_topic_with(
+    settings: &KafkaSettings,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    let spec = TopicSpec {
+        name: name.to_string(),
+        partitions,
+        configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    provision(settings, &[spec], 1, Duration::from_secs(30)).await?;
+    let consumer = base_consumer(settings, None)?;
+    let topic = name.to_string();
+    eventually(DEADLINE, || {
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).ok();
+        let ready = md.is_some_and(|md| {
+            md.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_none()
+                    && t.partitions().len() == partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            })
+        });
+        async move { ready.then_some(()) }
+    })
+    .await
+    .with_context(|| format!("topic {name} did not become ready"))
+}
+
+/// Awaits `check` until it yields `Some`, polling every 100 ms, failing after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if start.elapsed() >= deadline {
+            bail!("condition not met within {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain producer for test input (acks=all, idempotent).
+pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer> {
+    let mut cfg = settings.client_config()?;
+    cfg.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "30000");
+    Ok(cfg.create()?)
+}
+
+/// Produces one record and waits for the broker's acknowledgement; returns (partition, offset).
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(&str, &[u8])],
+) -> Result<(i32, i64)> {
+    let mut hs = OwnedHeaders::new();
+    for (k, v) in headers {
+        hs = hs.insert(Header { key: k, value: Some(*v) });
+    }
+    let mut record = FutureRecord::to(topic).payload(value).headers(hs);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    let delivery = producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+    Ok((delivery.partition, delivery.offset))
+}
+
+fn base_consumer(settings: &KafkaSettings, isolation: Option<&str>) -> Result<BaseConsumer> {
+    let mut cfg = settings.client_config()?;
+    cfg.set("group.id", unique("testkit-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    if let Some(level) = isolation {
+        cfg.set("isolation.level", level);
+    }
+    Ok(cfg.create()?)
+}
+
+/// Reads every record of `topic` from the beginning up to its current high
+/// watermarks (read_uncommitted). Partitions are read in order; records are
+/// returned partition by partition.
+pub async fn read_all(settings: &KafkaSettings, topic: &str) -> Result<Vec<OwnedMessage>> {
+    read_all_with(settings, topic, "read_uncommitted").await
+}
+
+/// Like [`read_all`] with `isolation.level=read_committed`: aborted and open
+/// transactions are invisible.
+pub async fn read_committed(settings: &KafkaSettings, topic: &str) -> Result<Vec<OwnedMessage>> {
+    read_all_with(settings, topic, "read_committed").await
+}
+
+async fn read_all_with(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<OwnedMessage>> {
+    let settings = settings.clone();
+    let topic = topic.to_string();
+    let isolation = isolation.to_string();
+    tokio::task::spawn_blocking(move || read_all_blocking(&settings, &topic, &isolation)).await?
+}
+
+fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<OwnedMessage>> {
+    let consumer = base_consumer(settings, Some(isolation))?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut tpl = TopicPartitionList::new();
+    let mut targets = Vec::new();
+    for p in partitions {
+        // For read_committed the last stable offset bounds what is visible; the
+        // high watermark is fetched after assignment, so it reflects isolation.
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            targets.push((p, high));
+        }
+    }
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    consumer.assign(&tpl)?;
+    let mut out: Vec<OwnedMessage> = Vec::new();
+    let mut done: std::collections::HashMap<i32, bool> = targets.iter().map(|(p, _)| (*p, false)).collect();
+    let start = Instant::now();
+    while done.values().any(|d| !d) {
+        if start.elapsed() > DEADLINE {
+            bail!("reading {topic} to its high watermarks took longer than {DEADLINE:?}");
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let high = targets.iter().find(|(p, _)| *p == m.partition()).map(|(_, h)| *h).unwrap_or(0);
+                if m.offset() + 1 >= high {
+                    done.insert(m.partition(), true);
+                }
+                out.push(m.detach());
+            }
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None => {
+                // read_committed: aborted records and transaction markers are skipped,
+                // so the position may reach the watermark without a message at it.
+                for (p, high) in &targets {
+                    let pos = consumer
+                        .position()?
+                        .find_partition(topic, *p)
+                        .and_then(|e| e.offset().to_raw())
+                        .unwrap_or(-1);
+                    if pos >= *high {
+                        done.insert(*p, true);
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by_key(|m| (m.partition(), m.offset()));
+    Ok(out)
+}
+
+/// The committed offset of `group` on `topic`/`partition`, if any.
+pub async fn committed_offset(settings: &KafkaSettings, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
+    let mut cfg = settings.client_config()?;
+    cfg.set("group.id", group).set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok(committed.find_partition(&topic, partition).and_then(|e| e.offset().to_raw()).filter(|o| *o >= 0))
+    })
+    .await?
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A service binary running as a real process. Killed (SIGKILL) when dropped.
+pub struct ServiceProcess {
+    child: Option<Child>,
+    /// The admin address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: String,
+    /// Where the process's stdout and stderr go.
+    pub log_path: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `env` (plus `DORA_ADMIN__LISTEN` on a free port and
+    /// the local stack's Kafka address unless `env` sets it) and waits until its
+    /// `/readyz` answers 200.
+    pub async fn spawn(binary: impl AsRef<Path>, env: &[(&str, String)]) -> Result<Self> {
+        let mut process = Self::start(binary, env)?;
+        if let Err(e) = process.wait_ready(DEADLINE * 2).await {
+            let log = process.log();
+            bail!("{e:#}\n--- process log ---\n{log}");
+        }
+        Ok(process)
+    }
+
+    /// Starts `binary` without waiting for readiness.
+    pub fn start(binary: impl AsRef<Path>, env: &[(&str, String)]) -> Result<Self> {
+        let binary = binary.as_ref();
+        let admin = format!("127.0.0.1:{}", free_port());
+        let log_path = std::env::temp_dir().join(format!(
+            "{}-{}.log",
+            binary.file_name().and_then(|n| n.to_str()).unwrap_or("service"),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(binary);
+        cmd.env("DORA_ADMIN__LISTEN", &admin)
+            .env("DORA_KAFKA__BOOTSTRAP_SERVERS", kafka().bootstrap_servers)
+            .env("DORA_REGISTRY__URL", registry_url())
+            .env("DORA_TELEMETRY__LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("spawning {}", binary.display()))?;
+        Ok(Self { child: Some(child), admin, log_path })
+    }
+
+    /// Waits until `/readyz` answers 200, failing early if the process exits.
+    pub async fn wait_ready(&mut self, deadline: Duration) -> Result<()> {
+        let url = format!("http://{}/readyz", self.admin);
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait()? {
+                bail!("process exited before it was ready: {status}");
+            }
+            if let Ok(resp) = client.get(&url).send().await {
+                if resp.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > deadline {
+                bail!("{url} not ready within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// GETs a path of the admin server and returns (status, body).
+    pub async fn admin_get(&self, path: &str) -> Result<(u16, String)> {
+        let resp = reqwest::get(format!("http://{}{path}", self.admin)).await?;
+        Ok((resp.status().as_u16(), resp.text().await?))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Non-blocking exit check.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(c.try_wait()?),
+            None => bail!("process already reaped"),
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `deadline` for the exit status.
+    pub async fn terminate(&mut self, deadline: Duration) -> Result<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.wait_exit(deadline).await
+    }
+
+    /// Sends SIGKILL and reaps the process (a crash, for at-least-once tests).
+    pub async fn kill(&mut self) -> Result<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGKILL)?;
+        self.wait_exit(DEADLINE).await
+    }
+
+    /// Waits up to `deadline` for the process to exit by itself.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                bail!("process did not exit within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().context("process already reaped")?;
+        let pid = i32::try_from(pid).context("pid out of range")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)?;
+        Ok(())
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprintln!("--- {} ---\n{}", self.log_path.display(), self.log());
+        }
+    }
+}
+
+/// Runs `binary` to completion with `env` and returns (exit status, stdout, stderr),
+/// failing if it runs longer than `deadline`.
+pub async fn run_to_exit(
+    binary: impl AsRef<Path>,
+    env: &[(&str, String)],
+    deadline: Duration,
+) -> Result<(ExitStatus, String, String)> {
+    let mut cmd = tokio::process::Command::new(binary.as_ref());
+    cmd.env("DORA_ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn()?;
+    let out = tokio::time::timeout(deadline, child.wait_with_output())
+        .await
+        .with_context(|| format!("{} did not exit within {deadline:?}", binary.as_ref().display()))??;
+    Ok((out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Parses one metric's value from a Prometheus text exposition, matching every
+/// `label="value"` pair given.
+pub fn metric_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = match series.split_once('{') {
+            Some((m, r)) => (m, r),
+            None => (series, ""),
+        };
+        if metric != name {
+            return None;
+        }
+        let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        if all {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// A JSON value helper re-exported for tests that build seed-shaped payloads.
+pub use serde_json::json;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ() {
+        assert_ne!(unique("t"), unique("t"));
+        assert!(unique("orders").starts_with("orders-"));
+    }
+
+    #[test]
+    fn metric_value_matches_labels() {
+        let text = "# HELP x y\nkafka_messages_sent_total{topic=\"a\"} 3\nkafka_messages_sent_total{topic=\"b\"} 5\nup 1\n";
+        assert_eq!(metric_value(text, "kafka_messages_sent_total", &[("topic", "b")]), Some(5.0));
+        assert_eq!(metric_value(text, "up", &[]), Some(1.0));
+        assert_eq!(metric_value(text, "kafka_messages_sent_total", &[("topic", "c")]), None);
+    }
+
+    #[tokio::test]
+    async fn eventually_gives_up_after_the_deadline() {
+        let err = eventually(Duration::from_millis(250), || async { None::<()> }).await.unwrap_err();
+        assert!(err.to_string().contains("not met"));
+        let mut n = 0;
+        let v = eventually(Duration::from_secs(5), || {
+            n += 1;
+            let hit = n >= 3;
+            async move { hit.then_some(n) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+    }
+}
