@@ -1,40 +1,25 @@
-//! agent-gateway: gRPC door for AI agents: agent-events producer and agent health.
+//! agent-gateway: the gRPC door for AI agents. Authenticated, validated agent
+//! events go to `agent-events` (answered after the broker's ack); the health
+//! processor turns them into agent health on the compacted `agent-health`
+//! topic, which every replica reads whole to answer GetAgent, ListAgents and
+//! WatchAgents.
 
-use dora_kafka::service::{CommonSettings, ServiceContext, ServiceSettings};
-use dora_kafka::KafkaSettings;
-use dora_telemetry::{AdminSettings, TelemetrySettings};
-use serde::{Deserialize, Serialize};
+pub mod api;
+pub mod auth;
+pub mod directory;
+pub mod health;
+pub mod metrics;
+pub mod queue;
+pub mod server;
+pub mod settings;
+pub mod tls;
+pub mod validation;
 
-/// Settings of agent-gateway (defaults < `DORA_CONFIG` file < `DORA_*` env).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// Kafka, telemetry and admin sections. Admin default `127.0.0.1:9101`.
-    #[serde(flatten)]
-    pub common: CommonSettings,
-}
+pub use settings::{GatewaySettings, Settings};
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self { common: CommonSettings::with_admin_port(9101) }
-    }
-}
-
-impl ServiceSettings for Settings {
-    fn kafka(&self) -> &KafkaSettings {
-        &self.common.kafka
-    }
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.common.telemetry
-    }
-    fn admin(&self) -> &AdminSettings {
-        &self.common.admin
-    }
-}
+use dora_kafka::service::ServiceContext;
 
 /// Runs agent-gateway until shutdown is requested.
-pub async fn run(_settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
-    ctx.readiness.set_ready("kafka");
-    ctx.shutdown.cancelled().await;
-    Ok(())
+pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
+    server::run(settings, ctx).await
 }

@@ -1,0 +1,109 @@
+//! Assembles the running gateway: gRPC server (API + gRPC health + reflection,
+//! TLS when configured) and, around it, the Kafka side, then drains on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use dora_config::ExposeSecret;
+use dora_kafka::service::ServiceContext;
+use dora_proto::agent::v1::agent_gateway_server::AgentGatewayServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::api::{EventSink, GatewayApi};
+use crate::auth::{Authenticator, TokenKey};
+use crate::directory::AgentDirectory;
+use crate::queue::SendQueue;
+use crate::settings::{GatewaySettings, Settings};
+
+/// Longest the gRPC server waits for in-flight calls after shutdown was asked for.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The authenticator the settings describe; an error when agents could not
+/// authenticate at all.
+pub fn authenticator(s: &GatewaySettings) -> anyhow::Result<Authenticator> {
+    let key = match &s.token_key {
+        Some(secret) => Some(TokenKey::new(secret.expose_secret().as_bytes()).context("gateway.token_key")?),
+        None => None,
+    };
+    let client_certs = s.tls_client_ca.is_some();
+    if key.is_none() && !client_certs {
+        anyhow::bail!(
+            "gateway: agents cannot authenticate; set DORA_GATEWAY__TOKEN_KEY_FILE and/or gateway.tls_client_ca"
+        );
+    }
+    Ok(Authenticator::new(key, client_certs))
+}
+
+/// Serves the gRPC API on `listener` until `shutdown`, then waits (at most
+/// [`DRAIN_TIMEOUT`]) for in-flight calls to complete.
+pub async fn serve_grpc(
+    s: &GatewaySettings,
+    listener: TcpListener,
+    api: GatewayApi,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_serving::<AgentGatewayServer<GatewayApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dora_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let mut builder = Server::builder();
+    if let Some(tls) = crate::tls::server_config(s)? {
+        builder = builder.tls_config(tls).context("gateway TLS")?;
+    }
+    let service = AgentGatewayServer::new(api).max_decoding_message_size(s.max_request_bytes);
+    let stop = shutdown.clone();
+    let server = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r.context("gRPC server failed"),
+        _ = shutdown.cancelled() => {}
+    }
+    reporter.set_not_serving::<AgentGatewayServer<GatewayApi>>().await;
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(r) => r.context("gRPC server failed while draining"),
+        Err(_) => {
+            tracing::warn!("in-flight gRPC calls did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// The API over `sink` and `directory`, from settings.
+pub fn api(
+    s: &GatewaySettings,
+    sink: Arc<dyn EventSink>,
+    directory: AgentDirectory,
+    shutdown: CancellationToken,
+) -> anyhow::Result<GatewayApi> {
+    Ok(GatewayApi::new(
+        sink,
+        authenticator(s)?,
+        s.limits(),
+        SendQueue::new(s.send_queue_capacity, s.send_queue_wait()),
+        directory,
+        shutdown,
+    ))
+}
+
+/// Runs the whole gateway until `ctx.shutdown`.
+pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
+    let s = &settings.gateway;
+    let listener = TcpListener::bind(s.grpc_listen).await.with_context(|| format!("binding {}", s.grpc_listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+    let directory = AgentDirectory::default();
+    let sink: Arc<dyn EventSink> = Arc::new(crate::api::CountingSink::default());
+    let api = api(s, sink, directory, ctx.shutdown.clone())?;
+    ctx.readiness.set_ready("kafka");
+    serve_grpc(s, listener, api, ctx.shutdown.clone()).await
+}

@@ -1,0 +1,137 @@
+//! Settings of agent-gateway: the shared sections plus `gateway` (gRPC,
+//! authentication, limits, health timing, topics).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dora_config::Secret;
+use dora_kafka::service::{CommonSettings, ServiceSettings};
+use dora_kafka::KafkaSettings;
+use dora_telemetry::{AdminSettings, TelemetrySettings};
+use serde::{Deserialize, Serialize};
+
+/// Settings of agent-gateway (defaults < `DORA_CONFIG` file < `DORA_*` env).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Kafka, telemetry and admin sections. Admin default `127.0.0.1:9101`.
+    #[serde(flatten)]
+    pub common: CommonSettings,
+    // REGISTRY_FIELD
+    /// Section `gateway`.
+    pub gateway: GatewaySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            common: CommonSettings::with_admin_port(9101),
+            // REGISTRY_DEFAULT
+            gateway: GatewaySettings::default(),
+        }
+    }
+}
+
+impl ServiceSettings for Settings {
+    fn kafka(&self) -> &KafkaSettings {
+        &self.common.kafka
+    }
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.common.telemetry
+    }
+    fn admin(&self) -> &AdminSettings {
+        &self.common.admin
+    }
+}
+
+/// Section `gateway` (env `DORA_GATEWAY__<KEY>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewaySettings {
+    /// gRPC listen address. Default `127.0.0.1:50051`.
+    pub grpc_listen: SocketAddr,
+    /// PEM server certificate; with `tls_key` turns on TLS. Default: none (plaintext).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA whose client certificates authenticate agents (identity = the
+    /// certificate's subject common name). Default: none (tokens only).
+    pub tls_client_ca: Option<PathBuf>,
+    /// HMAC key the agents' bearer tokens are signed with, normally from
+    /// `DORA_GATEWAY__TOKEN_KEY_FILE`. Never logged. Required unless client
+    /// certificates are configured.
+    #[serde(skip_serializing)]
+    pub token_key: Option<Secret>,
+    /// Interval at which agents are expected to heartbeat, ms. Default 10 000.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeat intervals after which an agent is UNHEALTHY. Default 3.
+    pub unhealthy_after_intervals: u32,
+    /// How often silent agents are looked for, ms. Default 1 000.
+    pub liveness_check_ms: u64,
+    /// Largest `agent_id`, `agent_type`, `task_id`, bytes. Default 128.
+    pub max_id_bytes: usize,
+    /// Largest `message`, bytes. Default 4 096.
+    pub max_message_bytes: usize,
+    /// Largest `metadata` JSON text, bytes. Default 16 384.
+    pub max_metadata_bytes: usize,
+    /// Largest gRPC request frame, bytes (larger: OUT_OF_RANGE). Default 65 536.
+    pub max_request_bytes: usize,
+    /// Events that may wait for a broker ack at once (the bounded send queue).
+    /// Default 4 096.
+    pub send_queue_capacity: usize,
+    /// Longest a write waits for a queue slot when the call has no deadline, ms;
+    /// then RESOURCE_EXHAUSTED. Default 5 000.
+    pub send_queue_wait_ms: u64,
+    /// Topic agent events are written to. Default `agent-events`.
+    pub events_topic: String,
+    /// Compacted topic of agent health. Default `agent-health`.
+    pub health_topic: String,
+    /// Consumer group of the health processor. Default `agent-event-processor`.
+    pub processor_group: String,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            token_key: None,
+            heartbeat_interval_ms: 10_000,
+            unhealthy_after_intervals: 3,
+            liveness_check_ms: 1_000,
+            max_id_bytes: 128,
+            max_message_bytes: 4_096,
+            max_metadata_bytes: 16_384,
+            max_request_bytes: 65_536,
+            send_queue_capacity: 4_096,
+            send_queue_wait_ms: 5_000,
+            events_topic: dora_kafka::topics::AGENT_EVENTS.to_string(),
+            health_topic: dora_kafka::topics::AGENT_HEALTH.to_string(),
+            processor_group: "agent-event-processor".to_string(),
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// Silence after which an agent is UNHEALTHY, ms.
+    pub fn allowed_silence_ms(&self) -> i64 {
+        (self.heartbeat_interval_ms.saturating_mul(u64::from(self.unhealthy_after_intervals))) as i64
+    }
+
+    /// How long a write may wait for a queue slot when the call has no deadline.
+    pub fn send_queue_wait(&self) -> Duration {
+        Duration::from_millis(self.send_queue_wait_ms)
+    }
+
+    /// The validation limits.
+    pub fn limits(&self) -> crate::validation::Limits {
+        crate::validation::Limits {
+            max_id_bytes: self.max_id_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_metadata_bytes: self.max_metadata_bytes,
+        }
+    }
+}
