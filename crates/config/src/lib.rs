@@ -45,9 +45,15 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A value is missing or has the wrong type (the message names the key).
-    #[error("invalid settings: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    /// A value is missing or has the wrong type.
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid {
+        /// The dotted settings key, e.g. `kafka.security_protocol`
+        /// (environment variable `DORA_KAFKA__SECURITY_PROTOCOL`).
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Loads settings of type `T` from the process environment.
@@ -92,7 +98,10 @@ where
     }
     figment = figment.merge(env_provider(secrets));
 
-    figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+    figment.extract().map_err(|e| {
+        let key = if e.path.is_empty() { "<root>".to_string() } else { e.path.join(".") };
+        ConfigError::Invalid { key, message: e.kind.to_string() }
+    })
 }
 
 fn read_secret(var: &str, path: &Path) -> Result<String, ConfigError> {
@@ -192,6 +201,25 @@ mod tests {
     fn ill_typed_value_names_the_key() {
         let err = load_from::<Settings>(&vars(&[("DORA_KAFKA__BATCH_SIZE", "lots")])).unwrap_err();
         assert!(err.to_string().contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn unknown_enum_value_names_the_key() {
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        #[serde(default)]
+        struct WithEnum {
+            mode: Mode,
+        }
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        enum Mode {
+            #[default]
+            Fast,
+            Safe,
+        }
+        let err = load_from::<WithEnum>(&vars(&[("DORA_MODE", "Bogus")])).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "mode"), "{err}");
+        let ok: WithEnum = load_from(&vars(&[("DORA_MODE", "Safe")])).unwrap();
+        assert!(matches!(ok.mode, Mode::Safe));
     }
 
     #[test]

@@ -285,6 +285,25 @@ fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> 
     Ok(out)
 }
 
+/// The number of records currently in `topic` (sum over partitions of high
+/// minus low watermark); 0 when the topic does not exist.
+pub async fn record_count(settings: &KafkaSettings, topic: &str) -> Result<i64> {
+    let consumer = base_consumer(settings, None)?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut total = 0;
+        for t in md.topics().iter().filter(|t| t.name() == topic && t.error().is_none()) {
+            for p in t.partitions() {
+                let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+                total += high - low;
+            }
+        }
+        Ok(total)
+    })
+    .await?
+}
+
 /// The committed offset of `group` on `topic`/`partition`, if any.
 pub async fn committed_offset(settings: &KafkaSettings, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
     let mut cfg = settings.client_config()?;
