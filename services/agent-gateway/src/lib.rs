@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod queue;
 pub mod server;
 pub mod settings;
+pub mod simulator;
 pub mod tls;
 pub mod validation;
 
