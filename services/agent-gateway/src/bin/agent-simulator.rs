@@ -1,6 +1,6 @@
 //! `agent-simulator`: drives agent-gateway with N simulated agents over gRPC
 //! streams and prints acknowledged events, errors and latency percentiles
-//! (and, with `--health-table`, the agents' health as the gateway reports it).
+//! (and, with `--print-health`, the agents' health as the gateway reports it).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,9 +40,12 @@ struct Args {
     /// The gateway's token signing key file.
     #[arg(long, env = "DORA_GATEWAY__TOKEN_KEY_FILE")]
     key_file: PathBuf,
-    /// After sending, wait this many seconds for health to settle, then print the health table.
+    /// After sending, print the agents' health table as the gateway reports it.
     #[arg(long)]
-    health_table: Option<f64>,
+    print_health: bool,
+    /// Seconds to let health settle before printing it.
+    #[arg(long, default_value_t = 3.0)]
+    settle_secs: f64,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -72,8 +75,8 @@ async fn main() -> anyhow::Result<()> {
     let report = simulator::run(&plan, &key, move |acked| b.set_position(acked)).await?;
     bar.finish_and_clear();
     print!("{}", report.summary());
-    if let Some(settle) = args.health_table {
-        tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+    if args.print_health {
+        tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
         let channel = simulator::connect(&args.gateway).await?;
         let mut client = simulator::client_with_token(channel, &key.issue("agent-simulator", Duration::from_secs(60))?)?;
         let agents = client.list_agents(pb::ListAgentsRequest::default()).await?.into_inner().agents;
