@@ -22,15 +22,21 @@ pub struct ErrorRecordingContext {
 impl ErrorRecordingContext {
     /// The most recent error, if any.
     pub fn last_error(&self) -> Option<(RDKafkaErrorCode, String)> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 impl ClientContext for ErrorRecordingContext {
     fn error(&self, error: RdKafkaError, reason: &str) {
-        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown);
+        let code = error
+            .rdkafka_error_code()
+            .unwrap_or(RDKafkaErrorCode::Unknown);
         tracing::warn!(error = %error, reason, "kafka client error");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((code, reason.to_string()));
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((code, reason.to_string()));
     }
 }
 
@@ -41,20 +47,28 @@ impl ConsumerContext for ErrorRecordingContext {}
 /// Returns the number of brokers on success. On failure the error says what
 /// went wrong in one line: [`KafkaError::Authentication`] for bad credentials,
 /// [`KafkaError::Unreachable`] otherwise, carrying librdkafka's reason.
-pub async fn check_connection(settings: &KafkaSettings, timeout: Duration) -> Result<usize, KafkaError> {
+pub async fn check_connection(
+    settings: &KafkaSettings,
+    timeout: Duration,
+) -> Result<usize, KafkaError> {
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || check_connection_blocking(&settings, timeout))
         .await
         .map_err(|e| KafkaError::Admin(format!("connection check task failed: {e}")))?
 }
 
-fn check_connection_blocking(settings: &KafkaSettings, timeout: Duration) -> Result<usize, KafkaError> {
+fn check_connection_blocking(
+    settings: &KafkaSettings,
+    timeout: Duration,
+) -> Result<usize, KafkaError> {
     let context = ErrorRecordingContext::default();
     let mut cfg = settings.client_config()?;
     // A few connection attempts while we check, not a storm.
-    cfg.set("reconnect.backoff.ms", "500").set("reconnect.backoff.max.ms", "5000");
-    let consumer: BaseConsumer<ErrorRecordingContext> =
-        cfg.create_with_context(context.clone()).map_err(KafkaError::Client)?;
+    cfg.set("reconnect.backoff.ms", "500")
+        .set("reconnect.backoff.max.ms", "5000");
+    let consumer: BaseConsumer<ErrorRecordingContext> = cfg
+        .create_with_context(context.clone())
+        .map_err(KafkaError::Client)?;
     let deadline = Instant::now() + timeout;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -65,8 +79,7 @@ fn check_connection_blocking(settings: &KafkaSettings, timeout: Duration) -> Res
                 // failures arrive there and will not heal by retrying.
                 let _ = consumer.poll(Duration::from_millis(100));
                 let last = context.last_error();
-                let permanent =
-                    matches!(&last, Some((code, _)) if matches!(code, RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL));
+                let permanent = matches!(&last, Some((code, _)) if matches!(code, RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL));
                 if permanent || Instant::now() >= deadline {
                     return Err(classify(&settings.bootstrap_servers, error, last));
                 }
@@ -84,7 +97,10 @@ fn classify(
         Some((RDKafkaErrorCode::Authentication, reason)) => {
             KafkaError::Authentication(format!("{servers}: {reason}"))
         }
-        Some((_, reason)) if reason.contains("SASL authentication") || reason.contains("Authentication failed") => {
+        Some((_, reason))
+            if reason.contains("SASL authentication")
+                || reason.contains("Authentication failed") =>
+        {
             KafkaError::Authentication(format!("{servers}: {reason}"))
         }
         Some((_, reason)) => KafkaError::Unreachable(format!("{servers}: {reason}")),

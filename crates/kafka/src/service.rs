@@ -78,14 +78,17 @@ where
     F: FnOnce(S, ServiceContext) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let settings: S = match dora_config::load() {
+    // The common sections first: services embed them with `#[serde(flatten)]`,
+    // which hides the failing key from serde; loaded alone, errors name it.
+    let settings: S = match dora_config::load::<CommonSettings>().and_then(|_| dora_config::load())
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{name}: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    dora_telemetry::init(name, settings.telemetry());
+    let _telemetry = dora_telemetry::init(name, settings.telemetry());
 
     match crate::check_connection(settings.kafka(), settings.startup_timeout()).await {
         Ok(brokers) => tracing::info!(brokers, "kafka reachable"),
@@ -101,7 +104,8 @@ where
     }
 
     let readiness = Readiness::new();
-    let admin = match dora_telemetry::serve_admin(settings.admin().listen, readiness.clone()).await {
+    let admin = match dora_telemetry::serve_admin(settings.admin().listen, readiness.clone()).await
+    {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{name}: {e}");
@@ -115,7 +119,11 @@ where
         signal_token.cancel();
     });
 
-    let ctx = ServiceContext { name, readiness, shutdown };
+    let ctx = ServiceContext {
+        name,
+        readiness,
+        shutdown,
+    };
     let result = run(settings, ctx).await;
     admin.task.abort();
     match result {

@@ -110,7 +110,9 @@ impl KafkaSettings {
     /// keys in `also_owned` (the producer and consumer factories pass theirs).
     pub fn client_config_owning(&self, also_owned: &[&str]) -> Result<ClientConfig, KafkaError> {
         if self.bootstrap_servers.trim().is_empty() {
-            return Err(KafkaError::Config("kafka.bootstrap_servers is empty".into()));
+            return Err(KafkaError::Config(
+                "kafka.bootstrap_servers is empty".into(),
+            ));
         }
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.bootstrap_servers);
@@ -122,9 +124,13 @@ impl KafkaSettings {
                 cfg.set("security.protocol", "plaintext");
             }
             SecurityProtocol::SaslSsl => {
-                let user = self.sasl_username.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| {
-                    KafkaError::Config("kafka.sasl_username is required with SASL_SSL".into())
-                })?;
+                let user = self
+                    .sasl_username
+                    .as_deref()
+                    .filter(|u| !u.is_empty())
+                    .ok_or_else(|| {
+                        KafkaError::Config("kafka.sasl_username is required with SASL_SSL".into())
+                    })?;
                 let password = self.sasl_password.as_ref().ok_or_else(|| {
                     KafkaError::Config(
                         "kafka.sasl_password is required with SASL_SSL (set DORA_KAFKA__SASL_PASSWORD_FILE)"
@@ -174,10 +180,16 @@ mod tests {
 
     #[test]
     fn sasl_ssl_requires_credentials() {
-        let s = KafkaSettings { security_protocol: SecurityProtocol::SaslSsl, ..Default::default() };
+        let s = KafkaSettings {
+            security_protocol: SecurityProtocol::SaslSsl,
+            ..Default::default()
+        };
         let err = s.client_config().unwrap_err().to_string();
         assert!(err.contains("sasl_username"), "{err}");
-        let s = KafkaSettings { sasl_username: Some("u".into()), ..s };
+        let s = KafkaSettings {
+            sasl_username: Some("u".into()),
+            ..s
+        };
         let err = s.client_config().unwrap_err().to_string();
         assert!(err.contains("sasl_password"), "{err}");
     }

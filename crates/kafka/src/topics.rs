@@ -55,7 +55,10 @@ fn spec(name: &str, partitions: i32, configs: &[(&str, String)]) -> TopicSpec {
     TopicSpec {
         name: name.to_string(),
         partitions,
-        configs: configs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        configs: configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
     }
 }
 
@@ -68,7 +71,10 @@ pub fn catalog() -> Vec<TopicSpec> {
         spec(
             AGENT_HEALTH,
             3,
-            &[("cleanup.policy", "compact".into()), ("min.compaction.lag.ms", "60000".into())],
+            &[
+                ("cleanup.policy", "compact".into()),
+                ("min.compaction.lag.ms", "60000".into()),
+            ],
         ),
         spec(GAP_ASSESSMENTS, 3, &[retention(30)]),
         spec(RISK_ASSESSMENTS, 3, &[retention(30)]),
@@ -77,9 +83,18 @@ pub fn catalog() -> Vec<TopicSpec> {
         spec(USER_ACTIVITIES, 3, &[retention(90)]),
         spec(RISK_ALERTS, 3, &[retention(30)]),
     ];
-    for consumed in [AGENT_EVENTS, GAP_ASSESSMENTS, RISK_ASSESSMENTS, USER_ACTIVITIES] {
+    for consumed in [
+        AGENT_EVENTS,
+        GAP_ASSESSMENTS,
+        RISK_ASSESSMENTS,
+        USER_ACTIVITIES,
+    ] {
         topics.push(spec(&dlq_topic(consumed), 1, &[retention(30)]));
-        topics.push(spec(&parked_topic(consumed), 1, &[("retention.ms", "-1".into())]));
+        topics.push(spec(
+            &parked_topic(consumed),
+            1,
+            &[("retention.ms", "-1".into())],
+        ));
     }
     topics
 }
@@ -92,7 +107,10 @@ pub async fn provision(
     replication: i32,
     timeout: Duration,
 ) -> Result<Vec<String>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = settings.client_config()?.create().map_err(KafkaError::Client)?;
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config()?
+        .create()
+        .map_err(KafkaError::Client)?;
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
@@ -103,15 +121,22 @@ pub async fn provision(
             t
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
-    let results = admin.create_topics(new_topics.iter(), &opts).await.map_err(KafkaError::Client)?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = admin
+        .create_topics(new_topics.iter(), &opts)
+        .await
+        .map_err(KafkaError::Client)?;
     let mut created = Vec::new();
     for result in results {
         match result {
             Ok(name) => created.push(name),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(KafkaError::Admin(format!("cannot create topic {name}: {code}")));
+                return Err(KafkaError::Admin(format!(
+                    "cannot create topic {name}: {code}"
+                )));
             }
         }
     }
@@ -129,11 +154,18 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), cat.len());
-        for t in [AGENT_EVENTS, GAP_ASSESSMENTS, RISK_ASSESSMENTS, USER_ACTIVITIES] {
+        for t in [
+            AGENT_EVENTS,
+            GAP_ASSESSMENTS,
+            RISK_ASSESSMENTS,
+            USER_ACTIVITIES,
+        ] {
             assert!(names.contains(&dlq_topic(t)));
             assert!(names.contains(&parked_topic(t)));
         }
         let health = cat.iter().find(|t| t.name == AGENT_HEALTH).unwrap();
-        assert!(health.configs.contains(&("cleanup.policy".into(), "compact".into())));
+        assert!(health
+            .configs
+            .contains(&("cleanup.policy".into(), "compact".into())));
     }
 }

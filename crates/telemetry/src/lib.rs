@@ -1,5 +1,15 @@
-//! Telemetry for every service: tracing subscriber, Prometheus registry, and the
-//! admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
+//! Telemetry for every service: tracing subscriber (JSON or pretty, env filter),
+//! OpenTelemetry export over OTLP when an endpoint is configured, W3C trace
+//! context propagation helpers, Prometheus exposition and the admin HTTP server
+//! (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! *Architecture invariant*: this crate knows nothing about Kafka; the Kafka
+//! runtime carries trace context in record headers through [`propagation`].
+
+pub mod propagation;
+mod tracing_setup;
+
+pub use tracing_setup::{init, otel_layer, TelemetryGuard};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +38,11 @@ pub struct TelemetrySettings {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_format: "json".into(), log_filter: "info".into(), otlp_endpoint: None }
+        Self {
+            log_format: "json".into(),
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+        }
     }
 }
 
@@ -43,24 +57,9 @@ pub struct AdminSettings {
 
 impl Default for AdminSettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 0)) }
-    }
-}
-
-/// Installs the global tracing subscriber. Call once, first thing in `main`.
-pub fn init(service: &str, settings: &TelemetrySettings) {
-    use tracing_subscriber::prelude::*;
-    use tracing_subscriber::EnvFilter;
-
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_filter));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if settings.log_format == "pretty" {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()
-    } else {
-        registry.with(tracing_subscriber::fmt::layer().json().flatten_event(true)).try_init()
-    };
-    if result.is_ok() {
-        tracing::info!(service, "telemetry initialised");
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
     }
 }
 
@@ -97,7 +96,13 @@ impl Readiness {
 
     fn set(&self, name: &str, ready: bool, reason: impl Into<String>) {
         let mut map = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(name.to_string(), Condition { ready, reason: reason.into() });
+        map.insert(
+            name.to_string(),
+            Condition {
+                ready,
+                reason: reason.into(),
+            },
+        );
     }
 
     /// True when every registered condition is ready.
@@ -109,7 +114,9 @@ impl Readiness {
     /// One line per condition: `name: ok` or `name: <reason>`.
     pub fn report(&self) -> String {
         let map = self.conditions.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, c)| format!("{k}: {}\n", if c.ready { "ok" } else { &c.reason })).collect()
+        map.iter()
+            .map(|(k, c)| format!("{k}: {}\n", if c.ready { "ok" } else { &c.reason }))
+            .collect()
     }
 }
 
@@ -136,9 +143,16 @@ pub enum TelemetryError {
 
 /// Serves `/metrics` (the Prometheus default registry), `/healthz` (alive) and
 /// `/readyz` (every readiness condition holds) until the task is dropped or aborted.
-pub async fn serve_admin(addr: SocketAddr, readiness: Readiness) -> Result<AdminServer, TelemetryError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr, source })?;
-    let local_addr = listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
+pub async fn serve_admin(
+    addr: SocketAddr,
+    readiness: Readiness,
+) -> Result<AdminServer, TelemetryError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| TelemetryError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| TelemetryError::Bind { addr, source })?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -154,7 +168,11 @@ pub async fn serve_admin(addr: SocketAddr, readiness: Readiness) -> Result<Admin
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
-    let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, readiness.report())
 }
 
@@ -163,7 +181,12 @@ async fn metrics() -> impl IntoResponse {
     let encoder = prometheus::TextEncoder::new();
     let mut buf = Vec::new();
     match encoder.encode(&prometheus::gather(), &mut buf) {
-        Ok(()) => (StatusCode::OK, [("content-type", prometheus::TEXT_FORMAT)], buf).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", prometheus::TEXT_FORMAT)],
+            buf,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
