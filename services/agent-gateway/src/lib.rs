@@ -9,12 +9,14 @@ pub mod auth;
 pub mod directory;
 pub mod health;
 pub mod metrics;
+pub mod pipeline;
 pub mod queue;
 pub mod server;
 pub mod settings;
 pub mod simulator;
 pub mod tls;
 pub mod validation;
+pub mod wire;
 
 pub use settings::{GatewaySettings, Settings};
 

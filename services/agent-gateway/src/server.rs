@@ -13,7 +13,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
+use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, StartAt};
+use dora_kafka::Producer;
+
 use crate::api::{EventSink, GatewayApi};
+use crate::pipeline::{check_liveness, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink};
+use crate::wire::Wire;
 use crate::auth::{Authenticator, TokenKey};
 use crate::directory::AgentDirectory;
 use crate::queue::SendQueue;
@@ -96,14 +101,54 @@ pub fn api(
     ))
 }
 
-/// Runs the whole gateway until `ctx.shutdown`.
+/// Runs the whole gateway until `ctx.shutdown`: the gRPC API, the health
+/// processor, the health reader and the liveness check; then drains (gRPC
+/// calls complete, the producer flushes, the loops commit).
 pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
     let s = &settings.gateway;
+    let kafka = &settings.common.kafka;
     let listener = TcpListener::bind(s.grpc_listen).await.with_context(|| format!("binding {}", s.grpc_listen))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+
+    let wire = Arc::new(Wire::new());
     let directory = AgentDirectory::default();
-    let sink: Arc<dyn EventSink> = Arc::new(crate::api::CountingSink::default());
+    let producer = Producer::new(kafka, &settings.producer, ctx.name, &ctx.readiness)?;
+    let sink: Arc<dyn EventSink> = Arc::new(KafkaEventSink::new(producer.clone(), wire.clone(), &s.events_topic));
+    let publisher = HealthPublisher::new(producer.clone(), wire.clone(), &s.health_topic, directory.clone());
+
+    // Every replica reads agent-health whole: its own throwaway group, from the beginning.
+    let reader_settings = ConsumerSettings {
+        group_id: format!("{}-health-view-{}", ctx.name, uuid::Uuid::new_v4().simple()),
+        ..settings.consumer.clone()
+    };
+    let reader = ConsumeLoop::new(kafka, &reader_settings, &ctx, wire.clone())
+        .topics(&[s.health_topic.as_str()])
+        .on_assign(|_, _| StartAt::Beginning)
+        .run(HealthReader::new(wire.clone(), directory.clone()));
+    let processor = ConsumeLoop::new(kafka, &settings.consumer, &ctx, wire.clone())
+        .topics(&[s.events_topic.as_str()])
+        .producer_settings(&settings.producer)
+        .run(HealthProcessor::new(wire.clone(), publisher.clone(), directory.clone()));
+    let liveness = check_liveness(
+        directory.clone(),
+        publisher,
+        Duration::from_millis(s.liveness_check_ms.max(10)),
+        s.allowed_silence_ms(),
+        ctx.shutdown.clone(),
+    );
     let api = api(s, sink, directory, ctx.shutdown.clone())?;
-    ctx.readiness.set_ready("kafka");
-    serve_grpc(s, listener, api, ctx.shutdown.clone()).await
+    let grpc = async {
+        let r = serve_grpc(s, listener, api, ctx.shutdown.clone()).await;
+        // Whatever is still queued is delivered before the process goes.
+        let flush = producer.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(10))).await? {
+            tracing::warn!(error = %e, "producer flush incomplete");
+        }
+        r
+    };
+    let (grpc, reader, processor, ()) = tokio::join!(grpc, reader, processor, liveness);
+    grpc?;
+    reader.context("agent-health reader")?;
+    processor.context("health processor")?;
+    Ok(())
 }

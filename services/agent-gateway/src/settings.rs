@@ -18,7 +18,11 @@ pub struct Settings {
     /// Kafka, telemetry and admin sections. Admin default `127.0.0.1:9101`.
     #[serde(flatten)]
     pub common: CommonSettings,
-    // REGISTRY_FIELD
+    /// Section `producer`: the agent-events and agent-health producer.
+    pub producer: dora_kafka::ProducerSettings,
+    /// Section `consumer`: the health processor's consumer. Group default
+    /// `agent-event-processor`.
+    pub consumer: dora_kafka::consume::ConsumerSettings,
     /// Section `gateway`.
     pub gateway: GatewaySettings,
 }
@@ -27,7 +31,11 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             common: CommonSettings::with_admin_port(9101),
-            // REGISTRY_DEFAULT
+            producer: Default::default(),
+            consumer: dora_kafka::consume::ConsumerSettings {
+                group_id: "agent-event-processor".into(),
+                ..Default::default()
+            },
             gateway: GatewaySettings::default(),
         }
     }
@@ -87,8 +95,6 @@ pub struct GatewaySettings {
     pub events_topic: String,
     /// Compacted topic of agent health. Default `agent-health`.
     pub health_topic: String,
-    /// Consumer group of the health processor. Default `agent-event-processor`.
-    pub processor_group: String,
 }
 
 impl Default for GatewaySettings {
@@ -110,7 +116,6 @@ impl Default for GatewaySettings {
             send_queue_wait_ms: 5_000,
             events_topic: dora_kafka::topics::AGENT_EVENTS.to_string(),
             health_topic: dora_kafka::topics::AGENT_HEALTH.to_string(),
-            processor_group: "agent-event-processor".to_string(),
         }
     }
 }

@@ -1,0 +1,217 @@
+//! The Kafka side of the gateway, all through the runtime crate: the event
+//! sink (agent-events producer), the health processor (group
+//! `agent-event-processor` on agent-events -> agent-health), the health reader
+//! (every replica reads agent-health whole into its [`AgentDirectory`]) and the
+//! liveness check that turns silent agents UNHEALTHY.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dora_kafka::consume::{Handler, HandlerError, Record};
+use dora_kafka::{OutboundRecord, ProduceError, Producer};
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Delivered, EventSink, SinkError, StampedEvent};
+use crate::directory::AgentDirectory;
+use crate::health::{self, AgentState, Transition};
+use crate::metrics;
+use crate::wire::{status_name, Wire, WireError};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Produces agent events to the events topic, keyed by agent id, and resolves
+/// once the broker acknowledged them.
+pub struct KafkaEventSink {
+    producer: Producer,
+    wire: Arc<Wire>,
+    topic: String,
+}
+
+impl KafkaEventSink {
+    /// A sink writing to `topic`.
+    pub fn new(producer: Producer, wire: Arc<Wire>, topic: impl Into<String>) -> Self {
+        Self { producer, wire, topic: topic.into() }
+    }
+}
+
+fn sink_error(e: ProduceError) -> SinkError {
+    if e.is_retryable() {
+        SinkError::Unavailable(e.to_string())
+    } else {
+        SinkError::Rejected(e.to_string())
+    }
+}
+
+fn wire_to_sink(e: WireError) -> SinkError {
+    if e.retryable {
+        SinkError::Unavailable(e.message)
+    } else {
+        SinkError::Rejected(e.message)
+    }
+}
+
+impl EventSink for KafkaEventSink {
+    fn publish(&self, event: StampedEvent) -> BoxFuture<'_, Result<Delivered, SinkError>> {
+        Box::pin(async move {
+            let bytes = self.wire.encode_event(&self.topic, &event).await.map_err(wire_to_sink)?;
+            let record = OutboundRecord::new(self.topic.clone(), Some(&event.draft.agent_id), bytes);
+            let delivery = self.producer.enqueue_raw(record).await.map_err(sink_error)?;
+            let d = delivery.await.map_err(sink_error)?;
+            Ok(Delivered { partition: d.partition, offset: d.offset })
+        })
+    }
+}
+
+/// Writes agent health records to the compacted health topic.
+#[derive(Clone)]
+pub struct HealthPublisher {
+    producer: Producer,
+    wire: Arc<Wire>,
+    topic: String,
+    directory: AgentDirectory,
+}
+
+impl HealthPublisher {
+    /// A publisher to `topic` that also updates this replica's `directory` at once.
+    pub fn new(producer: Producer, wire: Arc<Wire>, topic: impl Into<String>, directory: AgentDirectory) -> Self {
+        Self { producer, wire, topic: topic.into(), directory }
+    }
+
+    /// Produces `state` (awaiting the ack), then takes it into the directory.
+    pub async fn publish(&self, state: AgentState) -> Result<(), HandlerError> {
+        let bytes = self
+            .wire
+            .encode_health(&self.topic, &state)
+            .await
+            .map_err(|e| to_handler_error("HealthEncoding", e))?;
+        let record = OutboundRecord::new(self.topic.clone(), Some(&state.agent_id), bytes);
+        self.producer.send_raw(record).await.map_err(|e| {
+            if e.is_retryable() {
+                HandlerError::unavailable(e.error_type(), e.to_string())
+            } else {
+                HandlerError::rejected(e.error_type(), e.to_string())
+            }
+        })?;
+        metrics::health_published(status_name(state.status));
+        self.directory.merge(state);
+        Ok(())
+    }
+}
+
+fn to_handler_error(kind: &str, e: WireError) -> HandlerError {
+    if e.retryable {
+        HandlerError::unavailable(kind, e.message)
+    } else {
+        HandlerError::rejected(kind, e.message)
+    }
+}
+
+/// The health processor: applies each agent event to the agent's health and
+/// publishes the result.
+pub struct HealthProcessor {
+    wire: Arc<Wire>,
+    publisher: HealthPublisher,
+    directory: AgentDirectory,
+}
+
+impl HealthProcessor {
+    /// A processor over this replica's `directory` (the previous state of each agent).
+    pub fn new(wire: Arc<Wire>, publisher: HealthPublisher, directory: AgentDirectory) -> Self {
+        Self { wire, publisher, directory }
+    }
+}
+
+impl Handler for HealthProcessor {
+    #[tracing::instrument(name = "agent_event", skip_all, fields(topic = %record.topic, partition = record.partition, offset = record.offset, key = record.key_str().unwrap_or("")))]
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        let Some(payload) = record.payload.as_deref() else {
+            return Ok(()); // a tombstone says nothing about health
+        };
+        let event = self
+            .wire
+            .decode_event(&record.topic, payload)
+            .await
+            .map_err(|e| to_handler_error("UndecodableAgentEvent", e))?;
+        if event.agent_id.is_empty() {
+            return Err(HandlerError::rejected("InvalidAgentEvent", "agentId is empty"));
+        }
+        let previous = self.directory.get(&event.agent_id);
+        match health::apply(previous.as_ref(), &event.observation(), now_ms()) {
+            Transition::Updated(next) => self.publisher.publish(next).await,
+            Transition::Unchanged => Ok(()),
+            Transition::UnknownEventType(t) => {
+                tracing::warn!(event_type = %t, agent_id = %event.agent_id, "Unknown event type");
+                metrics::unknown_event_type(&t);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The health reader: takes every agent-health record into the directory.
+pub struct HealthReader {
+    wire: Arc<Wire>,
+    directory: AgentDirectory,
+}
+
+impl HealthReader {
+    /// A reader filling `directory`.
+    pub fn new(wire: Arc<Wire>, directory: AgentDirectory) -> Self {
+        Self { wire, directory }
+    }
+}
+
+impl Handler for HealthReader {
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        let Some(payload) = record.payload.as_deref() else {
+            if let Some(agent) = record.key_str() {
+                self.directory.remove(agent);
+            }
+            return Ok(());
+        };
+        match self.wire.decode_health(&record.topic, payload).await {
+            Ok(state) => {
+                self.directory.merge(state);
+                Ok(())
+            }
+            Err(e) if e.retryable => Err(HandlerError::unavailable("HealthDecoding", e.message)),
+            Err(e) => {
+                // Every replica reads this topic; one bad record is skipped, not
+                // dead-lettered N times.
+                tracing::warn!(error = %e, partition = record.partition, offset = record.offset, "skipping unreadable agent-health record");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every `period`, marks agents silent for longer than `allowed_silence_ms`
+/// UNHEALTHY, until `shutdown`.
+pub async fn check_liveness(
+    directory: AgentDirectory,
+    publisher: HealthPublisher,
+    period: Duration,
+    allowed_silence_ms: i64,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = now_ms();
+        for state in directory.live() {
+            if let Some(silent) = health::expire(&state, now, allowed_silence_ms) {
+                tracing::info!(agent_id = %silent.agent_id, last_heartbeat = ?silent.last_heartbeat, "agent went silent: UNHEALTHY");
+                if let Err(e) = publisher.publish(silent).await {
+                    tracing::warn!(error = %e.message(), "could not publish UNHEALTHY; will retry");
+                }
+            }
+        }
+    }
+}

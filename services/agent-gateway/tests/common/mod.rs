@@ -1,0 +1,124 @@
+//! Shared helpers of agent-gateway's integration tests: start the gateway as a
+//! real process on its own topics, group and ports, and talk to it as an agent.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agent_gateway::auth::TokenKey;
+use agent_gateway::simulator::{self, AuthedClient};
+use anyhow::{bail, Context, Result};
+use dora_proto::agent::v1 as pb;
+use dora_testkit as tk;
+
+/// The gateway binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_agent-gateway");
+
+/// Topics, group and key one test's gateways share.
+pub struct Scenario {
+    /// `agent-events` stand-in.
+    pub events_topic: String,
+    /// `agent-health` stand-in.
+    pub health_topic: String,
+    /// Processor consumer group.
+    pub group: String,
+    /// Token signing key.
+    pub key: TokenKey,
+    /// Where the key lives (for the process).
+    pub key_file: PathBuf,
+    _dir: tempfile::TempDir,
+    /// Extra environment for every gateway of the scenario.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Scenario {
+    /// Fresh topics (events with 3 partitions, compacted health, and the events DLQ)
+    /// and a fresh key.
+    pub async fn new() -> Result<Self> {
+        let kafka = tk::kafka();
+        let events_topic = tk::unique("agent-events");
+        let health_topic = tk::unique("agent-health");
+        tk::create_topic(&kafka, &events_topic, 3).await?;
+        tk::create_topic(&kafka, &format!("{events_topic}-dlq"), 1).await?;
+        tk::create_topic_with(&kafka, &health_topic, 3, &[("cleanup.policy", "compact")]).await?;
+        let dir = tempfile::tempdir()?;
+        let key_file = dir.path().join("token-key");
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::write(&key_file, format!("{secret}\n"))?;
+        Ok(Self {
+            events_topic,
+            health_topic,
+            group: tk::unique("agent-event-processor"),
+            key: TokenKey::new(secret.as_bytes())?,
+            key_file,
+            _dir: dir,
+            env: Vec::new(),
+        })
+    }
+
+    /// Starts a gateway replica and waits until it is ready.
+    pub async fn start(&self) -> Result<Gateway> {
+        let port = tk::free_port();
+        let mut env: Vec<(&str, String)> = vec![
+            ("DORA_GATEWAY__GRPC_LISTEN", format!("127.0.0.1:{port}")),
+            ("DORA_GATEWAY__TOKEN_KEY_FILE", self.key_file.display().to_string()),
+            ("DORA_GATEWAY__EVENTS_TOPIC", self.events_topic.clone()),
+            ("DORA_GATEWAY__HEALTH_TOPIC", self.health_topic.clone()),
+            ("DORA_CONSUMER__GROUP_ID", self.group.clone()),
+        ];
+        env.extend(self.env.iter().cloned());
+        let process = tk::ServiceProcess::spawn(BIN, &env).await?;
+        Ok(Gateway { process, url: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// A client authenticated as `agent_id`.
+    pub async fn client(&self, gw: &Gateway, agent_id: &str) -> Result<AuthedClient> {
+        let channel = simulator::connect(&gw.url).await.context("connecting to the gateway")?;
+        simulator::client_with_token(channel, &self.key.issue(agent_id, Duration::from_secs(600))?)
+    }
+
+    /// Records on the events topic.
+    pub async fn events(&self) -> Result<i64> {
+        tk::record_count(&tk::kafka(), &self.events_topic).await
+    }
+}
+
+/// A running gateway replica.
+pub struct Gateway {
+    /// The process.
+    pub process: tk::ServiceProcess,
+    /// gRPC URL.
+    pub url: String,
+}
+
+/// A heartbeat for `agent` with resource usage.
+pub fn heartbeat(agent: &str) -> pb::HeartbeatRequest {
+    pb::HeartbeatRequest {
+        agent_id: agent.into(),
+        agent_type: "GAP_ANALYZER".into(),
+        resource_usage: Some(pb::ResourceUsage { cpu_percent: Some(42.5), memory_mb: Some(512.0), ..Default::default() }),
+    }
+}
+
+/// Polls GetAgent on `client` until `pred` holds (deadline [`tk::DEADLINE`]),
+/// returning that answer; the error shows the last answer seen.
+pub async fn await_agent(
+    client: &mut AuthedClient,
+    agent: &str,
+    what: &str,
+    pred: impl Fn(&pb::AgentHealth) -> bool,
+) -> Result<pb::AgentHealth> {
+    let start = Instant::now();
+    loop {
+        let last = match client.get_agent(pb::GetAgentRequest { agent_id: agent.to_string() }).await {
+            Ok(r) if pred(r.get_ref()) => return Ok(r.into_inner()),
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(s),
+        };
+        if start.elapsed() > tk::DEADLINE {
+            bail!("{agent}: {what} not reached within {:?}; last answer {last:?}", tk::DEADLINE);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

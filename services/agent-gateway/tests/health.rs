@@ -1,0 +1,150 @@
+//! Agent health end to end, with the gateway as a real process on the real
+//! stack: heartbeat, task completion and error drive GetAgent through HEALTHY,
+//! tasks=1 and DEGRADED and WatchAgents streams those changes in order; an
+//! agent that stops heartbeating turns UNHEALTHY; a seed-shaped JSON heartbeat
+//! written straight to the topic counts like one sent through the gateway.
+
+mod common;
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use common::{await_agent, heartbeat, Scenario};
+use dora_proto::agent::v1 as pb;
+use dora_testkit as tk;
+
+const HEALTHY: i32 = pb::AgentStatus::Healthy as i32;
+const DEGRADED: i32 = pb::AgentStatus::Degraded as i32;
+const UNHEALTHY: i32 = pb::AgentStatus::Unhealthy as i32;
+
+#[tokio::test]
+async fn heartbeat_task_and_error_drive_health_and_watchers_see_them_in_order() -> Result<()> {
+    let scenario = Scenario::new().await?;
+    let gw = scenario.start().await?;
+    let agent = tk::unique("agent");
+    let mut client = scenario.client(&gw, &agent).await?;
+
+    // A watcher (any authenticated caller) on this agent's type.
+    let mut watcher = scenario.client(&gw, "operator").await?;
+    let mut watch = watcher
+        .watch_agents(pb::WatchAgentsRequest { status: 0, agent_type: "GAP_ANALYZER".into() })
+        .await?
+        .into_inner();
+
+    let hb = client.heartbeat(heartbeat(&agent)).await?.into_inner();
+    assert!(uuid::Uuid::parse_str(&hb.event_id).is_ok(), "the gateway fills eventId");
+    let h = await_agent(&mut client, &agent, "HEALTHY", |a| a.status == HEALTHY).await?;
+    assert_eq!(h.tasks_completed, 0);
+    assert!(h.last_heartbeat >= hb.timestamp, "last heartbeat {} < event {}", h.last_heartbeat, hb.timestamp);
+    let usage: serde_json::Value = serde_json::from_str(&h.resource_usage_json)?;
+    assert_eq!(usage, serde_json::json!({"cpu_percent": 42.5, "memory_mb": 512.0}));
+
+    client
+        .complete_task(pb::CompleteTaskRequest {
+            agent_id: agent.clone(),
+            agent_type: "GAP_ANALYZER".into(),
+            task_id: "task-1".into(),
+            result_json: r#"{"gap_assessment":{"gaps_found":3}}"#.into(),
+        })
+        .await?;
+    let h = await_agent(&mut client, &agent, "tasks=1", |a| a.tasks_completed == 1).await?;
+    assert_eq!(h.status, HEALTHY);
+    assert_eq!(h.last_task_id.as_deref(), Some("task-1"));
+
+    client
+        .report_error(pb::ReportErrorRequest {
+            agent_id: agent.clone(),
+            agent_type: "GAP_ANALYZER".into(),
+            message: "model endpoint timed out".into(),
+            details_json: r#"{"retryable":true}"#.into(),
+            task_id: None,
+        })
+        .await?;
+    let h = await_agent(&mut client, &agent, "DEGRADED", |a| a.status == DEGRADED).await?;
+    assert_eq!(h.last_error.as_deref(), Some("model endpoint timed out"));
+    assert_eq!(h.tasks_completed, 1, "an error keeps the task count");
+
+    // The watcher saw HEALTHY (tasks 0), then tasks=1, then DEGRADED, in that order.
+    let mut seen: Vec<pb::AgentHealth> = Vec::new();
+    let deadline = Instant::now() + tk::DEADLINE;
+    while !seen.iter().any(|a| a.status == DEGRADED) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, watch.message()).await {
+            Ok(Ok(Some(a))) if a.agent_id == agent => seen.push(a),
+            Ok(Ok(Some(_))) => {}
+            other => bail!("watch ended or timed out before DEGRADED: {other:?}; seen {seen:?}"),
+        }
+    }
+    let first_healthy = seen.iter().position(|a| a.status == HEALTHY && a.tasks_completed == 0);
+    let first_task = seen.iter().position(|a| a.tasks_completed == 1 && a.status == HEALTHY);
+    let first_degraded = seen.iter().position(|a| a.status == DEGRADED);
+    assert!(
+        matches!((first_healthy, first_task, first_degraded), (Some(a), Some(b), Some(c)) if a < b && b < c),
+        "watch order: {seen:?}"
+    );
+    let updated: Vec<i64> = seen.iter().map(|a| a.updated_at).collect();
+    assert!(updated.windows(2).all(|w| w[0] <= w[1]), "changes out of order: {updated:?}");
+
+    // The three events are on the topic.
+    assert_eq!(scenario.events().await?, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_that_stops_heartbeating_turns_unhealthy() -> Result<()> {
+    let mut scenario = Scenario::new().await?;
+    // Heartbeats expected every 400 ms; UNHEALTHY after 2 missed intervals.
+    scenario.env = vec![
+        ("DORA_GATEWAY__HEARTBEAT_INTERVAL_MS", "400".into()),
+        ("DORA_GATEWAY__UNHEALTHY_AFTER_INTERVALS", "2".into()),
+        ("DORA_GATEWAY__LIVENESS_CHECK_MS", "100".into()),
+    ];
+    let gw = scenario.start().await?;
+    let agent = tk::unique("agent");
+    let mut client = scenario.client(&gw, &agent).await?;
+
+    let hb = client.heartbeat(heartbeat(&agent)).await?.into_inner();
+    let healthy = await_agent(&mut client, &agent, "HEALTHY", |a| a.status == HEALTHY).await?;
+    let unhealthy = await_agent(&mut client, &agent, "UNHEALTHY", |a| a.status == UNHEALTHY).await?;
+    assert_eq!(unhealthy.last_heartbeat, healthy.last_heartbeat, "no heartbeat came in between");
+    assert!(
+        unhealthy.updated_at - hb.timestamp > 800,
+        "turned UNHEALTHY after {} ms, before 2 x 400 ms of silence",
+        unhealthy.updated_at - hb.timestamp
+    );
+
+    // A heartbeat brings it back.
+    client.heartbeat(heartbeat(&agent)).await?;
+    await_agent(&mut client, &agent, "HEALTHY again", |a| a.status == HEALTHY).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_seed_json_heartbeat_written_straight_to_the_topic_shows_in_get_agent() -> Result<()> {
+    let scenario = Scenario::new().await?;
+    let gw = scenario.start().await?;
+    let agent = tk::unique("python-agent");
+
+    // Exactly what the seed's AgentEventProducer.send_heartbeat builds and
+    // kafka-python's json.dumps serialises (", " and ": " separators, None -> null).
+    let now = chrono::Utc::now().timestamp_millis();
+    let value = format!(
+        "{{\"eventId\": \"{}\", \"agentId\": \"{agent}\", \"timestamp\": {now}, \"eventType\": \"HEARTBEAT\", \
+         \"agentType\": \"RISK_ASSESSOR\", \"status\": \"HEALTHY\", \"version\": \"1.0.0\", \"message\": null, \
+         \"metadata\": {{\"resource_usage\": {{\"cpu\": 12.5, \"memory\": 1024}}}}, \"taskId\": null}}",
+        uuid::Uuid::new_v4()
+    );
+    let producer = tk::producer(&tk::kafka())?;
+    tk::produce(&producer, &scenario.events_topic, Some(agent.as_bytes()), value.as_bytes(), &[]).await?;
+
+    let mut client = scenario.client(&gw, "operator").await?;
+    let h = await_agent(&mut client, &agent, "HEALTHY from legacy JSON", |a| a.status == HEALTHY).await?;
+    assert_eq!(h.agent_type, "RISK_ASSESSOR");
+    assert_eq!(h.last_heartbeat, now);
+    let usage: serde_json::Value = serde_json::from_str(&h.resource_usage_json)?;
+    assert_eq!(usage, serde_json::json!({"cpu": 12.5, "memory": 1024}));
+
+    // Nothing was dead-lettered.
+    assert_eq!(tk::record_count(&tk::kafka(), &format!("{}-dlq", scenario.events_topic)).await?, 0);
+    Ok(())
+}

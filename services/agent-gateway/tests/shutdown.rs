@@ -1,0 +1,78 @@
+//! SIGTERM while an agent streams events: every event the gateway took in is
+//! acknowledged, the stream ends cleanly, the process exits 0, and the topic
+//! holds exactly the acknowledged events.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use common::Scenario;
+use dora_proto::agent::v1 as pb;
+use dora_testkit as tk;
+use tokio_stream::wrappers::ReceiverStream;
+
+#[tokio::test]
+async fn sigterm_completes_in_flight_calls_and_exits_zero() -> Result<()> {
+    let scenario = Scenario::new().await?;
+    let mut gw = scenario.start().await?;
+    let agent = tk::unique("agent");
+    let mut client = scenario.client(&gw, &agent).await?;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::PublishEventRequest>(64);
+    let mut acks = client.stream_events(ReceiverStream::new(rx)).await?.into_inner();
+    // Keep events coming until the gateway stops reading them.
+    let sender = tokio::spawn({
+        let agent = agent.clone();
+        async move {
+            let mut sent = 0u64;
+            loop {
+                let ev = pb::PublishEventRequest {
+                    agent_id: agent.clone(),
+                    event_type: pb::EventType::Heartbeat as i32,
+                    agent_type: "GAP_ANALYZER".into(),
+                    status: pb::AgentStatus::Healthy as i32,
+                    metadata_json: "{}".into(),
+                    ..Default::default()
+                };
+                if tx.send(ev).await.is_err() || sent >= 100_000 {
+                    return sent;
+                }
+                sent += 1;
+            }
+        }
+    });
+
+    let mut accepted = 0u64;
+    let mut terminated = false;
+    loop {
+        let next = tokio::time::timeout(tk::DEADLINE, acks.message()).await;
+        match next {
+            Ok(Ok(Some(ack))) => {
+                assert_eq!(ack.sequence, accepted, "acks in order, none skipped");
+                if ack.accepted.is_none() {
+                    bail!("event {} rejected during shutdown: {} {}", ack.sequence, ack.error_code, ack.error_message);
+                }
+                accepted += 1;
+                if accepted == 200 && !terminated {
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(gw.process.pid().unwrap_or_default() as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    )?;
+                    terminated = true;
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(status)) => bail!("stream failed instead of ending cleanly: {status:?}"),
+            Err(_) => bail!("no ack or end of stream within {:?}", tk::DEADLINE),
+        }
+    }
+    assert!(terminated, "the stream ended before SIGTERM was sent");
+    drop(acks);
+    sender.abort();
+
+    let exit = gw.process.wait_exit(Duration::from_secs(30)).await?;
+    assert!(exit.success(), "exit {exit}\n{}", gw.process.log());
+    assert_eq!(scenario.events().await?, accepted as i64, "topic holds exactly the acknowledged events");
+    Ok(())
+}
