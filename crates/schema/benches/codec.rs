@@ -1,0 +1,2 @@
+//! Criterion benchmark of Avro vs serde_json for AgentEvent (filled in below).
+fn main() {}

@@ -1,0 +1,169 @@
+//! [`AvroRecord`]: ties each domain type to its `schemas/*.avsc` file, and the
+//! Avro body encoding (no framing) every codec path goes through.
+
+use std::sync::OnceLock;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::{AgentEvent, AgentHealth, AuditEvent, ComplianceReport, DeadLetter, RiskAlert};
+use crate::SchemaError;
+
+/// A type whose values travel as one Avro record, with its schema from
+/// `schemas/<Name>.avsc` compiled in.
+pub trait AvroRecord {
+    /// Full name of the Avro record, e.g. `dora.events.AgentEvent`.
+    const NAME: &'static str;
+    /// The `.avsc` text, exactly as committed in `schemas/`.
+    const SCHEMA: &'static str;
+
+    /// The parsed schema and its fingerprint, built once per process.
+    fn compiled() -> &'static CompiledSchema;
+
+    /// The parsed schema.
+    fn schema() -> &'static Schema {
+        &Self::compiled().schema
+    }
+}
+
+/// A parsed Avro schema with the fingerprint of its canonical form, used to
+/// tell whether a writer's schema is exactly the reader's (fast path) or needs
+/// resolution.
+#[derive(Debug)]
+pub struct CompiledSchema {
+    schema: Schema,
+    fingerprint: u64,
+}
+
+impl CompiledSchema {
+    /// Parses a schema text.
+    pub fn parse(name: &str, text: &str) -> Result<Self, SchemaError> {
+        let schema = Schema::parse_str(text)
+            .map_err(|e| SchemaError::InvalidSchema { name: name.to_string(), reason: e.to_string() })?;
+        Ok(Self::from_schema(schema))
+    }
+
+    /// Wraps an already parsed schema.
+    pub fn from_schema(schema: Schema) -> Self {
+        let fingerprint = u64::from_le_bytes(
+            schema.fingerprint::<apache_avro::rabin::Rabin>().bytes[..8]
+                .try_into()
+                .expect("a Rabin fingerprint has 8 bytes"),
+        );
+        Self { schema, fingerprint }
+    }
+
+    /// The parsed schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The 64-bit Rabin fingerprint of the schema's parsing canonical form.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+macro_rules! avro_record {
+    ($ty:ty, $file:literal, $name:literal) => {
+        impl AvroRecord for $ty {
+            const NAME: &'static str = $name;
+            const SCHEMA: &'static str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/", $file));
+
+            fn compiled() -> &'static CompiledSchema {
+                static COMPILED: OnceLock<CompiledSchema> = OnceLock::new();
+                COMPILED.get_or_init(|| {
+                    CompiledSchema::parse(Self::NAME, Self::SCHEMA)
+                        .unwrap_or_else(|e| panic!("schemas/{} is committed and tested: {e}", $file))
+                })
+            }
+        }
+    };
+}
+
+avro_record!(AgentEvent, "AgentEvent.avsc", "dora.events.AgentEvent");
+avro_record!(AgentHealth, "AgentHealth.avsc", "dora.events.AgentHealth");
+avro_record!(ComplianceReport, "ComplianceReport.avsc", "dora.events.ComplianceReport");
+avro_record!(AuditEvent, "AuditEvent.avsc", "dora.events.AuditEvent");
+avro_record!(RiskAlert, "RiskAlert.avsc", "dora.events.RiskAlert");
+avro_record!(DeadLetter, "DeadLetter.avsc", "dora.events.DeadLetter");
+
+/// Appends the Avro binary encoding of `value` (its own schema, no framing) to `out`.
+pub fn encode_body<T: AvroRecord + Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+    let encode_err = |e: apache_avro::Error| SchemaError::Encode { record: T::NAME.to_string(), reason: e.to_string() };
+    let writer = GenericDatumWriter::builder(T::schema()).human_readable(false).build().map_err(encode_err)?;
+    writer.write_ser(out, value).map_err(encode_err)?;
+    Ok(())
+}
+
+/// Decodes an Avro body written with `writer` into `T`, resolving against
+/// `T`'s own schema when the writer's differs (added/removed fields with
+/// defaults, unknown enum symbols). The whole body must be consumed.
+pub fn decode_body<T: AvroRecord + DeserializeOwned>(writer: &CompiledSchema, body: &[u8]) -> Result<T, SchemaError> {
+    let invalid = |e: apache_avro::Error| SchemaError::InvalidAvro { reason: e.to_string() };
+    let mut rest = body;
+    let value = if writer.fingerprint == T::compiled().fingerprint {
+        // same schema: deserialize straight from the bytes, no intermediate Value
+        let reader = GenericDatumReader::builder(&writer.schema).human_readable(false).build().map_err(invalid)?;
+        reader.read_deser::<T>(&mut rest).map_err(invalid)?
+    } else {
+        check_same_record::<T>(writer)?;
+        let reader = GenericDatumReader::builder(&writer.schema)
+            .reader_schema(T::schema())
+            .human_readable(false)
+            .build()
+            .map_err(|e| SchemaError::SchemaMismatch { reason: e.to_string() })?;
+        let resolved = reader.read_value(&mut rest).map_err(|e| {
+            if is_malformed_input(&e) {
+                invalid(e)
+            } else {
+                SchemaError::SchemaMismatch {
+                    reason: format!("writer schema {} cannot be read as {}: {e}", writer_name(writer), T::NAME),
+                }
+            }
+        })?;
+        apache_avro::from_value::<T>(&resolved).map_err(|e| SchemaError::SchemaMismatch { reason: e.to_string() })?
+    };
+    if !rest.is_empty() {
+        return Err(SchemaError::InvalidAvro {
+            reason: format!("{} trailing bytes after the {} record", rest.len(), T::NAME),
+        });
+    }
+    Ok(value)
+}
+
+/// Errors that come from the bytes rather than from the schemas.
+fn is_malformed_input(e: &apache_avro::Error) -> bool {
+    use apache_avro::error::Details;
+    matches!(
+        e.details(),
+        Details::ReadBytes(_)
+            | Details::ReadString(_)
+            | Details::ReadVariableIntegerBytes(_)
+            | Details::IntegerOverflow
+            | Details::ConvertToUtf8(_)
+            | Details::ConvertToUtf8Error(_)
+            | Details::MemoryAllocation { .. }
+    )
+}
+
+fn writer_name(writer: &CompiledSchema) -> String {
+    match &writer.schema {
+        Schema::Record(r) => r.name.fullname(None),
+        other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)),
+    }
+}
+
+/// A writer schema of another record (or not a record) is a mismatch, even if
+/// Avro resolution would happen to succeed.
+fn check_same_record<T: AvroRecord>(writer: &CompiledSchema) -> Result<(), SchemaError> {
+    let name = writer_name(writer);
+    if name == T::NAME {
+        Ok(())
+    } else {
+        Err(SchemaError::SchemaMismatch { reason: format!("value was written as {name}, expected {}", T::NAME) })
+    }
+}
