@@ -4,11 +4,12 @@
 //! (every replica reads agent-health whole into its [`AgentDirectory`]) and the
 //! liveness check that turns silent agents UNHEALTHY.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dora_kafka::consume::{Handler, HandlerError, Record};
-use dora_kafka::{OutboundRecord, ProduceError, Producer};
+use dora_kafka::consume::{BatchHandler, Handler, HandlerError, Record};
+use dora_kafka::{Delivery, OutboundRecord, ProduceError, Producer};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -82,22 +83,35 @@ impl HealthPublisher {
 
     /// Produces `state` (awaiting the ack), then takes it into the directory.
     pub async fn publish(&self, state: AgentState) -> Result<(), HandlerError> {
+        self.enqueue(&state).await?.await.map_err(produce_error)?;
+        self.delivered(state);
+        Ok(())
+    }
+
+    /// Enqueues `state`; the returned delivery resolves on the broker's ack.
+    /// Call [`delivered`](Self::delivered) after it resolved successfully.
+    pub async fn enqueue(&self, state: &AgentState) -> Result<Delivery, HandlerError> {
         let bytes = self
             .wire
-            .encode_health(&self.topic, &state)
+            .encode_health(&self.topic, state)
             .await
             .map_err(|e| to_handler_error("HealthEncoding", e))?;
         let record = OutboundRecord::new(self.topic.clone(), Some(&state.agent_id), bytes);
-        self.producer.send_raw(record).await.map_err(|e| {
-            if e.is_retryable() {
-                HandlerError::unavailable(e.error_type(), e.to_string())
-            } else {
-                HandlerError::rejected(e.error_type(), e.to_string())
-            }
-        })?;
+        self.producer.enqueue_raw(record).await.map_err(produce_error)
+    }
+
+    /// Takes an acknowledged `state` into this replica's directory.
+    pub fn delivered(&self, state: AgentState) {
         metrics::health_published(status_name(state.status));
         self.directory.merge(state);
-        Ok(())
+    }
+}
+
+fn produce_error(e: ProduceError) -> HandlerError {
+    if e.is_retryable() {
+        HandlerError::unavailable(e.error_type(), e.to_string())
+    } else {
+        HandlerError::rejected(e.error_type(), e.to_string())
     }
 }
 
@@ -110,25 +124,49 @@ fn to_handler_error(kind: &str, e: WireError) -> HandlerError {
 }
 
 /// The health processor: applies each agent event to the agent's health and
-/// publishes the result.
+/// publishes every resulting state, in event order per agent.
+///
+/// Batches are pipelined: each record's new state is enqueued at once (later
+/// records of the batch build on it) and the acks are awaited together, so the
+/// processor keeps up with the gateway instead of waiting one broker round
+/// trip per event.
 pub struct HealthProcessor {
     wire: Arc<Wire>,
     publisher: HealthPublisher,
     directory: AgentDirectory,
+    /// Highest offset applied per (topic, partition): when a batch fails part
+    /// way and the loop replays its records one by one, the applied ones are
+    /// not applied twice.
+    applied: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl HealthProcessor {
     /// A processor over this replica's `directory` (the previous state of each agent).
     pub fn new(wire: Arc<Wire>, publisher: HealthPublisher, directory: AgentDirectory) -> Self {
-        Self { wire, publisher, directory }
+        Self { wire, publisher, directory, applied: Mutex::default() }
     }
-}
 
-impl Handler for HealthProcessor {
-    #[tracing::instrument(name = "agent_event", skip_all, fields(topic = %record.topic, partition = record.partition, offset = record.offset, key = record.key_str().unwrap_or("")))]
-    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+    fn already_applied(&self, r: &Record) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        applied.get(&(r.topic.clone(), r.partition)).is_some_and(|o| r.offset <= *o)
+    }
+
+    fn mark_applied(&self, r: &Record) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let o = applied.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+        *o = (*o).max(r.offset);
+    }
+
+    /// The agent's next state after `record`, building on `pending` (states of
+    /// this batch not yet in the directory), else the directory; `None` when
+    /// nothing is to be published.
+    async fn next_state(
+        &self,
+        record: &Record,
+        pending: &HashMap<String, AgentState>,
+    ) -> Result<Option<AgentState>, HandlerError> {
         let Some(payload) = record.payload.as_deref() else {
-            return Ok(()); // a tombstone says nothing about health
+            return Ok(None); // a tombstone says nothing about health
         };
         let event = self
             .wire
@@ -138,16 +176,71 @@ impl Handler for HealthProcessor {
         if event.agent_id.is_empty() {
             return Err(HandlerError::rejected("InvalidAgentEvent", "agentId is empty"));
         }
-        let previous = self.directory.get(&event.agent_id);
-        match health::apply(previous.as_ref(), &event.observation(), now_ms()) {
-            Transition::Updated(next) => self.publisher.publish(next).await,
-            Transition::Unchanged => Ok(()),
+        let previous = pending.get(&event.agent_id).cloned().or_else(|| self.directory.get(&event.agent_id));
+        Ok(match health::apply(previous.as_ref(), &event.observation(), now_ms()) {
+            Transition::Updated(next) => Some(next),
+            Transition::Unchanged => None,
             Transition::UnknownEventType(t) => {
                 tracing::warn!(event_type = %t, agent_id = %event.agent_id, "Unknown event type");
                 metrics::unknown_event_type(&t);
-                Ok(())
+                None
+            }
+        })
+    }
+}
+
+impl BatchHandler for HealthProcessor {
+    async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
+        // States computed in this batch, not yet in the directory.
+        let mut overlay: HashMap<String, AgentState> = HashMap::new();
+        let mut pending: Vec<(&Record, Option<(AgentState, Delivery)>)> = Vec::with_capacity(records.len());
+        for r in records {
+            if self.already_applied(r) {
+                continue;
+            }
+            match self.next_state(r, &overlay).await? {
+                Some(next) => {
+                    let delivery = self.publisher.enqueue(&next).await?;
+                    overlay.insert(next.agent_id.clone(), next.clone());
+                    pending.push((r, Some((next, delivery))));
+                }
+                None => pending.push((r, None)),
             }
         }
+        let mut failed: Option<HandlerError> = None;
+        let mut failed_partitions: Vec<(String, i32)> = Vec::new();
+        for (r, outcome) in pending {
+            let tp = (r.topic.clone(), r.partition);
+            if failed_partitions.contains(&tp) {
+                continue;
+            }
+            match outcome {
+                None => self.mark_applied(r),
+                Some((state, delivery)) => match delivery.await {
+                    Ok(_) => {
+                        self.publisher.delivered(state);
+                        self.mark_applied(r);
+                    }
+                    Err(e) => {
+                        failed_partitions.push(tp);
+                        failed.get_or_insert(produce_error(e));
+                    }
+                },
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    #[tracing::instrument(name = "agent_event", skip_all, fields(topic = %record.topic, partition = record.partition, offset = record.offset, key = record.key_str().unwrap_or("")))]
+    async fn handle_one(&self, record: &Record) -> Result<(), HandlerError> {
+        if self.already_applied(record) {
+            return Ok(());
+        }
+        if let Some(next) = self.next_state(record, &HashMap::new()).await? {
+            self.publisher.publish(next).await?;
+        }
+        self.mark_applied(record);
+        Ok(())
     }
 }
 

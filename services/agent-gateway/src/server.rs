@@ -128,7 +128,7 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     let processor = ConsumeLoop::new(kafka, &settings.consumer, &ctx, wire.clone())
         .topics(&[s.events_topic.as_str()])
         .producer_settings(&settings.producer)
-        .run(HealthProcessor::new(wire.clone(), publisher.clone(), directory.clone()));
+        .run_batches(HealthProcessor::new(wire.clone(), publisher.clone(), directory.clone()));
     let liveness = check_liveness(
         directory.clone(),
         publisher,

@@ -21,7 +21,7 @@ pub struct Settings {
     /// Section `producer`: the agent-events and agent-health producer.
     pub producer: dora_kafka::ProducerSettings,
     /// Section `consumer`: the health processor's consumer. Group default
-    /// `agent-event-processor`.
+    /// `agent-event-processor`; batches wait at most 50 ms (runtime default 500).
     pub consumer: dora_kafka::consume::ConsumerSettings,
     /// Section `gateway`.
     pub gateway: GatewaySettings,
@@ -34,6 +34,8 @@ impl Default for Settings {
             producer: Default::default(),
             consumer: dora_kafka::consume::ConsumerSettings {
                 group_id: "agent-event-processor".into(),
+                // Health should follow events closely; batches fill fast under load anyway.
+                max_batch_wait_ms: 50,
                 ..Default::default()
             },
             gateway: GatewaySettings::default(),
