@@ -13,6 +13,17 @@ use crate::SchemaError;
 /// [`SchemaError::IllTypedField`] with its path (`$` for the value itself).
 /// Trailing non-whitespace after the document is invalid JSON.
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SchemaError> {
+    // serde would also accept a struct as a positional array; the seed only writes objects
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(SchemaError::InvalidJson { reason: "empty value".into() }),
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
+            return Err(SchemaError::InvalidJson { reason: "not a JSON document".into() })
+        }
+        Some(_) => {
+            return Err(SchemaError::IllTypedField { field: "$".into(), reason: "expected a JSON object".into() })
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(classify)?;
     de.end().map_err(|e| SchemaError::InvalidJson { reason: e.to_string() })?;

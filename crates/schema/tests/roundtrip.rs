@@ -1,34 +1,140 @@
-//! Every domain type round-trips through its own Avro schema, without a registry.
+//! Every domain type round-trips through its own Avro schema (the same body
+//! codec the registry-backed `Codec` uses), and through the Confluent frame.
+
+mod common;
 
 use dora_schema::*;
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-fn agent_event() -> AgentEvent {
-    AgentEvent {
-        event_id: "2b0e8f2e-7f7e-4a53-9a39-9f3f1f2d9a10".into(),
-        agent_id: "gap-analyzer-1".into(),
-        timestamp: 1_764_000_000_123,
-        event_type: EventType::TaskCompleted,
-        agent_type: "gap-analyzer".into(),
-        status: AgentStatus::Healthy,
-        version: "1.0.0".into(),
-        message: Some("done".into()),
-        metadata: json!({"result_summary": {"gaps": 3, "score": 0.75, "articles": ["5", "6"], "ok": true, "none": null}}),
-        task_id: Some("task-42".into()),
-    }
-}
-
-fn roundtrip<T>(value: &T) -> T
+fn roundtrip<T>(value: &T)
 where
-    T: AvroRecord + serde::Serialize + serde::de::DeserializeOwned,
+    T: AvroRecord + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     let mut body = Vec::new();
-    encode_body(value, &mut body).expect("encode");
-    decode_body::<T>(T::compiled(), &body).expect("decode")
+    encode_body(value, &mut body).unwrap_or_else(|e| panic!("encode {}: {e}", T::NAME));
+    let back: T = decode_body(T::compiled(), &body).unwrap_or_else(|e| panic!("decode {}: {e}", T::NAME));
+    assert_eq!(&back, value, "{} changed on the way through Avro", T::NAME);
+
+    let framed = encode_framed(77, value).unwrap();
+    assert_eq!(&framed[..HEADER_LEN], &[MAGIC_BYTE, 0, 0, 0, 77]);
+    assert_eq!(&framed[HEADER_LEN..], &body[..]);
+    assert_eq!(framing(&framed).unwrap(), Framing::Avro { id: 77 });
 }
 
 #[test]
-fn agent_event_roundtrips() {
-    let e = agent_event();
-    assert_eq!(roundtrip(&e), e);
+fn agent_event() {
+    roundtrip(&common::agent_event());
+    roundtrip(&common::agent_event_minimal());
+    for &event_type in EventType::ALL {
+        for &status in AgentStatus::ALL {
+            roundtrip(&AgentEvent { event_type, status, ..common::agent_event() });
+        }
+    }
+}
+
+#[test]
+fn agent_health() {
+    roundtrip(&common::agent_health());
+    roundtrip(&common::agent_health_minimal());
+}
+
+#[test]
+fn compliance_report() {
+    roundtrip(&common::compliance_report());
+    roundtrip(&common::compliance_report_minimal());
+    for &level in RiskLevel::ALL {
+        for &report_type in ReportType::ALL {
+            roundtrip(&ComplianceReport { risk_level: Some(level), report_type, ..common::compliance_report() });
+        }
+    }
+}
+
+#[test]
+fn audit_event() {
+    roundtrip(&common::audit_event());
+    roundtrip(&common::audit_event_minimal());
+}
+
+#[test]
+fn risk_alert() {
+    roundtrip(&common::risk_alert());
+}
+
+#[test]
+fn dead_letter_keeps_bytes_exact() {
+    roundtrip(&common::dead_letter());
+    roundtrip(&common::dead_letter_minimal());
+    // every byte value, and an empty value
+    roundtrip(&DeadLetter { original_message: (0..=255).collect(), ..common::dead_letter() });
+    roundtrip(&DeadLetter { original_message: vec![], original_key: Some(vec![]), ..common::dead_letter() });
+}
+
+#[test]
+fn any_json_value_roundtrips_in_free_form_fields() {
+    use serde_json::json;
+    for metadata in [
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1.5e300),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!("just a string"),
+        json!([]),
+        json!([1, "two", null, [3], {"four": 4}]),
+        json!({"z": 1, "a": 2, "m": {"y": [], "b": {}}}),
+    ] {
+        let e = AgentEvent { metadata: metadata.clone(), ..common::agent_event() };
+        let mut body = Vec::new();
+        encode_body(&e, &mut body).unwrap();
+        let back: AgentEvent = decode_body(AgentEvent::compiled(), &body).unwrap();
+        assert_eq!(back.metadata, metadata);
+        // key order is kept too
+        assert_eq!(serde_json::to_string(&back.metadata).unwrap(), serde_json::to_string(&metadata).unwrap());
+    }
+}
+
+#[test]
+fn json_form_of_a_type_is_the_seed_shape() {
+    // the human-readable (JSON) form nests free-form JSON like the seed does,
+    // and reads back to the same value
+    let e = common::agent_event();
+    let v = serde_json::to_value(&e).unwrap();
+    assert!(v["metadata"].is_object());
+    assert_eq!(v["eventType"], "TASK_COMPLETED");
+    assert_eq!(decode_json::<AgentEvent>(&serde_json::to_vec(&e).unwrap()).unwrap(), e);
+
+    // a dead letter of JSON bytes shows the document, of other bytes the numbers
+    let d = DeadLetter { original_message: br#"{"a": 1}"#.to_vec(), ..common::dead_letter() };
+    let back: DeadLetter = decode_json(&serde_json::to_vec(&d).unwrap()).unwrap();
+    assert_eq!(back, d);
+    let d = common::dead_letter();
+    let back: DeadLetter = decode_json(&serde_json::to_vec(&d).unwrap()).unwrap();
+    assert_eq!(back, d);
+}
+
+#[test]
+fn trailing_bytes_and_truncation_are_invalid_avro() {
+    let mut body = Vec::new();
+    encode_body(&common::agent_event(), &mut body).unwrap();
+    let mut longer = body.clone();
+    longer.push(0);
+    let err = decode_body::<AgentEvent>(AgentEvent::compiled(), &longer).unwrap_err();
+    assert!(matches!(err, SchemaError::InvalidAvro { .. }), "{err:?}");
+    let err = decode_body::<AgentEvent>(AgentEvent::compiled(), &body[..body.len() - 3]).unwrap_err();
+    assert!(matches!(err, SchemaError::InvalidAvro { .. }), "{err:?}");
+}
+
+#[test]
+fn another_record_is_a_schema_mismatch() {
+    let mut body = Vec::new();
+    encode_body(&common::risk_alert(), &mut body).unwrap();
+    let err = decode_body::<AgentEvent>(RiskAlert::compiled(), &body).unwrap_err();
+    match err {
+        SchemaError::SchemaMismatch { reason } => {
+            assert!(reason.contains("dora.events.RiskAlert") && reason.contains("dora.events.AgentEvent"), "{reason}")
+        }
+        other => panic!("expected SchemaMismatch, got {other:?}"),
+    }
 }
