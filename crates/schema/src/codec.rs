@@ -78,8 +78,8 @@ struct Inner {
     sr: SrSettings,
     http: reqwest::Client,
     auth: Option<(String, Option<dora_config::Secret>)>,
-    /// (subject, record full name) -> registered schema id.
-    ids: RwLock<HashMap<(String, &'static str), u32>>,
+    /// topic -> (fingerprint of the schema, registered id) of its value subject.
+    ids: RwLock<HashMap<String, Vec<(u64, u32)>>>,
     /// schema id -> parsed writer schema.
     writers: RwLock<HashMap<u32, WriterSchema>>,
 }
@@ -148,7 +148,8 @@ impl Codec {
     /// [`SchemaError::IncompatibleSchema`].
     pub async fn register<T: AvroRecord>(&self, topic: &str) -> Result<u32, SchemaError> {
         let subject = value_subject(topic);
-        if let Some(id) = self.cached_id(&subject, T::NAME) {
+        let fingerprint = T::compiled().fingerprint();
+        if let Some(id) = self.cached_id(topic, fingerprint) {
             return Ok(id);
         }
         let configured = self.set_compatibility(&subject).await?;
@@ -161,7 +162,7 @@ impl Codec {
                 });
             }
         }
-        self.cache_id(subject, T::NAME, id);
+        self.cache_id(topic, fingerprint, id);
         self.inner
             .writers
             .write()
@@ -174,8 +175,7 @@ impl Codec {
     /// Encodes `value` in the Confluent wire format with the id `T` is
     /// registered under for `topic` (registering it on first use).
     pub async fn encode<T: AvroRecord + Serialize>(&self, topic: &str, value: &T) -> Result<Vec<u8>, SchemaError> {
-        let subject = value_subject(topic);
-        let id = match self.cached_id(&subject, T::NAME) {
+        let id = match self.cached_id(topic, T::compiled().fingerprint()) {
             Some(id) => id,
             None => self.register::<T>(topic).await?,
         };
@@ -221,14 +221,17 @@ impl Codec {
         Ok(schema)
     }
 
-    fn cached_id(&self, subject: &str, record: &'static str) -> Option<u32> {
-        // the key is (String, &str); look up without allocating by scanning is
-        // worse than one small allocation, so build the key
-        self.inner.ids.read().expect("id cache lock poisoned").get(&(subject.to_string(), record)).copied()
+    fn cached_id(&self, topic: &str, fingerprint: u64) -> Option<u32> {
+        let ids = self.inner.ids.read().expect("id cache lock poisoned");
+        ids.get(topic)?.iter().find(|(f, _)| *f == fingerprint).map(|&(_, id)| id)
     }
 
-    fn cache_id(&self, subject: String, record: &'static str, id: u32) {
-        self.inner.ids.write().expect("id cache lock poisoned").insert((subject, record), id);
+    fn cache_id(&self, topic: &str, fingerprint: u64, id: u32) {
+        let mut ids = self.inner.ids.write().expect("id cache lock poisoned");
+        let known = ids.entry(topic.to_string()).or_default();
+        if !known.iter().any(|(f, _)| *f == fingerprint) {
+            known.push((fingerprint, id));
+        }
     }
 
     async fn post<T: AvroRecord>(&self, subject: &str) -> Result<u32, SchemaError> {
