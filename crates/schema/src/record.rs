@@ -99,10 +99,17 @@ pub fn encode_body<T: AvroRecord + Serialize>(value: &T, out: &mut Vec<u8>) -> R
     Ok(())
 }
 
+/// Largest single string, bytes or array apache-avro may allocate while
+/// decoding (64 MiB, far above any Kafka record we accept). apache-avro keeps
+/// this limit process-wide; this crate sets it on first decode so corrupt
+/// length prefixes fail fast instead of allocating up to its 512 MiB default.
+pub const MAX_ALLOCATION_BYTES: usize = 64 << 20;
+
 /// Decodes an Avro body written with `writer` into `T`, resolving against
 /// `T`'s own schema when the writer's differs (added/removed fields with
 /// defaults, unknown enum symbols). The whole body must be consumed.
 pub fn decode_body<T: AvroRecord + DeserializeOwned>(writer: &CompiledSchema, body: &[u8]) -> Result<T, SchemaError> {
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
     let invalid = |e: apache_avro::Error| SchemaError::InvalidAvro { reason: e.to_string() };
     let mut rest = body;
     let value = if writer.fingerprint == T::compiled().fingerprint {
