@@ -143,6 +143,39 @@ pub async fn provision(
     Ok(created)
 }
 
+/// The low and high watermark of every partition of `topic`, as
+/// `(partition, low, high)`: e.g. to know when a reader of a whole topic has
+/// caught up with what was there when it started.
+pub async fn watermarks(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let settings = settings.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = settings.client_config()?.create().map_err(KafkaError::Client)?;
+        let md = consumer.fetch_metadata(Some(&topic), timeout).map_err(KafkaError::Client)?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or_else(|| KafkaError::Admin(format!("topic {topic} not found")))?;
+        if let Some(e) = t.error() {
+            return Err(KafkaError::Admin(format!("topic {topic}: {:?}", RDKafkaErrorCode::from(e))));
+        }
+        let mut out = Vec::with_capacity(t.partitions().len());
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).map_err(KafkaError::Client)?;
+            out.push((p.id(), low, high));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| KafkaError::Admin(format!("watermark task failed: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
