@@ -344,6 +344,48 @@ impl Producer {
         )
     }
 
+    /// Encodes `value` with the topic's registered Avro schema and enqueues it
+    /// (with `content-type: application/vnd.confluent.avro`). Returns once the
+    /// record is queued; await the [`Delivery`] for the acknowledgement.
+    pub async fn enqueue<T>(
+        &self,
+        codec: &dora_schema::Codec,
+        topic: &str,
+        key: Option<&str>,
+        value: &T,
+    ) -> Result<Delivery, ProduceError>
+    where
+        T: dora_schema::AvroRecord + Serialize + Sync,
+    {
+        let payload = codec.encode(topic, value).await.map_err(|e| {
+            let err = ProduceError::Encode {
+                message: e.to_string(),
+                retryable: e.is_retryable(),
+            };
+            metrics::PRODUCER_ERRORS
+                .with_label_values(&[topic, &err.error_type()])
+                .inc();
+            err
+        })?;
+        let record = OutboundRecord::new(topic, key, payload)
+            .with_header(CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE);
+        self.enqueue_raw(record).await
+    }
+
+    /// [`enqueue`](Self::enqueue) and await the acknowledgement (off the hot path).
+    pub async fn send<T>(
+        &self,
+        codec: &dora_schema::Codec,
+        topic: &str,
+        key: Option<&str>,
+        value: &T,
+    ) -> Result<Delivered, ProduceError>
+    where
+        T: dora_schema::AvroRecord + Serialize + Sync,
+    {
+        self.enqueue(codec, topic, key, value).await?.await
+    }
+
     /// Enqueues already-encoded bytes and awaits the acknowledgement. Off the
     /// hot path only; on it, enqueue many and await their deliveries together.
     pub async fn send_raw(&self, record: OutboundRecord) -> Result<Delivered, ProduceError> {

@@ -155,19 +155,29 @@ pub async fn watermarks(
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: BaseConsumer = settings.client_config()?.create().map_err(KafkaError::Client)?;
-        let md = consumer.fetch_metadata(Some(&topic), timeout).map_err(KafkaError::Client)?;
+        let consumer: BaseConsumer = settings
+            .client_config()?
+            .create()
+            .map_err(KafkaError::Client)?;
+        let md = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(KafkaError::Client)?;
         let t = md
             .topics()
             .iter()
             .find(|t| t.name() == topic)
             .ok_or_else(|| KafkaError::Admin(format!("topic {topic} not found")))?;
         if let Some(e) = t.error() {
-            return Err(KafkaError::Admin(format!("topic {topic}: {:?}", RDKafkaErrorCode::from(e))));
+            return Err(KafkaError::Admin(format!(
+                "topic {topic}: {:?}",
+                RDKafkaErrorCode::from(e)
+            )));
         }
         let mut out = Vec::with_capacity(t.partitions().len());
         for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout).map_err(KafkaError::Client)?;
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p.id(), timeout)
+                .map_err(KafkaError::Client)?;
             out.push((p.id(), low, high));
         }
         Ok(out)

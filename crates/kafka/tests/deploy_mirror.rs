@@ -35,8 +35,11 @@ struct DeployedTopic {
 }
 
 fn repo_file(relative: &str) -> (PathBuf, String) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     (path, text)
 }
 
@@ -51,7 +54,13 @@ fn catalog_map() -> BTreeMap<String, DeployedTopic> {
                  configs,
              }| {
                 let configs: BTreeMap<_, _> = configs.into_iter().collect();
-                (name, DeployedTopic { partitions, configs })
+                (
+                    name,
+                    DeployedTopic {
+                        partitions,
+                        configs,
+                    },
+                )
             },
         )
         .collect()
@@ -103,7 +112,10 @@ fn mapping_documents(text: &str) -> Vec<Vec<(Vec<String>, String)>> {
             stack.clear();
             continue;
         }
-        assert!(!content.contains('\t'), "line {line_no}: tab in indentation");
+        assert!(
+            !content.contains('\t'),
+            "line {line_no}: tab in indentation"
+        );
         let indent = content.len() - content.trim_start().len();
         let body = content.trim_start();
         assert!(
@@ -159,17 +171,24 @@ fn k8s_topics(text: &str) -> Result<BTreeMap<String, DeployedTopic>, Vec<String>
             continue;
         };
         // Strimzi uses spec.topicName over metadata.name when it is set.
-        let name = get(&["spec", "topicName"]).map(|(_, v)| v).unwrap_or(meta_name).clone();
+        let name = get(&["spec", "topicName"])
+            .map(|(_, v)| v)
+            .unwrap_or(meta_name)
+            .clone();
         let partitions = match get(&["spec", "partitions"]).map(|(_, v)| v.parse::<i32>()) {
             Some(Ok(p)) => p,
             other => {
-                errors.push(format!("{name}: spec.partitions missing or not a number ({other:?})"));
+                errors.push(format!(
+                    "{name}: spec.partitions missing or not a number ({other:?})"
+                ));
                 continue;
             }
         };
         match get(&["spec", "replicas"]) {
             Some((_, r)) if r == K8S_REPLICAS => {}
-            other => errors.push(format!("{name}: spec.replicas must be {K8S_REPLICAS}, found {other:?}")),
+            other => errors.push(format!(
+                "{name}: spec.replicas must be {K8S_REPLICAS}, found {other:?}"
+            )),
         }
         let mut configs = BTreeMap::new();
         for (path, value) in &doc {
@@ -182,11 +201,19 @@ fn k8s_topics(text: &str) -> Result<BTreeMap<String, DeployedTopic>, Vec<String>
         for (key, required) in K8S_ONLY_CONFIGS {
             match configs.remove(*key) {
                 Some(v) if v == *required => {}
-                other => errors.push(format!("{name}: config {key} must be {required}, found {other:?}")),
+                other => errors.push(format!(
+                    "{name}: config {key} must be {required}, found {other:?}"
+                )),
             }
         }
         if topics
-            .insert(name.clone(), DeployedTopic { partitions, configs })
+            .insert(
+                name.clone(),
+                DeployedTopic {
+                    partitions,
+                    configs,
+                },
+            )
             .is_some()
         {
             errors.push(format!("{name}: defined twice"));
@@ -221,7 +248,10 @@ fn compose_topics(text: &str) -> Result<BTreeMap<String, DeployedTopic>, Vec<Str
             continue;
         }
         let (Some(name), Some(partitions)) = (words.next(), words.next()) else {
-            errors.push(format!("line {}: `create` needs a name and a partition count", i + 1));
+            errors.push(format!(
+                "line {}: `create` needs a name and a partition count",
+                i + 1
+            ));
             continue;
         };
         let Ok(partitions) = partitions.parse::<i32>() else {
@@ -241,7 +271,13 @@ fn compose_topics(text: &str) -> Result<BTreeMap<String, DeployedTopic>, Vec<Str
             }
         }
         if topics
-            .insert(name.to_string(), DeployedTopic { partitions, configs })
+            .insert(
+                name.to_string(),
+                DeployedTopic {
+                    partitions,
+                    configs,
+                },
+            )
             .is_some()
         {
             errors.push(format!("{name}: created twice"));
@@ -255,7 +291,10 @@ fn compose_topics(text: &str) -> Result<BTreeMap<String, DeployedTopic>, Vec<Str
 }
 
 /// Every difference between the catalog and a deployment file's topics.
-fn differences(expected: &BTreeMap<String, DeployedTopic>, found: &BTreeMap<String, DeployedTopic>) -> Vec<String> {
+fn differences(
+    expected: &BTreeMap<String, DeployedTopic>,
+    found: &BTreeMap<String, DeployedTopic>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for (name, want) in expected {
         match found.get(name) {
@@ -283,7 +322,8 @@ fn differences(expected: &BTreeMap<String, DeployedTopic>, found: &BTreeMap<Stri
 }
 
 fn assert_mirrors(file: &str, parsed: Result<BTreeMap<String, DeployedTopic>, Vec<String>>) {
-    let found = parsed.unwrap_or_else(|errors| panic!("{file} is malformed:\n  {}", errors.join("\n  ")));
+    let found =
+        parsed.unwrap_or_else(|errors| panic!("{file} is malformed:\n  {}", errors.join("\n  ")));
     let diffs = differences(&catalog_map(), &found);
     assert!(
         diffs.is_empty(),
@@ -315,19 +355,29 @@ fn drift_on_either_file_is_detected() {
     let (_, compose) = repo_file("docker-compose.yml");
 
     let renamed = k8s.replacen("  name: risk-alerts\n", "  name: risk-alarms\n", 1);
-    assert_ne!(renamed, k8s, "fixture: risk-alerts not found in topics.yaml");
+    assert_ne!(
+        renamed, k8s,
+        "fixture: risk-alerts not found in topics.yaml"
+    );
     let diffs = differences(&cat, &k8s_topics(&renamed).unwrap());
     assert!(
-        diffs.iter().any(|d| d.starts_with("risk-alerts: in the catalog")),
+        diffs
+            .iter()
+            .any(|d| d.starts_with("risk-alerts: in the catalog")),
         "{diffs:?}"
     );
     assert!(
-        diffs.iter().any(|d| d.starts_with("risk-alarms: in the file")),
+        diffs
+            .iter()
+            .any(|d| d.starts_with("risk-alarms: in the file")),
         "{diffs:?}"
     );
 
     let repartitioned = k8s.replacen("  partitions: 6\n", "  partitions: 12\n", 1);
-    assert_ne!(repartitioned, k8s, "fixture: no 6-partition topic in topics.yaml");
+    assert_ne!(
+        repartitioned, k8s,
+        "fixture: no 6-partition topic in topics.yaml"
+    );
     let diffs = differences(&cat, &k8s_topics(&repartitioned).unwrap());
     assert!(
         diffs
@@ -349,7 +399,9 @@ fn drift_on_either_file_is_detected() {
     );
     let diffs = differences(&cat, &compose_topics(&compose_changed).unwrap());
     assert!(
-        diffs.iter().any(|d| d.starts_with("agent-health: partitions 1")),
+        diffs
+            .iter()
+            .any(|d| d.starts_with("agent-health: partitions 1")),
         "{diffs:?}"
     );
 
@@ -360,7 +412,9 @@ fn drift_on_either_file_is_detected() {
     );
     let diffs = differences(&cat, &compose_topics(&compose_config).unwrap());
     assert!(
-        diffs.iter().any(|d| d.starts_with("user-activities: configs")),
+        diffs
+            .iter()
+            .any(|d| d.starts_with("user-activities: configs")),
         "{diffs:?}"
     );
 

@@ -27,7 +27,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-pub use dead_letter::DeadLetterEncoder;
+pub use dead_letter::{dead_letter_of, DeadLetterEncoder};
 pub use engine::{ConsumeError, ConsumeLoop, StartAt};
 
 use crate::producer::OutboundRecord;
@@ -276,6 +276,17 @@ impl HandlerError {
     }
 }
 
+impl From<dora_schema::SchemaError> for HandlerError {
+    /// A registry outage is retryable; an undecodable or invalid value is permanent.
+    fn from(e: dora_schema::SchemaError) -> Self {
+        if e.is_retryable() {
+            Self::retryable(e)
+        } else {
+            Self::permanent(e)
+        }
+    }
+}
+
 /// Per-message mode: one record at a time, in partition order.
 pub trait Handler: Send + Sync + 'static {
     /// Processes one record. The loop runs it inside a span (topic, partition,
@@ -312,6 +323,36 @@ pub trait Transform: Send + Sync + 'static {
     /// retried. Default: nothing.
     fn before_commit(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
         async { Ok(()) }
+    }
+}
+
+impl<H: Handler> Handler for std::sync::Arc<H> {
+    fn handle(&self, record: &Record) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (**self).handle(record)
+    }
+}
+
+impl<B: BatchHandler> BatchHandler for std::sync::Arc<B> {
+    fn handle_batch(
+        &self,
+        records: &[Record],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (**self).handle_batch(records)
+    }
+    fn handle_one(&self, record: &Record) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (**self).handle_one(record)
+    }
+}
+
+impl<T: Transform> Transform for std::sync::Arc<T> {
+    fn transform(
+        &self,
+        record: &Record,
+    ) -> impl Future<Output = Result<Vec<OutboundRecord>, HandlerError>> + Send {
+        (**self).transform(record)
+    }
+    fn before_commit(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (**self).before_commit()
     }
 }
 
