@@ -25,12 +25,15 @@ KAFKA_PORT="${DORA_STACK_KAFKA_PORT:-9092}"
 KAFKA_SASL_PORT="${DORA_STACK_KAFKA_SASL_PORT:-9093}"
 KAFKA_CONTROLLER_PORT="${DORA_STACK_KAFKA_CONTROLLER_PORT:-9094}"
 REGISTRY_PORT="${DORA_STACK_REGISTRY_PORT:-8081}"
+REGISTRY_MGMT_PORT="${DORA_STACK_REGISTRY_MGMT_PORT:-8082}"  # Quarkus management (health) interface
 PG_PORT="${DORA_STACK_PG_PORT:-5432}"
 SCRAM_USER=dora
 PG_USER=dora
 PG_DB=dora
 
-KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+# keyed by the pom's hash, so a changed dependency list is fetched anew
+KAFKA_POM_HASH=$(sha256sum "$ROOT/deploy/local/kafka/pom.xml" | cut -c1-12)
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION-$KAFKA_POM_HASH/libs"
 APICURIO_HOME="$CACHE/apicurio-registry-$APICURIO_VERSION"
 REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
 
@@ -72,7 +75,8 @@ fetch_kafka() {
   log "fetching Apache Kafka $KAFKA_VERSION and its tools from Maven Central"
   rm -rf "$KAFKA_LIBS"; mkdir -p "$KAFKA_LIBS"
   mvn -q -B -Dstyle.color=never -f "$ROOT/deploy/local/kafka/pom.xml" dependency:copy-dependencies \
-      -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" >&2
+      -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" \
+      >>"$LOGS/fetch.log" 2>&1 || { tail -n 30 "$LOGS/fetch.log" >&2; die "fetching Kafka failed"; }
   touch "$KAFKA_LIBS/.complete"
 }
 
@@ -82,7 +86,8 @@ fetch_apicurio() {
   log "fetching Apicurio Registry $APICURIO_VERSION from Maven Central"
   local dl="$CACHE/downloads"; mkdir -p "$dl"
   mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
-      -DoutputDirectory="$dl" >&2
+      -DoutputDirectory="$dl" >>"$LOGS/fetch.log" 2>&1 \
+      || { tail -n 30 "$LOGS/fetch.log" >&2; die "fetching Apicurio Registry failed"; }
   rm -rf "$APICURIO_HOME"; mkdir -p "$APICURIO_HOME"
   tar -xzf "$dl/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$APICURIO_HOME"
   [[ -f "$APICURIO_HOME/quarkus-run.jar" ]] || die "unexpected Apicurio archive layout (no quarkus-run.jar)"
@@ -124,10 +129,15 @@ secret() { # $1 = name -> path of a generated secret file (created once)
   echo "$f"
 }
 
-wait_until() { # $1 = what, $2 = seconds, $3 = log file, rest = command
-  local what=$1 secs=$2 logf=$3; shift 3
+wait_until() { # $1 = what, $2 = seconds, $3 = log file, $4 = pid name or -, rest = command
+  local what=$1 secs=$2 logf=$3 pidname=$4; shift 4
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
+    if [[ $pidname != - ]] && ! alive "$pidname"; then
+      log "$what exited during start-up; last lines of $logf:"
+      tail -n 40 "$logf" >&2 || true
+      return 1
+    fi
     if (( SECONDS >= deadline )); then
       log "$what did not answer within ${secs}s; last lines of $logf:"
       tail -n 40 "$logf" >&2 || true
@@ -254,13 +264,16 @@ up_kafka() {
 
 up_registry() {
   if alive registry; then log "registry already running (pid $(pid_of registry))"; return; fi
-  port_open "$REGISTRY_PORT" && die "port $REGISTRY_PORT is taken by a process this stack did not start"
+  for p in "$REGISTRY_PORT" "$REGISTRY_MGMT_PORT"; do
+    port_open "$p" && die "port $p is taken by a process this stack did not start"
+  done
   fetch_apicurio
   local java; java=$(java_for_registry)
   log "starting Apicurio Registry $APICURIO_VERSION (in-memory storage) with $java"
   start_bg registry "$java" -Xms128m -Xmx512m \
     -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
     -Dapicurio.storage.kind=sql -Dapicurio.storage.sql.kind=h2 \
+    -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MGMT_PORT" \
     -Dquarkus.log.level=INFO \
     -jar "$APICURIO_HOME/quarkus-run.jar"
 }
@@ -300,7 +313,7 @@ up_postgres() {
   rm -f "$STATE/postgres/.pw"
   log "starting postgres"
   touch "$LOGS/postgres.log"; [[ $(id -u) -eq 0 ]] && chown postgres: "$LOGS/postgres.log"
-  as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t 60 \
+  as_pg setsid -w "$bin/pg_ctl" -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_SOCK" start >/dev/null \
     || { tail -n 20 "$LOGS/postgres.log" >&2; die "postgres did not start"; }
   if ! as_pg "$bin/psql" -h "$PG_SOCK" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
@@ -319,9 +332,9 @@ cmd_up() {
   up_postgres
   up_kafka
   up_registry
-  wait_until "postgres" 60 "$LOGS/postgres.log" postgres_answers || die "postgres is not ready"
-  wait_until "kafka" 120 "$LOGS/kafka.log" kafka_answers || die "kafka is not ready"
-  wait_until "registry" 120 "$LOGS/registry.log" registry_answers || die "registry is not ready"
+  wait_until "postgres" 60 "$LOGS/postgres.log" - postgres_answers || die "postgres is not ready"
+  wait_until "kafka" 120 "$LOGS/kafka.log" kafka kafka_answers || die "kafka is not ready"
+  wait_until "registry" 120 "$LOGS/registry.log" registry registry_answers || die "registry is not ready"
   log "up in $((SECONDS - t0))s: kafka 127.0.0.1:$KAFKA_PORT (PLAINTEXT), 127.0.0.1:$KAFKA_SASL_PORT (SASL_SSL); registry $REGISTRY_URL; postgres 127.0.0.1:$PG_PORT/$PG_DB; logs in $LOGS"
 }
 
