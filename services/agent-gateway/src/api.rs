@@ -334,7 +334,7 @@ fn filter(status: i32, agent_type: &str) -> Result<AgentFilter, Status> {
         Ok(pb::AgentStatus::Unspecified) => None,
         Ok(pb::AgentStatus::Healthy) => Some(HealthStatus::Healthy),
         Ok(pb::AgentStatus::Degraded) => Some(HealthStatus::Degraded),
-        Ok(pb::AgentStatus::Unhealthy) => Some(HealthStatus::Unhealthy),
+        Ok(pb::AgentStatus::Unhealthy | pb::AgentStatus::Offline) => Some(HealthStatus::Unhealthy),
         Err(_) => return Err(Status::invalid_argument(format!("status: {status} is not an AgentStatus"))),
     };
     let agent_type = (!agent_type.is_empty()).then(|| agent_type.to_string());

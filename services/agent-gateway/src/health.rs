@@ -32,7 +32,7 @@ pub struct AgentState {
     pub resource_usage: Option<Value>,
     /// TASK_COMPLETED events counted.
     pub tasks_completed: u64,
-    /// Task id of the latest TASK_COMPLETED.
+    /// Task id of the latest task event.
     pub last_task_id: Option<String>,
     /// Message of the latest ERROR.
     pub last_error: Option<String>,
@@ -90,7 +90,7 @@ pub enum Transition {
 /// - `HEARTBEAT` -> HEALTHY, last heartbeat, resource usage;
 /// - `TASK_COMPLETED` -> tasks completed + 1, last task;
 /// - `ERROR` -> DEGRADED, last error;
-/// - `TASK_STARTED` -> only last seen;
+/// - `TASK_STARTED`, `TASK_FAILED` -> last task, last seen;
 /// - anything else -> [`Transition::UnknownEventType`].
 pub fn apply(previous: Option<&AgentState>, event: &Observation<'_>, now_ms: i64) -> Transition {
     let mut next = previous.cloned().unwrap_or_else(|| AgentState {
@@ -121,7 +121,11 @@ pub fn apply(previous: Option<&AgentState>, event: &Observation<'_>, now_ms: i64
             next.status = HealthStatus::Degraded;
             next.last_error = Some(event.message.unwrap_or("error reported without a message").to_string());
         }
-        "TASK_STARTED" => {}
+        "TASK_STARTED" | "TASK_FAILED" => {
+            if let Some(task) = event.task_id {
+                next.last_task_id = Some(task.to_string());
+            }
+        }
         other => return Transition::UnknownEventType(other.to_string()),
     }
     if !event.agent_type.is_empty() {

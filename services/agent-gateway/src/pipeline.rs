@@ -177,7 +177,7 @@ impl HealthProcessor {
             return Err(HandlerError::rejected("InvalidAgentEvent", "agentId is empty"));
         }
         let previous = pending.get(&event.agent_id).cloned().or_else(|| self.directory.get(&event.agent_id));
-        Ok(match health::apply(previous.as_ref(), &event.observation(), now_ms()) {
+        Ok(match health::apply(previous.as_ref(), &crate::wire::observation(&event), now_ms()) {
             Transition::Updated(next) => Some(next),
             Transition::Unchanged => None,
             Transition::UnknownEventType(t) => {
@@ -244,21 +244,91 @@ impl BatchHandler for HealthProcessor {
     }
 }
 
+/// Readiness condition that holds once this replica has read agent-health up
+/// to where it was at start-up (until then GetAgent could miss agents).
+pub const HEALTH_LOADED: &str = "agent-health-loaded";
+
+/// Tracks the reader's progress towards the high watermarks it started with.
+#[derive(Debug)]
+pub struct CatchUp {
+    /// Partition -> offset of the last record present at start-up.
+    pending: Mutex<HashMap<i32, i64>>,
+    readiness: dora_telemetry::Readiness,
+}
+
+impl CatchUp {
+    /// Waits for the given `(partition, low, high)` watermarks; ready at once when empty.
+    pub fn new(watermarks: &[(i32, i64, i64)], readiness: dora_telemetry::Readiness) -> Self {
+        let pending: HashMap<i32, i64> =
+            watermarks.iter().filter(|(_, low, high)| high > low).map(|(p, _, high)| (*p, high - 1)).collect();
+        let c = Self { pending: Mutex::new(pending), readiness };
+        c.update(|_| {});
+        c
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HashMap<i32, i64>)) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pending.len();
+        f(&mut pending);
+        if pending.is_empty() {
+            if before > 0 {
+                tracing::info!("agent-health loaded");
+            }
+            self.readiness.set_ready(HEALTH_LOADED);
+        } else {
+            self.readiness.set_not_ready(HEALTH_LOADED, format!("reading agent-health: {} partitions to go", pending.len()));
+        }
+    }
+
+    /// Notes that the reader saw `offset` of `partition`.
+    pub fn saw(&self, partition: i32, offset: i64) {
+        let done = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.get(&partition).is_some_and(|last| offset >= *last)
+        };
+        if done {
+            self.update(|p| {
+                p.remove(&partition);
+            });
+        }
+    }
+
+    /// Gives up waiting (e.g. the last records were compacted away): ready now.
+    pub fn give_up(&self) {
+        let left = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if left > 0 {
+            tracing::warn!(partitions = left, "agent-health not fully read in time; serving what was read");
+        }
+        self.update(HashMap::clear);
+    }
+}
+
 /// The health reader: takes every agent-health record into the directory.
 pub struct HealthReader {
     wire: Arc<Wire>,
     directory: AgentDirectory,
+    catch_up: Arc<CatchUp>,
 }
 
 impl HealthReader {
-    /// A reader filling `directory`.
-    pub fn new(wire: Arc<Wire>, directory: AgentDirectory) -> Self {
-        Self { wire, directory }
+    /// A reader filling `directory`, reporting its start-up progress to `catch_up`.
+    pub fn new(wire: Arc<Wire>, directory: AgentDirectory, catch_up: Arc<CatchUp>) -> Self {
+        Self { wire, directory, catch_up }
     }
 }
 
 impl Handler for HealthReader {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        let result = self.take_in(record).await;
+        if result.is_ok() {
+            self.catch_up.saw(record.partition, record.offset);
+        }
+        result
+    }
+}
+
+impl HealthReader {
+    async fn take_in(&self, record: &Record) -> Result<(), HandlerError> {
         let Some(payload) = record.payload.as_deref() else {
             if let Some(agent) = record.key_str() {
                 self.directory.remove(agent);
@@ -306,5 +376,31 @@ pub async fn check_liveness(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_up_is_ready_when_every_partition_reached_its_start_watermark() {
+        let r = dora_telemetry::Readiness::new();
+        let c = CatchUp::new(&[(0, 0, 3), (1, 5, 5), (2, 0, 1)], r.clone());
+        assert!(!r.is_ready(), "{}", r.report());
+        c.saw(0, 1);
+        c.saw(2, 0);
+        assert!(!r.is_ready());
+        c.saw(0, 2);
+        assert!(r.is_ready(), "{}", r.report());
+        assert!(CatchUp::new(&[(0, 4, 4)], dora_telemetry::Readiness::new()).readiness.is_ready());
+    }
+
+    #[test]
+    fn giving_up_makes_ready() {
+        let r = dora_telemetry::Readiness::new();
+        let c = CatchUp::new(&[(0, 0, 3)], r.clone());
+        c.give_up();
+        assert!(r.is_ready());
     }
 }

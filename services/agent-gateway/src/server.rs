@@ -17,7 +17,7 @@ use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, StartAt};
 use dora_kafka::Producer;
 
 use crate::api::{EventSink, GatewayApi};
-use crate::pipeline::{check_liveness, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink};
+use crate::pipeline::{check_liveness, CatchUp, HEALTH_LOADED, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink};
 use crate::wire::Wire;
 use crate::auth::{Authenticator, TokenKey};
 use crate::directory::AgentDirectory;
@@ -105,12 +105,19 @@ pub fn api(
 /// processor, the health reader and the liveness check; then drains (gRPC
 /// calls complete, the producer flushes, the loops commit).
 pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
+    // Not ready until the agent-health view is loaded (the admin server is
+    // already answering, and no condition at all would mean ready).
+    ctx.readiness.set_not_ready(HEALTH_LOADED, "starting");
     let s = &settings.gateway;
     let kafka = &settings.common.kafka;
     let listener = TcpListener::bind(s.grpc_listen).await.with_context(|| format!("binding {}", s.grpc_listen))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
 
-    let wire = Arc::new(Wire::new());
+    let codec = dora_schema::Codec::new(&settings.registry).context("registry settings")?;
+    let wire = Arc::new(Wire::new(codec));
+    wire.register(&s.events_topic, &s.health_topic)
+        .await
+        .context("registering the AgentEvent and AgentHealth schemas")?;
     let directory = AgentDirectory::default();
     let producer = Producer::new(kafka, &settings.producer, ctx.name, &ctx.readiness)?;
     let sink: Arc<dyn EventSink> = Arc::new(KafkaEventSink::new(producer.clone(), wire.clone(), &s.events_topic));
@@ -119,12 +126,24 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     // Every replica reads agent-health whole: its own throwaway group, from the beginning.
     let reader_settings = ConsumerSettings {
         group_id: format!("{}-health-view-{}", ctx.name, uuid::Uuid::new_v4().simple()),
+        fetch_min_bytes: 1,
         ..settings.consumer.clone()
+    };
+    let start_marks = dora_kafka::topics::watermarks(kafka, &s.health_topic, Duration::from_secs(10))
+        .await
+        .with_context(|| format!("reading the watermarks of {}", s.health_topic))?;
+    let catch_up = Arc::new(CatchUp::new(&start_marks, ctx.readiness.clone()));
+    let give_up = {
+        let (catch_up, wait) = (catch_up.clone(), Duration::from_millis(s.health_load_timeout_ms));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            catch_up.give_up();
+        })
     };
     let reader = ConsumeLoop::new(kafka, &reader_settings, &ctx, wire.clone())
         .topics(&[s.health_topic.as_str()])
         .on_assign(|_, _| StartAt::Beginning)
-        .run(HealthReader::new(wire.clone(), directory.clone()));
+        .run(HealthReader::new(wire.clone(), directory.clone(), catch_up));
     let processor = ConsumeLoop::new(kafka, &settings.consumer, &ctx, wire.clone())
         .topics(&[s.events_topic.as_str()])
         .producer_settings(&settings.producer)
@@ -147,6 +166,7 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         r
     };
     let (grpc, reader, processor, ()) = tokio::join!(grpc, reader, processor, liveness);
+    give_up.abort();
     grpc?;
     reader.context("agent-health reader")?;
     processor.context("health processor")?;

@@ -18,10 +18,13 @@ pub struct Settings {
     /// Kafka, telemetry and admin sections. Admin default `127.0.0.1:9101`.
     #[serde(flatten)]
     pub common: CommonSettings,
+    /// Section `registry`: the schema registry.
+    pub registry: dora_schema::RegistrySettings,
     /// Section `producer`: the agent-events and agent-health producer.
     pub producer: dora_kafka::ProducerSettings,
     /// Section `consumer`: the health processor's consumer. Group default
-    /// `agent-event-processor`; batches wait at most 50 ms (runtime default 500).
+    /// `agent-event-processor`; `fetch_min_bytes` 1 and batches wait at most 50 ms
+    /// (runtime defaults 1024 and 500) so health follows events closely.
     pub consumer: dora_kafka::consume::ConsumerSettings,
     /// Section `gateway`.
     pub gateway: GatewaySettings,
@@ -31,10 +34,14 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             common: CommonSettings::with_admin_port(9101),
+            registry: Default::default(),
             producer: Default::default(),
             consumer: dora_kafka::consume::ConsumerSettings {
                 group_id: "agent-event-processor".into(),
-                // Health should follow events closely; batches fill fast under load anyway.
+                // Health should follow events closely (the seed's fetch.min.bytes=1024
+                // makes a lone heartbeat wait fetch_max_wait_ms); batches fill fast
+                // under load anyway.
+                fetch_min_bytes: 1,
                 max_batch_wait_ms: 50,
                 ..Default::default()
             },
@@ -79,6 +86,9 @@ pub struct GatewaySettings {
     pub unhealthy_after_intervals: u32,
     /// How often silent agents are looked for, ms. Default 1 000.
     pub liveness_check_ms: u64,
+    /// Longest the replica waits at start-up to read agent-health up to its
+    /// start-up watermarks before it reports ready anyway, ms. Default 30 000.
+    pub health_load_timeout_ms: u64,
     /// Largest `agent_id`, `agent_type`, `task_id`, bytes. Default 128.
     pub max_id_bytes: usize,
     /// Largest `message`, bytes. Default 4 096.
@@ -110,6 +120,7 @@ impl Default for GatewaySettings {
             heartbeat_interval_ms: 10_000,
             unhealthy_after_intervals: 3,
             liveness_check_ms: 1_000,
+            health_load_timeout_ms: 30_000,
             max_id_bytes: 128,
             max_message_bytes: 4_096,
             max_metadata_bytes: 16_384,

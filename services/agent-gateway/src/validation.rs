@@ -71,6 +71,7 @@ pub fn event_type_name(t: pb::EventType) -> Option<&'static str> {
         pb::EventType::TaskStarted => Some("TASK_STARTED"),
         pb::EventType::TaskCompleted => Some("TASK_COMPLETED"),
         pb::EventType::Error => Some("ERROR"),
+        pb::EventType::TaskFailed => Some("TASK_FAILED"),
     }
 }
 
@@ -81,6 +82,7 @@ pub fn status_name(s: pb::AgentStatus) -> Option<&'static str> {
         pb::AgentStatus::Healthy => Some("HEALTHY"),
         pb::AgentStatus::Degraded => Some("DEGRADED"),
         pb::AgentStatus::Unhealthy => Some("UNHEALTHY"),
+        pb::AgentStatus::Offline => Some("OFFLINE"),
     }
 }
 
@@ -145,7 +147,7 @@ pub fn publish_request(req: &pb::PublishEventRequest, limits: &Limits) -> Result
     let message = text("message", req.message.as_deref(), limits.max_message_bytes)?;
     let metadata = json_object("metadata_json", &req.metadata_json, limits.max_metadata_bytes)?;
     let task_id = optional_identifier("task_id", req.task_id.as_deref(), limits.max_id_bytes)?;
-    if matches!(event_type, "TASK_STARTED" | "TASK_COMPLETED") && task_id.is_none() {
+    if matches!(event_type, "TASK_STARTED" | "TASK_COMPLETED" | "TASK_FAILED") && task_id.is_none() {
         return Err(invalid("task_id", format!("is required for {event_type}")));
     }
     Ok(EventDraft {

@@ -1,11 +1,10 @@
-//! How agent events and agent health look on the wire, behind one type so the
-//! rest of the gateway deals only in domain values.
-//!
-//! INTERIM: until the schema crate's `Codec` (Avro + registry, legacy JSON)
-//! lands, events are written as the seed's JSON and health as camelCase JSON;
-//! swapping in the codec changes this file only.
+//! How agent events and agent health look on the wire: Confluent-framed Avro
+//! through the schema crate's [`Codec`] (events from the seed's Python agents
+//! arrive as legacy JSON and decode to the same types). The rest of the gateway
+//! deals only in its own domain values.
 
-use serde::{Deserialize, Serialize};
+use dora_kafka::consume::{DeadLetterEncoder, HandlerError, Record};
+use dora_schema::{AgentEvent, AgentHealth, AgentStatus, Codec, DeadLetter, DeadLetterHeader, EventType, SchemaError};
 use serde_json::Value;
 
 use crate::api::StampedEvent;
@@ -21,90 +20,55 @@ pub struct WireError {
     pub retryable: bool,
 }
 
+impl From<SchemaError> for WireError {
+    fn from(e: SchemaError) -> Self {
+        Self { retryable: e.is_retryable(), message: e.to_string() }
+    }
+}
+
 impl WireError {
     fn permanent(message: impl Into<String>) -> Self {
         Self { message: message.into(), retryable: false }
     }
 }
 
-/// An agent event as read from the topic (written by the gateway or by a seed agent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentEventRecord {
-    /// `eventId`.
-    #[serde(default)]
-    pub event_id: String,
-    /// `agentId`.
-    pub agent_id: String,
-    /// `timestamp`, epoch ms.
-    pub timestamp: i64,
-    /// `eventType`.
-    pub event_type: String,
-    /// `agentType`.
-    #[serde(default)]
-    pub agent_type: String,
-    /// `status`.
-    #[serde(default)]
-    pub status: String,
-    /// `version`.
-    #[serde(default)]
-    pub version: String,
-    /// `message`.
-    #[serde(default)]
-    pub message: Option<String>,
-    /// `metadata`.
-    #[serde(default)]
-    pub metadata: Value,
-    /// `taskId`.
-    #[serde(default)]
-    pub task_id: Option<String>,
-}
-
-impl AgentEventRecord {
-    /// What the health state machine needs.
-    pub fn observation(&self) -> Observation<'_> {
-        Observation {
-            agent_id: &self.agent_id,
-            agent_type: &self.agent_type,
-            event_type: &self.event_type,
-            timestamp: self.timestamp,
-            message: self.message.as_deref(),
-            metadata: &self.metadata,
-            task_id: self.task_id.as_deref(),
-        }
+/// What the health state machine needs from a decoded event.
+pub fn observation(e: &AgentEvent) -> Observation<'_> {
+    Observation {
+        agent_id: &e.agent_id,
+        agent_type: &e.agent_type,
+        event_type: e.event_type.as_str(),
+        timestamp: e.timestamp,
+        message: e.message.as_deref(),
+        metadata: &e.metadata,
+        task_id: e.task_id.as_deref(),
     }
 }
 
-impl From<&StampedEvent> for AgentEventRecord {
-    fn from(e: &StampedEvent) -> Self {
-        Self {
-            event_id: e.event_id.clone(),
-            agent_id: e.draft.agent_id.clone(),
-            timestamp: e.timestamp,
-            event_type: e.draft.event_type.to_string(),
-            agent_type: e.draft.agent_type.clone(),
-            status: e.draft.status.to_string(),
-            version: e.version.to_string(),
-            message: e.draft.message.clone(),
-            metadata: e.draft.metadata.clone(),
-            task_id: e.draft.task_id.clone(),
-        }
-    }
+/// The Avro enum of a validated event type (the seed's spelling).
+fn event_type(name: &str) -> EventType {
+    EventType::ALL.iter().copied().find(|t| t.as_str() == name).unwrap_or_default()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HealthRecord {
-    agent_id: String,
-    agent_type: String,
-    status: String,
-    last_seen: i64,
-    last_heartbeat: Option<i64>,
-    resource_usage: Option<Value>,
-    tasks_completed: u64,
-    last_task_id: Option<String>,
-    last_error: Option<String>,
-    updated_at: i64,
+/// The Avro enum of a status (the seed's spelling).
+fn agent_status(name: &str) -> AgentStatus {
+    AgentStatus::ALL.iter().copied().find(|t| t.as_str() == name).unwrap_or_default()
+}
+
+/// The record the gateway produces for a stamped event.
+pub fn agent_event(e: &StampedEvent) -> AgentEvent {
+    AgentEvent {
+        event_id: e.event_id.clone(),
+        agent_id: e.draft.agent_id.clone(),
+        timestamp: e.timestamp,
+        event_type: event_type(e.draft.event_type),
+        agent_type: e.draft.agent_type.clone(),
+        status: agent_status(e.draft.status),
+        version: e.version.to_string(),
+        message: e.draft.message.clone(),
+        metadata: e.draft.metadata.clone(),
+        task_id: e.draft.task_id.clone(),
+    }
 }
 
 /// The seed's spelling of a health status.
@@ -116,96 +80,114 @@ pub fn status_name(s: HealthStatus) -> &'static str {
     }
 }
 
-fn parse_status(s: &str) -> Option<HealthStatus> {
-    match s {
-        "HEALTHY" => Some(HealthStatus::Healthy),
-        "DEGRADED" => Some(HealthStatus::Degraded),
-        "UNHEALTHY" => Some(HealthStatus::Unhealthy),
-        _ => None,
+/// The `agent-health` record of a state.
+pub fn agent_health(s: &AgentState) -> AgentHealth {
+    AgentHealth {
+        agent_id: s.agent_id.clone(),
+        agent_type: s.agent_type.clone(),
+        status: agent_status(status_name(s.status)),
+        last_seen: s.last_seen,
+        last_heartbeat: s.last_heartbeat,
+        resource_usage: s.resource_usage.clone().unwrap_or(Value::Null),
+        tasks_completed: i64::try_from(s.tasks_completed).unwrap_or(i64::MAX),
+        last_task_id: s.last_task_id.clone(),
+        last_error: s.last_error.clone(),
+        updated_at: s.updated_at,
     }
 }
 
-/// Encoder and decoder of the gateway's two topics.
-#[derive(Debug, Default)]
-pub struct Wire {}
+/// The state an `agent-health` record describes.
+pub fn agent_state(h: AgentHealth) -> Result<AgentState, WireError> {
+    let status = match h.status {
+        AgentStatus::Healthy => HealthStatus::Healthy,
+        AgentStatus::Degraded => HealthStatus::Degraded,
+        AgentStatus::Unhealthy | AgentStatus::Offline => HealthStatus::Unhealthy,
+        AgentStatus::Unknown => return Err(WireError::permanent("agent-health record with status UNKNOWN")),
+    };
+    Ok(AgentState {
+        agent_id: h.agent_id,
+        agent_type: h.agent_type,
+        status,
+        last_seen: h.last_seen,
+        last_heartbeat: h.last_heartbeat,
+        resource_usage: Some(h.resource_usage).filter(|v| !v.is_null()),
+        tasks_completed: u64::try_from(h.tasks_completed).unwrap_or(0),
+        last_task_id: h.last_task_id,
+        last_error: h.last_error,
+        updated_at: h.updated_at,
+    })
+}
+
+/// Encoder and decoder of the gateway's topics.
+#[derive(Clone)]
+pub struct Wire {
+    codec: Codec,
+}
 
 impl Wire {
-    /// The wire form.
-    pub fn new() -> Self {
-        Self {}
+    /// The wire form over the registry behind `codec`.
+    pub fn new(codec: Codec) -> Self {
+        Self { codec }
+    }
+
+    /// Registers the gateway's schemas under `<topic>-value` (fail fast at start-up).
+    pub async fn register(&self, events_topic: &str, health_topic: &str) -> Result<(), WireError> {
+        self.codec.register::<AgentEvent>(events_topic).await?;
+        self.codec.register::<AgentHealth>(health_topic).await?;
+        Ok(())
     }
 
     /// The value of an agent event on `topic`.
-    pub async fn encode_event(&self, _topic: &str, event: &StampedEvent) -> Result<Vec<u8>, WireError> {
-        serde_json::to_vec(&AgentEventRecord::from(event)).map_err(|e| WireError::permanent(e.to_string()))
+    pub async fn encode_event(&self, topic: &str, event: &StampedEvent) -> Result<Vec<u8>, WireError> {
+        Ok(self.codec.encode(topic, &agent_event(event)).await?)
     }
 
-    /// An agent event read from `topic`.
-    pub async fn decode_event(&self, _topic: &str, bytes: &[u8]) -> Result<AgentEventRecord, WireError> {
-        serde_json::from_slice(bytes).map_err(|e| WireError::permanent(format!("not an AgentEvent: {e}")))
+    /// An agent event read from `topic` (Avro or the seed's JSON).
+    pub async fn decode_event(&self, topic: &str, bytes: &[u8]) -> Result<AgentEvent, WireError> {
+        Ok(self.codec.decode::<AgentEvent>(topic, bytes).await?)
     }
 
     /// The value of an agent's health on `topic`.
-    pub async fn encode_health(&self, _topic: &str, s: &AgentState) -> Result<Vec<u8>, WireError> {
-        let r = HealthRecord {
-            agent_id: s.agent_id.clone(),
-            agent_type: s.agent_type.clone(),
-            status: status_name(s.status).to_string(),
-            last_seen: s.last_seen,
-            last_heartbeat: s.last_heartbeat,
-            resource_usage: s.resource_usage.clone(),
-            tasks_completed: s.tasks_completed,
-            last_task_id: s.last_task_id.clone(),
-            last_error: s.last_error.clone(),
-            updated_at: s.updated_at,
-        };
-        serde_json::to_vec(&r).map_err(|e| WireError::permanent(e.to_string()))
+    pub async fn encode_health(&self, topic: &str, s: &AgentState) -> Result<Vec<u8>, WireError> {
+        Ok(self.codec.encode(topic, &agent_health(s)).await?)
     }
 
     /// An agent's health read from `topic`.
-    pub async fn decode_health(&self, _topic: &str, bytes: &[u8]) -> Result<AgentState, WireError> {
-        let r: HealthRecord =
-            serde_json::from_slice(bytes).map_err(|e| WireError::permanent(format!("not an AgentHealth: {e}")))?;
-        let status = parse_status(&r.status).ok_or_else(|| WireError::permanent(format!("status {:?}", r.status)))?;
-        Ok(AgentState {
-            agent_id: r.agent_id,
-            agent_type: r.agent_type,
-            status,
-            last_seen: r.last_seen,
-            last_heartbeat: r.last_heartbeat,
-            resource_usage: r.resource_usage,
-            tasks_completed: r.tasks_completed,
-            last_task_id: r.last_task_id,
-            last_error: r.last_error,
-            updated_at: r.updated_at,
-        })
+    pub async fn decode_health(&self, topic: &str, bytes: &[u8]) -> Result<AgentState, WireError> {
+        agent_state(self.codec.decode::<AgentHealth>(topic, bytes).await?)
     }
 }
 
-impl dora_kafka::consume::DeadLetterEncoder for Wire {
+impl DeadLetterEncoder for Wire {
     async fn encode_dead_letter(
         &self,
         dlq_topic: &str,
-        record: &dora_kafka::consume::Record,
-        error: &dora_kafka::consume::HandlerError,
+        record: &Record,
+        error: &HandlerError,
         retry_count: u32,
         failed_by: &str,
     ) -> Result<Vec<u8>, (String, bool)> {
-        let letter = serde_json::json!({
-            "originalTopic": record.topic,
-            "originalPartition": record.partition,
-            "originalOffset": record.offset,
-            "originalKey": record.key_str(),
-            "originalMessage": String::from_utf8_lossy(record.payload()),
-            "errorMessage": error.message(),
-            "errorType": error.error_type(),
-            "retryCount": retry_count,
-            "processingAttempts": retry_count + 1,
-            "failedBy": failed_by,
-            "deadLetterTopic": dlq_topic,
-            "timestamp": chrono::Utc::now().timestamp_millis(),
-        });
-        serde_json::to_vec(&letter).map_err(|e| (e.to_string(), false))
+        let retries = i32::try_from(retry_count).unwrap_or(i32::MAX);
+        let letter = DeadLetter {
+            original_topic: record.topic.clone(),
+            original_partition: record.partition,
+            original_offset: record.offset,
+            original_key: record.key.clone(),
+            original_message: record.payload().to_vec(),
+            original_headers: record
+                .headers
+                .iter()
+                .map(|h| DeadLetterHeader { key: h.key.clone(), value: h.value.clone() })
+                .collect(),
+            original_timestamp: record.timestamp,
+            error_message: error.message().to_string(),
+            error_type: error.error_type().to_string(),
+            retry_count: retries,
+            processing_attempts: retries.saturating_add(1),
+            timestamp: chrono::Utc::now().timestamp_millis(),
+            failed_by: failed_by.to_string(),
+        };
+        self.codec.encode(dlq_topic, &letter).await.map_err(|e| (e.to_string(), e.is_retryable()))
     }
 }
 
@@ -213,18 +195,8 @@ impl dora_kafka::consume::DeadLetterEncoder for Wire {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_seeds_python_json_heartbeat_decodes() {
-        let seed = br#"{"eventId": "e1", "agentId": "py-1", "timestamp": 1700000000000, "eventType": "HEARTBEAT", "agentType": "GAP_ANALYZER", "status": "HEALTHY", "version": "1.0.0", "message": null, "metadata": {"resource_usage": {"cpu": 3}}, "taskId": null}"#;
-        let e = Wire::new().decode_event("agent-events", seed).await.unwrap();
-        assert_eq!(e.agent_id, "py-1");
-        assert_eq!(e.event_type, "HEARTBEAT");
-        assert_eq!(e.metadata["resource_usage"]["cpu"], 3);
-    }
-
-    #[tokio::test]
-    async fn health_round_trips() {
-        let s = AgentState {
+    fn state() -> AgentState {
+        AgentState {
             agent_id: "a".into(),
             agent_type: "T".into(),
             status: HealthStatus::Degraded,
@@ -235,9 +207,34 @@ mod tests {
             last_task_id: Some("t".into()),
             last_error: Some("x".into()),
             updated_at: 6,
-        };
-        let w = Wire::new();
-        let bytes = w.encode_health("agent-health", &s).await.unwrap();
-        assert_eq!(w.decode_health("agent-health", &bytes).await.unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn health_maps_both_ways() {
+        let s = state();
+        assert_eq!(agent_state(agent_health(&s)).unwrap(), s);
+        let none = AgentState { resource_usage: None, last_heartbeat: None, ..state() };
+        assert_eq!(agent_state(agent_health(&none)).unwrap(), none);
+    }
+
+    #[test]
+    fn the_seeds_python_json_heartbeat_is_an_observation() {
+        let seed = br#"{"eventId": "e1", "agentId": "py-1", "timestamp": 1700000000000, "eventType": "HEARTBEAT", "agentType": "GAP_ANALYZER", "status": "HEALTHY", "version": "1.0.0", "message": null, "metadata": {"resource_usage": {"cpu": 3}}, "taskId": null}"#;
+        let e: AgentEvent = dora_schema::decode_json(seed).unwrap();
+        let o = observation(&e);
+        assert_eq!(o.agent_id, "py-1");
+        assert_eq!(o.event_type, "HEARTBEAT");
+        assert_eq!(o.metadata["resource_usage"]["cpu"], 3);
+    }
+
+    #[test]
+    fn validated_names_map_to_the_avro_enums() {
+        for name in ["HEARTBEAT", "TASK_STARTED", "TASK_COMPLETED", "TASK_FAILED", "ERROR"] {
+            assert_eq!(event_type(name).as_str(), name);
+        }
+        for name in ["HEALTHY", "DEGRADED", "UNHEALTHY", "OFFLINE"] {
+            assert_eq!(agent_status(name).as_str(), name);
+        }
     }
 }

@@ -6,7 +6,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
 use agent_gateway::auth::TokenKey;
+use agent_gateway::wire::Wire;
+use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt};
+use dora_kafka::service::ServiceContext;
+use dora_schema::{Codec, RegistrySettings};
+use tokio_util::sync::CancellationToken;
 use agent_gateway::simulator::{self, AuthedClient};
 use anyhow::{bail, Context, Result};
 use dora_proto::agent::v1 as pb;
@@ -121,4 +128,51 @@ pub async fn await_agent(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A codec on the local stack's registry.
+pub fn codec() -> Result<Codec> {
+    Ok(Codec::new(&RegistrySettings { url: tk::registry_url(), ..Default::default() })?)
+}
+
+struct Collect(Arc<Mutex<Vec<Record>>>);
+
+impl Handler for Collect {
+    async fn handle(&self, record: &Record) -> std::result::Result<(), HandlerError> {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Consumers are at-least-once (the loop may hand a record over again
+        // around its start-up seek); the topic's content is what counts.
+        if !seen.iter().any(|r| r.partition == record.partition && r.offset == record.offset) {
+            seen.push(record.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Reads `topic` from the beginning (through the runtime's consume loop, on a
+/// group of its own) until it has seen `at_least` records; returns them in
+/// arrival order (partition order is kept).
+pub async fn read_records(topic: &str, at_least: usize) -> Result<Vec<Record>> {
+    let ctx = ServiceContext {
+        name: "agent-gateway-test-reader",
+        readiness: dora_telemetry::Readiness::new(),
+        shutdown: CancellationToken::new(),
+    };
+    let settings = ConsumerSettings { group_id: tk::unique("test-reader"), max_batch_wait_ms: 50, ..Default::default() };
+    let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let run = ConsumeLoop::new(&tk::kafka(), &settings, &ctx, Arc::new(Wire::new(codec()?)))
+        .topics(&[topic])
+        .on_assign(|_, _| StartAt::Beginning)
+        .run(Collect(seen.clone()));
+    let task = tokio::spawn(run);
+    let counted = tk::eventually(tk::DEADLINE, || {
+        let n = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+        async move { (n >= at_least).then_some(n) }
+    })
+    .await;
+    ctx.shutdown.cancel();
+    task.await??;
+    counted.with_context(|| format!("fewer than {at_least} records on {topic}"))?;
+    let records = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(records)
 }
