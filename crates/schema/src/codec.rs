@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use dora_config::ExposeSecret;
@@ -76,7 +76,10 @@ pub struct Codec {
 struct Inner {
     url: String,
     sr: SrSettings,
-    http: reqwest::Client,
+    /// Client for the one call the converter lacks (PUT /config); built on
+    /// first registration, so decode-only codecs load no second TLS context.
+    http: OnceLock<reqwest::Client>,
+    timeouts: (Duration, Duration),
     auth: Option<(String, Option<dora_config::Secret>)>,
     /// topic -> (fingerprint of the schema, registered id) of its value subject.
     ids: RwLock<HashMap<String, Vec<(u64, u32)>>>,
@@ -127,12 +130,12 @@ impl Codec {
             sr.set_basic_authorization(user, password.as_deref());
         }
         let sr = sr.build_with(client_builder()).map_err(|e| SchemaError::Settings { reason: e.to_string() })?;
-        let http = client_builder().build().map_err(|e| SchemaError::Settings { reason: e.to_string() })?;
         Ok(Codec {
             inner: Arc::new(Inner {
                 url,
                 sr,
-                http,
+                http: OnceLock::new(),
+                timeouts: (timeout, connect_timeout),
                 auth: settings.username.clone().map(|u| (u, settings.password.clone())),
                 ids: RwLock::new(HashMap::new()),
                 writers: RwLock::new(HashMap::new()),
@@ -250,9 +253,19 @@ impl Codec {
     /// PUT /config/{subject}; false when the registry does not know the subject.
     async fn set_compatibility(&self, subject: &str) -> Result<bool, SchemaError> {
         let url = format!("{}/config/{}", self.inner.url, subject.replace('/', "%2F"));
-        let mut request = self
-            .inner
-            .http
+        let http = match self.inner.http.get() {
+            Some(http) => http,
+            None => {
+                let (timeout, connect_timeout) = self.inner.timeouts;
+                let http = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .connect_timeout(connect_timeout)
+                    .build()
+                    .map_err(|e| SchemaError::Settings { reason: e.to_string() })?;
+                self.inner.http.get_or_init(|| http)
+            }
+        };
+        let mut request = http
             .put(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
             .header(reqwest::header::ACCEPT, "application/vnd.schemaregistry.v1+json")

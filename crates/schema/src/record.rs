@@ -31,11 +31,23 @@ pub trait AvroRecord {
 
 /// A parsed Avro schema with the fingerprint of its canonical form, used to
 /// tell whether a writer's schema is exactly the reader's (fast path) or needs
-/// resolution.
-#[derive(Debug)]
+/// resolution. The compiled-in schemas of [`AvroRecord`] types (which live for
+/// the whole process) also keep their datum reader and writer, so the hot path
+/// does not resolve schema names again for every value.
 pub struct CompiledSchema {
     schema: Schema,
     fingerprint: u64,
+    reader: OnceLock<GenericDatumReader<'static>>,
+    writer: OnceLock<GenericDatumWriter<'static>>,
+}
+
+impl std::fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledSchema")
+            .field("schema", &self.schema.canonical_form())
+            .field("fingerprint", &format_args!("{:016x}", self.fingerprint))
+            .finish()
+    }
 }
 
 impl CompiledSchema {
@@ -53,7 +65,25 @@ impl CompiledSchema {
                 .try_into()
                 .expect("a Rabin fingerprint has 8 bytes"),
         );
-        Self { schema, fingerprint }
+        Self { schema, fingerprint, reader: OnceLock::new(), writer: OnceLock::new() }
+    }
+
+    /// Reader for bodies written with exactly this schema, built once.
+    fn datum_reader(&'static self) -> Result<&'static GenericDatumReader<'static>, apache_avro::Error> {
+        if let Some(reader) = self.reader.get() {
+            return Ok(reader);
+        }
+        let reader = GenericDatumReader::builder(&self.schema).human_readable(false).build()?;
+        Ok(self.reader.get_or_init(|| reader))
+    }
+
+    /// Writer of bodies with this schema, built once.
+    fn datum_writer(&'static self) -> Result<&'static GenericDatumWriter<'static>, apache_avro::Error> {
+        if let Some(writer) = self.writer.get() {
+            return Ok(writer);
+        }
+        let writer = GenericDatumWriter::builder(&self.schema).human_readable(false).build()?;
+        Ok(self.writer.get_or_init(|| writer))
     }
 
     /// The parsed schema.
@@ -94,8 +124,7 @@ avro_record!(DeadLetter, "DeadLetter.avsc", "dora.events.DeadLetter");
 /// Appends the Avro binary encoding of `value` (its own schema, no framing) to `out`.
 pub fn encode_body<T: AvroRecord + Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), SchemaError> {
     let encode_err = |e: apache_avro::Error| SchemaError::Encode { record: T::NAME.to_string(), reason: e.to_string() };
-    let writer = GenericDatumWriter::builder(T::schema()).human_readable(false).build().map_err(encode_err)?;
-    writer.write_ser(out, value).map_err(encode_err)?;
+    T::compiled().datum_writer().map_err(encode_err)?.write_ser(out, value).map_err(encode_err)?;
     Ok(())
 }
 
@@ -112,10 +141,11 @@ pub fn decode_body<T: AvroRecord + DeserializeOwned>(writer: &CompiledSchema, bo
     apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
     let invalid = |e: apache_avro::Error| SchemaError::InvalidAvro { reason: e.to_string() };
     let mut rest = body;
-    let value = if writer.fingerprint == T::compiled().fingerprint {
-        // same schema: deserialize straight from the bytes, no intermediate Value
-        let reader = GenericDatumReader::builder(&writer.schema).human_readable(false).build().map_err(invalid)?;
-        reader.read_deser::<T>(&mut rest).map_err(invalid)?
+    let own = T::compiled();
+    let value = if writer.fingerprint == own.fingerprint {
+        // same canonical schema, so the same binary layout: deserialize straight
+        // from the bytes with the cached reader of T's own schema, no intermediate Value
+        own.datum_reader().map_err(invalid)?.read_deser::<T>(&mut rest).map_err(invalid)?
     } else {
         check_same_record::<T>(writer)?;
         let reader = GenericDatumReader::builder(&writer.schema)
