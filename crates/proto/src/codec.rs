@@ -38,7 +38,9 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        FieldNamingDecoder { inner: ProstDecoder::new(BufferSettings::default()) }
+        FieldNamingDecoder {
+            inner: ProstDecoder::new(BufferSettings::default()),
+        }
     }
 }
 

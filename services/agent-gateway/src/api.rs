@@ -87,7 +87,10 @@ impl From<SinkError> for Status {
 /// Produces agent events and resolves once the broker acknowledged them.
 pub trait EventSink: Send + Sync + 'static {
     /// Produces `event` keyed by its agent id.
-    fn publish(&self, event: StampedEvent) -> futures::future::BoxFuture<'_, Result<Delivered, SinkError>>;
+    fn publish(
+        &self,
+        event: StampedEvent,
+    ) -> futures::future::BoxFuture<'_, Result<Delivered, SinkError>>;
 }
 
 /// The gRPC service of agent-gateway.
@@ -117,7 +120,17 @@ impl GatewayApi {
         directory: AgentDirectory,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { inner: Arc::new(Inner { sink, auth, limits, queue, directory, shutdown, stream_window: 512 }) }
+        Self {
+            inner: Arc::new(Inner {
+                sink,
+                auth,
+                limits,
+                queue,
+                directory,
+                shutdown,
+                stream_window: 512,
+            }),
+        }
     }
 }
 
@@ -130,14 +143,28 @@ impl Inner {
         wait: Option<Duration>,
     ) -> Result<pb::PublishEventResponse, Status> {
         let draft = draft.inspect_err(|_| metrics::rejected("invalid_argument"))?;
-        identity.authorize(&draft.agent_id).inspect_err(|_| metrics::rejected("permission_denied"))?;
-        let slot = self.queue.take(1, wait).await.inspect_err(|_| metrics::rejected("resource_exhausted"))?;
+        identity
+            .authorize(&draft.agent_id)
+            .inspect_err(|_| metrics::rejected("permission_denied"))?;
+        let slot = self
+            .queue
+            .take(1, wait)
+            .await
+            .inspect_err(|_| metrics::rejected("resource_exhausted"))?;
         let event = StampedEvent::stamp(draft);
-        let (event_id, timestamp, event_type) = (event.event_id.clone(), event.timestamp, event.draft.event_type);
+        let (event_id, timestamp, event_type) = (
+            event.event_id.clone(),
+            event.timestamp,
+            event.draft.event_type,
+        );
         let delivered = match wait {
             Some(w) => tokio::time::timeout(w, self.sink.publish(event))
                 .await
-                .map_err(|_| Status::deadline_exceeded("broker did not acknowledge within the call's deadline"))?,
+                .map_err(|_| {
+                    Status::deadline_exceeded(
+                        "broker did not acknowledge within the call's deadline",
+                    )
+                })?,
             None => self.sink.publish(event).await,
         };
         drop(slot);
@@ -152,7 +179,9 @@ impl Inner {
     }
 
     fn identify<T>(&self, req: &Request<T>) -> Result<AgentIdentity, Status> {
-        self.auth.identify(req).inspect_err(|_| metrics::rejected("unauthenticated"))
+        self.auth
+            .identify(req)
+            .inspect_err(|_| metrics::rejected("unauthenticated"))
     }
 }
 
@@ -184,10 +213,23 @@ impl AgentGateway for GatewayApi {
         let (handles_tx, handles_rx) = mpsc::channel(inner.stream_window);
         tokio::spawn(async move {
             let mut sequence = 0u64;
+            // After shutdown was asked for, events still arriving are answered
+            // UNAVAILABLE (not produced) so the agent stops and resends elsewhere;
+            // the stream ends when the agent closes its side, or after a grace period.
+            let mut draining_until: Option<tokio::time::Instant> = None;
             loop {
-                let next = tokio::select! {
-                    _ = inner.shutdown.cancelled() => break,
-                    next = inbound.next() => next,
+                let next = match draining_until {
+                    None => tokio::select! {
+                        _ = inner.shutdown.cancelled() => {
+                            draining_until = Some(tokio::time::Instant::now() + STREAM_DRAIN_GRACE);
+                            continue;
+                        }
+                        next = inbound.next() => next,
+                    },
+                    Some(until) => tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        next = inbound.next() => next,
+                    },
                 };
                 let request = match next {
                     Some(Ok(r)) => r,
@@ -197,39 +239,49 @@ impl AgentGateway for GatewayApi {
                     }
                     None => break,
                 };
-                let inner2 = inner.clone();
-                let id = id.clone();
                 let seq = sequence;
                 sequence += 1;
-                let handle = tokio::spawn(async move {
-                    let draft = validation::publish_request(&request, &inner2.limits);
-                    match inner2.write(&id, draft, None).await {
-                        Ok(accepted) => pb::EventAck {
-                            sequence: seq,
-                            accepted: Some(accepted),
-                            error_code: 0,
-                            error_message: String::new(),
-                        },
-                        Err(status) => pb::EventAck {
-                            sequence: seq,
-                            accepted: None,
-                            error_code: status.code() as i32,
-                            error_message: status.message().to_string(),
-                        },
-                    }
-                });
+                let handle = if draining_until.is_some() {
+                    tokio::spawn(async move {
+                        rejected_ack(
+                            seq,
+                            &Status::unavailable(
+                                "gateway is shutting down; send this event again elsewhere",
+                            ),
+                        )
+                    })
+                } else {
+                    let inner2 = inner.clone();
+                    let id = id.clone();
+                    tokio::spawn(async move {
+                        let draft = validation::publish_request(&request, &inner2.limits);
+                        match inner2.write(&id, draft, None).await {
+                            Ok(accepted) => pb::EventAck {
+                                sequence: seq,
+                                accepted: Some(accepted),
+                                error_code: 0,
+                                error_message: String::new(),
+                            },
+                            Err(status) => rejected_ack(seq, &status),
+                        }
+                    })
+                };
                 if handles_tx.send(handle).await.is_err() {
                     break;
                 }
             }
         });
         let acks = ReceiverStream::new(handles_rx).then(|h| async move {
-            h.await.map_err(|e| Status::internal(format!("event task failed: {e}")))
+            h.await
+                .map_err(|e| Status::internal(format!("event task failed: {e}")))
         });
         Ok(Response::new(Box::pin(acks)))
     }
 
-    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::PublishEventResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::PublishEventResponse>, Status> {
         let id = self.inner.identify(&req)?;
         let wait = call_deadline(req.metadata());
         let draft = validation::heartbeat_request(req.get_ref(), &self.inner.limits);
@@ -256,7 +308,10 @@ impl AgentGateway for GatewayApi {
         self.inner.write(&id, draft, wait).await.map(Response::new)
     }
 
-    async fn get_agent(&self, req: Request<pb::GetAgentRequest>) -> Result<Response<pb::AgentHealth>, Status> {
+    async fn get_agent(
+        &self,
+        req: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::AgentHealth>, Status> {
         self.inner.identify(&req)?;
         let agent_id = &req.get_ref().agent_id;
         if agent_id.is_empty() {
@@ -276,7 +331,13 @@ impl AgentGateway for GatewayApi {
         self.inner.identify(&req)?;
         let r = req.get_ref();
         let filter = filter(r.status, &r.agent_type)?;
-        let agents = self.inner.directory.list(&filter).iter().map(to_proto).collect();
+        let agents = self
+            .inner
+            .directory
+            .list(&filter)
+            .iter()
+            .map(to_proto)
+            .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
@@ -329,13 +390,30 @@ impl AgentGateway for GatewayApi {
     }
 }
 
+/// How long an event stream stays open after shutdown was asked for, answering
+/// UNAVAILABLE, while waiting for the agent to close its side.
+pub const STREAM_DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+fn rejected_ack(sequence: u64, status: &Status) -> pb::EventAck {
+    pb::EventAck {
+        sequence,
+        accepted: None,
+        error_code: status.code() as i32,
+        error_message: status.message().to_string(),
+    }
+}
+
 fn filter(status: i32, agent_type: &str) -> Result<AgentFilter, Status> {
     let status = match pb::AgentStatus::try_from(status) {
         Ok(pb::AgentStatus::Unspecified) => None,
         Ok(pb::AgentStatus::Healthy) => Some(HealthStatus::Healthy),
         Ok(pb::AgentStatus::Degraded) => Some(HealthStatus::Degraded),
         Ok(pb::AgentStatus::Unhealthy | pb::AgentStatus::Offline) => Some(HealthStatus::Unhealthy),
-        Err(_) => return Err(Status::invalid_argument(format!("status: {status} is not an AgentStatus"))),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "status: {status} is not an AgentStatus"
+            )))
+        }
     };
     let agent_type = (!agent_type.is_empty()).then(|| agent_type.to_string());
     Ok(AgentFilter { status, agent_type })
@@ -353,7 +431,10 @@ pub fn to_proto(s: &AgentState) -> pb::AgentHealth {
         } as i32,
         last_seen: s.last_seen,
         last_heartbeat: s.last_heartbeat.unwrap_or(0),
-        resource_usage_json: s.resource_usage.as_ref().map_or_else(|| "{}".to_string(), |v| v.to_string()),
+        resource_usage_json: s
+            .resource_usage
+            .as_ref()
+            .map_or_else(|| "{}".to_string(), |v| v.to_string()),
         tasks_completed: s.tasks_completed,
         last_task_id: s.last_task_id.clone(),
         last_error: s.last_error.clone(),
@@ -370,11 +451,20 @@ pub struct CountingSink {
 }
 
 impl EventSink for CountingSink {
-    fn publish(&self, event: StampedEvent) -> futures::future::BoxFuture<'_, Result<Delivered, SinkError>> {
+    fn publish(
+        &self,
+        event: StampedEvent,
+    ) -> futures::future::BoxFuture<'_, Result<Delivered, SinkError>> {
         Box::pin(async move {
-            self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(event);
             let offset = self.next_offset.fetch_add(1, Ordering::SeqCst) as i64;
-            Ok(Delivered { partition: 0, offset })
+            Ok(Delivered {
+                partition: 0,
+                offset,
+            })
         })
     }
 }
@@ -398,19 +488,27 @@ mod tests {
     fn authed<T>(key: &TokenKey, agent: &str, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         let t = key.issue(agent, Duration::from_secs(60)).unwrap();
-        r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
         r
     }
 
     fn heartbeat(agent: &str) -> pb::HeartbeatRequest {
-        pb::HeartbeatRequest { agent_id: agent.into(), agent_type: "GAP_ANALYZER".into(), resource_usage: None }
+        pb::HeartbeatRequest {
+            agent_id: agent.into(),
+            agent_type: "GAP_ANALYZER".into(),
+            resource_usage: None,
+        }
     }
 
     #[tokio::test]
     async fn an_accepted_event_is_stamped_and_produced() {
         let key = TokenKey::new(b"k").unwrap();
         let sink = Arc::new(CountingSink::default());
-        let resp = api(sink.clone(), &key).heartbeat(authed(&key, "a1", heartbeat("a1"))).await.unwrap();
+        let resp = api(sink.clone(), &key)
+            .heartbeat(authed(&key, "a1", heartbeat("a1")))
+            .await
+            .unwrap();
         let events = sink.events.lock().unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_id, resp.get_ref().event_id);
@@ -423,9 +521,15 @@ mod tests {
     async fn writing_for_another_agent_is_denied_and_nothing_is_produced() {
         let key = TokenKey::new(b"k").unwrap();
         let sink = Arc::new(CountingSink::default());
-        let err = api(sink.clone(), &key).heartbeat(authed(&key, "a1", heartbeat("a2"))).await.unwrap_err();
+        let err = api(sink.clone(), &key)
+            .heartbeat(authed(&key, "a1", heartbeat("a2")))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
-        let err = api(sink.clone(), &key).heartbeat(Request::new(heartbeat("a2"))).await.unwrap_err();
+        let err = api(sink.clone(), &key)
+            .heartbeat(Request::new(heartbeat("a2")))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         assert!(sink.events.lock().unwrap().is_empty());
     }
@@ -441,7 +545,10 @@ mod tests {
             status: 1,
             ..Default::default()
         };
-        let err = api(sink.clone(), &key).publish_event(authed(&key, "a1", req)).await.unwrap_err();
+        let err = api(sink.clone(), &key)
+            .publish_event(authed(&key, "a1", req))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().starts_with("event_type"), "{}", err.message());
         assert!(sink.events.lock().unwrap().is_empty());
@@ -451,7 +558,16 @@ mod tests {
     async fn get_agent_reads_the_directory() {
         let key = TokenKey::new(b"k").unwrap();
         let a = api(Arc::new(CountingSink::default()), &key);
-        let err = a.get_agent(authed(&key, "x", pb::GetAgentRequest { agent_id: "a1".into() })).await.unwrap_err();
+        let err = a
+            .get_agent(authed(
+                &key,
+                "x",
+                pb::GetAgentRequest {
+                    agent_id: "a1".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);
     }
 }

@@ -58,14 +58,29 @@ impl TokenKey {
         if secret.is_empty() {
             return Err(AuthError::EmptyKey);
         }
-        Ok(Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) })
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        })
     }
 
     /// Issues a token for `agent_id`, valid for `ttl`.
     pub fn issue(&self, agent_id: &str, ttl: Duration) -> Result<String, AuthError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims = Claims { sub: agent_id.to_string(), aud: AUDIENCE.to_string(), iat: now, exp: now + ttl.as_secs() };
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = Claims {
+            sub: agent_id.to_string(),
+            aud: AUDIENCE.to_string(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 
     /// The agent id a token speaks for, if the token is valid.
@@ -74,7 +89,11 @@ impl TokenKey {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "sub", "aud"]);
         validation.leeway = 5;
-        Ok(jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)?.claims.sub)
+        Ok(
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)?
+                .claims
+                .sub,
+        )
     }
 }
 
@@ -120,12 +139,19 @@ impl Authenticator {
                     .map(AgentIdentity)
                     .map_err(|e| Status::unauthenticated(e.to_string()));
             }
-            (Some(_), None) => return Err(Status::unauthenticated("bearer tokens are not accepted by this gateway")),
+            (Some(_), None) => {
+                return Err(Status::unauthenticated(
+                    "bearer tokens are not accepted by this gateway",
+                ))
+            }
             (None, _) => {}
         }
         if self.client_certs {
             if let Some(certs) = request.peer_certs() {
-                if let Some(cn) = certs.first().and_then(|c| crate::tls::subject_common_name(c.as_ref())) {
+                if let Some(cn) = certs
+                    .first()
+                    .and_then(|c| crate::tls::subject_common_name(c.as_ref()))
+                {
                     return Ok(AgentIdentity(cn));
                 }
             }
@@ -137,7 +163,9 @@ impl Authenticator {
 fn bearer(md: &MetadataMap) -> Option<&str> {
     let value = md.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 #[cfg(test)]
@@ -153,7 +181,10 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_key_is_rejected() {
-        let t = TokenKey::new(b"other").unwrap().issue("agent-1", Duration::from_secs(60)).unwrap();
+        let t = TokenKey::new(b"other")
+            .unwrap()
+            .issue("agent-1", Duration::from_secs(60))
+            .unwrap();
         assert!(TokenKey::new(b"k3y").unwrap().verify(&t).is_err());
         assert!(TokenKey::new(b"k3y").unwrap().verify("not-a-jwt").is_err());
     }
@@ -161,9 +192,18 @@ mod tests {
     #[test]
     fn an_expired_token_is_rejected() {
         let key = TokenKey::new(b"k3y").unwrap();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims = Claims { sub: "a".into(), aud: AUDIENCE.into(), iat: now - 120, exp: now - 60 };
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key.encoding).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = Claims {
+            sub: "a".into(),
+            aud: AUDIENCE.into(),
+            iat: now - 120,
+            exp: now - 60,
+        };
+        let t =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key.encoding).unwrap();
         assert!(key.verify(&t).is_err());
     }
 
@@ -172,13 +212,20 @@ mod tests {
         let key = TokenKey::new(b"k3y").unwrap();
         let auth = Authenticator::new(Some(key.clone()), false);
         let mut req = tonic::Request::new(());
-        assert_eq!(auth.identify(&req).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            auth.identify(&req).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let t = key.issue("agent-9", Duration::from_secs(60)).unwrap();
-        req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
         let id = auth.identify(&req).unwrap();
         assert_eq!(id, AgentIdentity("agent-9".into()));
         assert!(id.authorize("agent-9").is_ok());
-        assert_eq!(id.authorize("agent-8").unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            id.authorize("agent-8").unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 
     #[test]

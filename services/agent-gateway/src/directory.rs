@@ -21,7 +21,8 @@ pub struct AgentFilter {
 impl AgentFilter {
     /// True when `s` passes the filter.
     pub fn matches(&self, s: &AgentState) -> bool {
-        self.status.is_none_or(|st| st == s.status) && self.agent_type.as_ref().is_none_or(|t| *t == s.agent_type)
+        self.status.is_none_or(|st| st == s.status)
+            && self.agent_type.as_ref().is_none_or(|t| *t == s.agent_type)
     }
 }
 
@@ -41,7 +42,10 @@ impl Default for AgentDirectory {
 impl AgentDirectory {
     /// An empty directory whose change feed buffers `feed_capacity` changes per slow watcher.
     pub fn new(feed_capacity: usize) -> Self {
-        Self { agents: Arc::default(), changes: broadcast::channel(feed_capacity.max(1)).0 }
+        Self {
+            agents: Arc::default(),
+            changes: broadcast::channel(feed_capacity.max(1)).0,
+        }
     }
 
     /// Takes in a record unless the directory already holds one that takes
@@ -64,28 +68,46 @@ impl AgentDirectory {
 
     /// Forgets an agent (a tombstone in the compacted topic).
     pub fn remove(&self, agent_id: &str) {
-        self.agents.write().unwrap_or_else(|p| p.into_inner()).remove(agent_id);
+        self.agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(agent_id);
     }
 
     /// One agent's health.
     pub fn get(&self, agent_id: &str) -> Option<AgentState> {
-        self.agents.read().unwrap_or_else(|p| p.into_inner()).get(agent_id).cloned()
+        self.agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent_id)
+            .cloned()
     }
 
     /// Every matching agent, ordered by agent id.
     pub fn list(&self, filter: &AgentFilter) -> Vec<AgentState> {
         let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<AgentState> = agents.values().filter(|s| filter.matches(s)).cloned().collect();
+        let mut out: Vec<AgentState> = agents
+            .values()
+            .filter(|s| filter.matches(s))
+            .cloned()
+            .collect();
         out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         out
     }
 
     /// A consistent snapshot of matching agents and a receiver of every change after it.
-    pub fn watch(&self, filter: &AgentFilter) -> (Vec<AgentState>, broadcast::Receiver<AgentState>) {
+    pub fn watch(
+        &self,
+        filter: &AgentFilter,
+    ) -> (Vec<AgentState>, broadcast::Receiver<AgentState>) {
         // Holding the write lock orders the subscription exactly between changes.
         let agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
         let rx = self.changes.subscribe();
-        let mut snapshot: Vec<AgentState> = agents.values().filter(|s| filter.matches(s)).cloned().collect();
+        let mut snapshot: Vec<AgentState> = agents
+            .values()
+            .filter(|s| filter.matches(s))
+            .cloned()
+            .collect();
         snapshot.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         (snapshot, rx)
     }
@@ -93,7 +115,11 @@ impl AgentDirectory {
     /// Agents that are not UNHEALTHY (candidates for the silence check).
     pub fn live(&self) -> Vec<AgentState> {
         let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
-        agents.values().filter(|s| s.status != HealthStatus::Unhealthy).cloned().collect()
+        agents
+            .values()
+            .filter(|s| s.status != HealthStatus::Unhealthy)
+            .cloned()
+            .collect()
     }
 }
 
@@ -120,10 +146,16 @@ mod tests {
     fn newer_records_win_and_stale_ones_are_ignored() {
         let d = AgentDirectory::default();
         assert!(d.merge(state("a", HealthStatus::Healthy, 10, 10)));
-        assert!(!d.merge(state("a", HealthStatus::Unhealthy, 5, 50)), "based on older events");
+        assert!(
+            !d.merge(state("a", HealthStatus::Unhealthy, 5, 50)),
+            "based on older events"
+        );
         assert_eq!(d.get("a").unwrap().status, HealthStatus::Healthy);
         assert!(d.merge(state("a", HealthStatus::Unhealthy, 10, 40)));
-        assert!(!d.merge(state("a", HealthStatus::Unhealthy, 10, 41)), "same content: no change");
+        assert!(
+            !d.merge(state("a", HealthStatus::Unhealthy, 10, 41)),
+            "same content: no change"
+        );
         assert_eq!(d.get("a").unwrap().status, HealthStatus::Unhealthy);
     }
 
@@ -135,11 +167,25 @@ mod tests {
         let mut c = state("c", HealthStatus::Healthy, 1, 1);
         c.agent_type = "RISK_ASSESSOR".into();
         d.merge(c);
-        let ids = |f: AgentFilter| d.list(&f).into_iter().map(|s| s.agent_id).collect::<Vec<_>>();
+        let ids = |f: AgentFilter| {
+            d.list(&f)
+                .into_iter()
+                .map(|s| s.agent_id)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(AgentFilter::default()), ["a", "b", "c"]);
-        assert_eq!(ids(AgentFilter { status: Some(HealthStatus::Healthy), agent_type: None }), ["b", "c"]);
         assert_eq!(
-            ids(AgentFilter { status: Some(HealthStatus::Healthy), agent_type: Some("GAP_ANALYZER".into()) }),
+            ids(AgentFilter {
+                status: Some(HealthStatus::Healthy),
+                agent_type: None
+            }),
+            ["b", "c"]
+        );
+        assert_eq!(
+            ids(AgentFilter {
+                status: Some(HealthStatus::Healthy),
+                agent_type: Some("GAP_ANALYZER".into())
+            }),
             ["b"]
         );
     }

@@ -50,7 +50,13 @@ impl AgentState {
 
     /// True when `other` says the same thing apart from when it was computed.
     pub fn same_content(&self, other: &AgentState) -> bool {
-        AgentState { updated_at: 0, ..self.clone() } == AgentState { updated_at: 0, ..other.clone() }
+        AgentState {
+            updated_at: 0,
+            ..self.clone()
+        } == AgentState {
+            updated_at: 0,
+            ..other.clone()
+        }
     }
 }
 
@@ -108,8 +114,15 @@ pub fn apply(previous: Option<&AgentState>, event: &Observation<'_>, now_ms: i64
     match event.event_type {
         "HEARTBEAT" => {
             next.status = HealthStatus::Healthy;
-            next.last_heartbeat = Some(next.last_heartbeat.map_or(event.timestamp, |h| h.max(event.timestamp)));
-            if let Some(usage) = event.metadata.get("resource_usage").filter(|u| !u.is_null()) {
+            next.last_heartbeat = Some(
+                next.last_heartbeat
+                    .map_or(event.timestamp, |h| h.max(event.timestamp)),
+            );
+            if let Some(usage) = event
+                .metadata
+                .get("resource_usage")
+                .filter(|u| !u.is_null())
+            {
                 next.resource_usage = Some(usage.clone());
             }
         }
@@ -119,7 +132,12 @@ pub fn apply(previous: Option<&AgentState>, event: &Observation<'_>, now_ms: i64
         }
         "ERROR" => {
             next.status = HealthStatus::Degraded;
-            next.last_error = Some(event.message.unwrap_or("error reported without a message").to_string());
+            next.last_error = Some(
+                event
+                    .message
+                    .unwrap_or("error reported without a message")
+                    .to_string(),
+            );
         }
         "TASK_STARTED" | "TASK_FAILED" => {
             if let Some(task) = event.task_id {
@@ -150,7 +168,11 @@ pub fn expire(state: &AgentState, now_ms: i64, allowed_silence_ms: i64) -> Optio
     if now_ms - last_sign_of_life <= allowed_silence_ms {
         return None;
     }
-    Some(AgentState { status: HealthStatus::Unhealthy, updated_at: now_ms, ..state.clone() })
+    Some(AgentState {
+        status: HealthStatus::Unhealthy,
+        updated_at: now_ms,
+        ..state.clone()
+    })
 }
 
 #[cfg(test)]
@@ -184,7 +206,10 @@ mod tests {
         assert_eq!(s.status, HealthStatus::Healthy);
         assert_eq!(s.last_seen, 1_000);
         assert_eq!(s.last_heartbeat, Some(1_000));
-        assert_eq!(s.resource_usage, Some(json!({"cpu": 12, "memory_mb": 256.5})));
+        assert_eq!(
+            s.resource_usage,
+            Some(json!({"cpu": 12, "memory_mb": 256.5}))
+        );
         assert_eq!(s.agent_type, "GAP_ANALYZER");
         assert_eq!(s.updated_at, 1_001);
     }
@@ -217,7 +242,11 @@ mod tests {
         assert_eq!(s1.last_error.as_deref(), Some("model endpoint timed out"));
         let s2 = updated(apply(Some(&s1), &obs("HEARTBEAT", 3_000, &empty), 3_000));
         assert_eq!(s2.status, HealthStatus::Healthy);
-        assert_eq!(s2.last_error.as_deref(), Some("model endpoint timed out"), "history is kept");
+        assert_eq!(
+            s2.last_error.as_deref(),
+            Some("model endpoint timed out"),
+            "history is kept"
+        );
     }
 
     #[test]
@@ -231,7 +260,11 @@ mod tests {
     fn silence_beyond_the_allowance_turns_unhealthy_once() {
         let empty = json!({});
         let s = updated(apply(None, &obs("HEARTBEAT", 1_000, &empty), 1_000));
-        assert_eq!(expire(&s, 31_000, 30_000), None, "exactly at the limit is still fine");
+        assert_eq!(
+            expire(&s, 31_000, 30_000),
+            None,
+            "exactly at the limit is still fine"
+        );
         let u = expire(&s, 31_001, 30_000).expect("silent too long");
         assert_eq!(u.status, HealthStatus::Unhealthy);
         assert_eq!(u.last_heartbeat, Some(1_000));
@@ -256,7 +289,13 @@ mod tests {
     fn repeated_identical_heartbeat_content_is_still_an_update_of_last_seen() {
         let empty = json!({});
         let s = updated(apply(None, &obs("HEARTBEAT", 1_000, &empty), 1_000));
-        assert!(matches!(apply(Some(&s), &obs("HEARTBEAT", 1_000, &empty), 1_500), Transition::Unchanged));
-        assert!(matches!(apply(Some(&s), &obs("HEARTBEAT", 2_000, &empty), 2_000), Transition::Updated(_)));
+        assert!(matches!(
+            apply(Some(&s), &obs("HEARTBEAT", 1_000, &empty), 1_500),
+            Transition::Unchanged
+        ));
+        assert!(matches!(
+            apply(Some(&s), &obs("HEARTBEAT", 2_000, &empty), 2_000),
+            Transition::Updated(_)
+        ));
     }
 }

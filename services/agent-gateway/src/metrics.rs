@@ -14,8 +14,12 @@ static ACCEPTED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
 });
 
 static REJECTED: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
-    register_int_counter_vec!("agent_gateway_events_rejected_total", "Agent writes refused, by gRPC code", &["code"])
-        .ok()
+    register_int_counter_vec!(
+        "agent_gateway_events_rejected_total",
+        "Agent writes refused, by gRPC code",
+        &["code"]
+    )
+    .ok()
 });
 
 static UNKNOWN_TYPES: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
@@ -53,7 +57,11 @@ pub fn rejected(code: &str) {
 /// Counts an event of unknown type.
 pub fn unknown_event_type(event_type: &str) {
     // Bounded label cardinality: odd producers cannot blow up the registry.
-    let label = if event_type.len() <= 32 && event_type.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+    let label = if event_type.len() <= 32
+        && event_type
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_')
+    {
         event_type
     } else {
         "OTHER"

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dora_kafka::consume::{BatchHandler, Handler, HandlerError, Record};
-use dora_kafka::{Delivery, OutboundRecord, ProduceError, Producer};
+use dora_kafka::{Delivery, ProduceError, Producer};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,8 @@ use crate::api::{Delivered, EventSink, SinkError, StampedEvent};
 use crate::directory::AgentDirectory;
 use crate::health::{self, AgentState, Transition};
 use crate::metrics;
-use crate::wire::{status_name, Wire, WireError};
+use crate::wire::{agent_event, agent_health, agent_state, observation, status_name, WireError};
+use dora_schema::{AgentEvent, AgentHealth, Codec};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -27,14 +28,18 @@ fn now_ms() -> i64 {
 /// once the broker acknowledged them.
 pub struct KafkaEventSink {
     producer: Producer,
-    wire: Arc<Wire>,
+    codec: Codec,
     topic: String,
 }
 
 impl KafkaEventSink {
     /// A sink writing to `topic`.
-    pub fn new(producer: Producer, wire: Arc<Wire>, topic: impl Into<String>) -> Self {
-        Self { producer, wire, topic: topic.into() }
+    pub fn new(producer: Producer, codec: Codec, topic: impl Into<String>) -> Self {
+        Self {
+            producer,
+            codec,
+            topic: topic.into(),
+        }
     }
 }
 
@@ -46,22 +51,20 @@ fn sink_error(e: ProduceError) -> SinkError {
     }
 }
 
-fn wire_to_sink(e: WireError) -> SinkError {
-    if e.retryable {
-        SinkError::Unavailable(e.message)
-    } else {
-        SinkError::Rejected(e.message)
-    }
-}
-
 impl EventSink for KafkaEventSink {
     fn publish(&self, event: StampedEvent) -> BoxFuture<'_, Result<Delivered, SinkError>> {
         Box::pin(async move {
-            let bytes = self.wire.encode_event(&self.topic, &event).await.map_err(wire_to_sink)?;
-            let record = OutboundRecord::new(self.topic.clone(), Some(&event.draft.agent_id), bytes);
-            let delivery = self.producer.enqueue_raw(record).await.map_err(sink_error)?;
+            let value = agent_event(&event);
+            let delivery = self
+                .producer
+                .enqueue(&self.codec, &self.topic, Some(&value.agent_id), &value)
+                .await
+                .map_err(sink_error)?;
             let d = delivery.await.map_err(sink_error)?;
-            Ok(Delivered { partition: d.partition, offset: d.offset })
+            Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            })
         })
     }
 }
@@ -70,15 +73,25 @@ impl EventSink for KafkaEventSink {
 #[derive(Clone)]
 pub struct HealthPublisher {
     producer: Producer,
-    wire: Arc<Wire>,
+    codec: Codec,
     topic: String,
     directory: AgentDirectory,
 }
 
 impl HealthPublisher {
     /// A publisher to `topic` that also updates this replica's `directory` at once.
-    pub fn new(producer: Producer, wire: Arc<Wire>, topic: impl Into<String>, directory: AgentDirectory) -> Self {
-        Self { producer, wire, topic: topic.into(), directory }
+    pub fn new(
+        producer: Producer,
+        codec: Codec,
+        topic: impl Into<String>,
+        directory: AgentDirectory,
+    ) -> Self {
+        Self {
+            producer,
+            codec,
+            topic: topic.into(),
+            directory,
+        }
     }
 
     /// Produces `state` (awaiting the ack), then takes it into the directory.
@@ -91,13 +104,11 @@ impl HealthPublisher {
     /// Enqueues `state`; the returned delivery resolves on the broker's ack.
     /// Call [`delivered`](Self::delivered) after it resolved successfully.
     pub async fn enqueue(&self, state: &AgentState) -> Result<Delivery, HandlerError> {
-        let bytes = self
-            .wire
-            .encode_health(&self.topic, state)
+        let value = agent_health(state);
+        self.producer
+            .enqueue(&self.codec, &self.topic, Some(&value.agent_id), &value)
             .await
-            .map_err(|e| to_handler_error("HealthEncoding", e))?;
-        let record = OutboundRecord::new(self.topic.clone(), Some(&state.agent_id), bytes);
-        self.producer.enqueue_raw(record).await.map_err(produce_error)
+            .map_err(produce_error)
     }
 
     /// Takes an acknowledged `state` into this replica's directory.
@@ -131,7 +142,7 @@ fn to_handler_error(kind: &str, e: WireError) -> HandlerError {
 /// processor keeps up with the gateway instead of waiting one broker round
 /// trip per event.
 pub struct HealthProcessor {
-    wire: Arc<Wire>,
+    codec: Codec,
     publisher: HealthPublisher,
     directory: AgentDirectory,
     /// Highest offset applied per (topic, partition): when a batch fails part
@@ -142,18 +153,27 @@ pub struct HealthProcessor {
 
 impl HealthProcessor {
     /// A processor over this replica's `directory` (the previous state of each agent).
-    pub fn new(wire: Arc<Wire>, publisher: HealthPublisher, directory: AgentDirectory) -> Self {
-        Self { wire, publisher, directory, applied: Mutex::default() }
+    pub fn new(codec: Codec, publisher: HealthPublisher, directory: AgentDirectory) -> Self {
+        Self {
+            codec,
+            publisher,
+            directory,
+            applied: Mutex::default(),
+        }
     }
 
     fn already_applied(&self, r: &Record) -> bool {
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        applied.get(&(r.topic.clone(), r.partition)).is_some_and(|o| r.offset <= *o)
+        applied
+            .get(&(r.topic.clone(), r.partition))
+            .is_some_and(|o| r.offset <= *o)
     }
 
     fn mark_applied(&self, r: &Record) {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        let o = applied.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+        let o = applied
+            .entry((r.topic.clone(), r.partition))
+            .or_insert(r.offset);
         *o = (*o).max(r.offset);
     }
 
@@ -168,24 +188,32 @@ impl HealthProcessor {
         let Some(payload) = record.payload.as_deref() else {
             return Ok(None); // a tombstone says nothing about health
         };
-        let event = self
-            .wire
-            .decode_event(&record.topic, payload)
+        let event: AgentEvent = self
+            .codec
+            .decode(&record.topic, payload)
             .await
-            .map_err(|e| to_handler_error("UndecodableAgentEvent", e))?;
+            .map_err(|e| to_handler_error("UndecodableAgentEvent", e.into()))?;
         if event.agent_id.is_empty() {
-            return Err(HandlerError::rejected("InvalidAgentEvent", "agentId is empty"));
+            return Err(HandlerError::rejected(
+                "InvalidAgentEvent",
+                "agentId is empty",
+            ));
         }
-        let previous = pending.get(&event.agent_id).cloned().or_else(|| self.directory.get(&event.agent_id));
-        Ok(match health::apply(previous.as_ref(), &crate::wire::observation(&event), now_ms()) {
-            Transition::Updated(next) => Some(next),
-            Transition::Unchanged => None,
-            Transition::UnknownEventType(t) => {
-                tracing::warn!(event_type = %t, agent_id = %event.agent_id, "Unknown event type");
-                metrics::unknown_event_type(&t);
-                None
-            }
-        })
+        let previous = pending
+            .get(&event.agent_id)
+            .cloned()
+            .or_else(|| self.directory.get(&event.agent_id));
+        Ok(
+            match health::apply(previous.as_ref(), &observation(&event), now_ms()) {
+                Transition::Updated(next) => Some(next),
+                Transition::Unchanged => None,
+                Transition::UnknownEventType(t) => {
+                    tracing::warn!(event_type = %t, agent_id = %event.agent_id, "Unknown event type");
+                    metrics::unknown_event_type(&t);
+                    None
+                }
+            },
+        )
     }
 }
 
@@ -193,7 +221,8 @@ impl BatchHandler for HealthProcessor {
     async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
         // States computed in this batch, not yet in the directory.
         let mut overlay: HashMap<String, AgentState> = HashMap::new();
-        let mut pending: Vec<(&Record, Option<(AgentState, Delivery)>)> = Vec::with_capacity(records.len());
+        let mut pending: Vec<(&Record, Option<(AgentState, Delivery)>)> =
+            Vec::with_capacity(records.len());
         for r in records {
             if self.already_applied(r) {
                 continue;
@@ -259,9 +288,15 @@ pub struct CatchUp {
 impl CatchUp {
     /// Waits for the given `(partition, low, high)` watermarks; ready at once when empty.
     pub fn new(watermarks: &[(i32, i64, i64)], readiness: dora_telemetry::Readiness) -> Self {
-        let pending: HashMap<i32, i64> =
-            watermarks.iter().filter(|(_, low, high)| high > low).map(|(p, _, high)| (*p, high - 1)).collect();
-        let c = Self { pending: Mutex::new(pending), readiness };
+        let pending: HashMap<i32, i64> = watermarks
+            .iter()
+            .filter(|(_, low, high)| high > low)
+            .map(|(p, _, high)| (*p, high - 1))
+            .collect();
+        let c = Self {
+            pending: Mutex::new(pending),
+            readiness,
+        };
         c.update(|_| {});
         c
     }
@@ -276,7 +311,10 @@ impl CatchUp {
             }
             self.readiness.set_ready(HEALTH_LOADED);
         } else {
-            self.readiness.set_not_ready(HEALTH_LOADED, format!("reading agent-health: {} partitions to go", pending.len()));
+            self.readiness.set_not_ready(
+                HEALTH_LOADED,
+                format!("reading agent-health: {} partitions to go", pending.len()),
+            );
         }
     }
 
@@ -297,7 +335,10 @@ impl CatchUp {
     pub fn give_up(&self) {
         let left = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
         if left > 0 {
-            tracing::warn!(partitions = left, "agent-health not fully read in time; serving what was read");
+            tracing::warn!(
+                partitions = left,
+                "agent-health not fully read in time; serving what was read"
+            );
         }
         self.update(HashMap::clear);
     }
@@ -305,15 +346,19 @@ impl CatchUp {
 
 /// The health reader: takes every agent-health record into the directory.
 pub struct HealthReader {
-    wire: Arc<Wire>,
+    codec: Codec,
     directory: AgentDirectory,
     catch_up: Arc<CatchUp>,
 }
 
 impl HealthReader {
     /// A reader filling `directory`, reporting its start-up progress to `catch_up`.
-    pub fn new(wire: Arc<Wire>, directory: AgentDirectory, catch_up: Arc<CatchUp>) -> Self {
-        Self { wire, directory, catch_up }
+    pub fn new(codec: Codec, directory: AgentDirectory, catch_up: Arc<CatchUp>) -> Self {
+        Self {
+            codec,
+            directory,
+            catch_up,
+        }
     }
 }
 
@@ -335,7 +380,11 @@ impl HealthReader {
             }
             return Ok(());
         };
-        match self.wire.decode_health(&record.topic, payload).await {
+        let decoded = self
+            .codec
+            .decode::<AgentHealth>(&record.topic, payload)
+            .await;
+        match decoded.map_err(WireError::from).and_then(agent_state) {
             Ok(state) => {
                 self.directory.merge(state);
                 Ok(())
@@ -393,7 +442,9 @@ mod tests {
         assert!(!r.is_ready());
         c.saw(0, 2);
         assert!(r.is_ready(), "{}", r.report());
-        assert!(CatchUp::new(&[(0, 4, 4)], dora_telemetry::Readiness::new()).readiness.is_ready());
+        assert!(CatchUp::new(&[(0, 4, 4)], dora_telemetry::Readiness::new())
+            .readiness
+            .is_ready());
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct Slot {
 impl SendQueue {
     /// A queue of `capacity` slots; calls without a deadline wait at most `default_wait`.
     pub fn new(capacity: usize, default_wait: Duration) -> Self {
-        Self { slots: Arc::new(Semaphore::new(capacity.max(1))), capacity: capacity.max(1), default_wait }
+        Self {
+            slots: Arc::new(Semaphore::new(capacity.max(1))),
+            capacity: capacity.max(1),
+            default_wait,
+        }
     }
 
     /// Slots in use.
@@ -93,7 +97,8 @@ mod tests {
         let q = SendQueue::new(1, Duration::from_secs(5));
         let held = q.take(1, None).await.unwrap();
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.take(1, Some(Duration::from_secs(5))).await.map(|_| ()) });
+        let waiter =
+            tokio::spawn(async move { q2.take(1, Some(Duration::from_secs(5))).await.map(|_| ()) });
         tokio::task::yield_now().await;
         drop(held);
         waiter.await.unwrap().unwrap();
@@ -103,7 +108,10 @@ mod tests {
     async fn closed_queue_is_unavailable() {
         let q = SendQueue::new(1, Duration::from_secs(5));
         q.close();
-        assert_eq!(q.take(1, None).await.unwrap_err().code(), tonic::Code::Unavailable);
+        assert_eq!(
+            q.take(1, None).await.unwrap_err().code(),
+            tonic::Code::Unavailable
+        );
     }
 
     #[test]

@@ -17,12 +17,15 @@ use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, StartAt};
 use dora_kafka::Producer;
 
 use crate::api::{EventSink, GatewayApi};
-use crate::pipeline::{check_liveness, CatchUp, HEALTH_LOADED, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink};
-use crate::wire::Wire;
 use crate::auth::{Authenticator, TokenKey};
 use crate::directory::AgentDirectory;
+use crate::pipeline::{
+    check_liveness, CatchUp, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink,
+    HEALTH_LOADED,
+};
 use crate::queue::SendQueue;
 use crate::settings::{GatewaySettings, Settings};
+use dora_schema::{AgentEvent, AgentHealth};
 
 /// Longest the gRPC server waits for in-flight calls after shutdown was asked for.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -31,7 +34,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// authenticate at all.
 pub fn authenticator(s: &GatewaySettings) -> anyhow::Result<Authenticator> {
     let key = match &s.token_key {
-        Some(secret) => Some(TokenKey::new(secret.expose_secret().as_bytes()).context("gateway.token_key")?),
+        Some(secret) => {
+            Some(TokenKey::new(secret.expose_secret().as_bytes()).context("gateway.token_key")?)
+        }
         None => None,
     };
     let client_certs = s.tls_client_ca.is_some();
@@ -52,7 +57,9 @@ pub async fn serve_grpc(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter.set_serving::<AgentGatewayServer<GatewayApi>>().await;
+    reporter
+        .set_serving::<AgentGatewayServer<GatewayApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dora_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -68,17 +75,23 @@ pub async fn serve_grpc(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move { stop.cancelled().await });
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            stop.cancelled().await
+        });
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => return r.context("gRPC server failed"),
         _ = shutdown.cancelled() => {}
     }
-    reporter.set_not_serving::<AgentGatewayServer<GatewayApi>>().await;
+    reporter
+        .set_not_serving::<AgentGatewayServer<GatewayApi>>()
+        .await;
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(r) => r.context("gRPC server failed while draining"),
         Err(_) => {
-            tracing::warn!("in-flight gRPC calls did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+            tracing::warn!(
+                "in-flight gRPC calls did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"
+            );
             Ok(())
         }
     }
@@ -110,18 +123,34 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     ctx.readiness.set_not_ready(HEALTH_LOADED, "starting");
     let s = &settings.gateway;
     let kafka = &settings.common.kafka;
-    let listener = TcpListener::bind(s.grpc_listen).await.with_context(|| format!("binding {}", s.grpc_listen))?;
+    let listener = TcpListener::bind(s.grpc_listen)
+        .await
+        .with_context(|| format!("binding {}", s.grpc_listen))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
 
     let codec = dora_schema::Codec::new(&settings.registry).context("registry settings")?;
-    let wire = Arc::new(Wire::new(codec));
-    wire.register(&s.events_topic, &s.health_topic)
+    codec
+        .register::<AgentEvent>(&s.events_topic)
         .await
-        .context("registering the AgentEvent and AgentHealth schemas")?;
+        .context("registering the AgentEvent schema")?;
+    codec
+        .register::<AgentHealth>(&s.health_topic)
+        .await
+        .context("registering the AgentHealth schema")?;
+    let dead_letters = Arc::new(codec.clone());
     let directory = AgentDirectory::default();
     let producer = Producer::new(kafka, &settings.producer, ctx.name, &ctx.readiness)?;
-    let sink: Arc<dyn EventSink> = Arc::new(KafkaEventSink::new(producer.clone(), wire.clone(), &s.events_topic));
-    let publisher = HealthPublisher::new(producer.clone(), wire.clone(), &s.health_topic, directory.clone());
+    let sink: Arc<dyn EventSink> = Arc::new(KafkaEventSink::new(
+        producer.clone(),
+        codec.clone(),
+        &s.events_topic,
+    ));
+    let publisher = HealthPublisher::new(
+        producer.clone(),
+        codec.clone(),
+        &s.health_topic,
+        directory.clone(),
+    );
 
     // Every replica reads agent-health whole: its own throwaway group, from the beginning.
     let reader_settings = ConsumerSettings {
@@ -129,25 +158,37 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         fetch_min_bytes: 1,
         ..settings.consumer.clone()
     };
-    let start_marks = dora_kafka::topics::watermarks(kafka, &s.health_topic, Duration::from_secs(10))
-        .await
-        .with_context(|| format!("reading the watermarks of {}", s.health_topic))?;
+    let start_marks =
+        dora_kafka::topics::watermarks(kafka, &s.health_topic, Duration::from_secs(10))
+            .await
+            .with_context(|| format!("reading the watermarks of {}", s.health_topic))?;
     let catch_up = Arc::new(CatchUp::new(&start_marks, ctx.readiness.clone()));
     let give_up = {
-        let (catch_up, wait) = (catch_up.clone(), Duration::from_millis(s.health_load_timeout_ms));
+        let (catch_up, wait) = (
+            catch_up.clone(),
+            Duration::from_millis(s.health_load_timeout_ms),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             catch_up.give_up();
         })
     };
-    let reader = ConsumeLoop::new(kafka, &reader_settings, &ctx, wire.clone())
+    let reader = ConsumeLoop::new(kafka, &reader_settings, &ctx, dead_letters.clone())
         .topics(&[s.health_topic.as_str()])
         .on_assign(|_, _| StartAt::Beginning)
-        .run(HealthReader::new(wire.clone(), directory.clone(), catch_up));
-    let processor = ConsumeLoop::new(kafka, &settings.consumer, &ctx, wire.clone())
+        .run(HealthReader::new(
+            codec.clone(),
+            directory.clone(),
+            catch_up,
+        ));
+    let processor = ConsumeLoop::new(kafka, &settings.consumer, &ctx, dead_letters)
         .topics(&[s.events_topic.as_str()])
         .producer_settings(&settings.producer)
-        .run_batches(HealthProcessor::new(wire.clone(), publisher.clone(), directory.clone()));
+        .run_batches(HealthProcessor::new(
+            codec.clone(),
+            publisher.clone(),
+            directory.clone(),
+        ));
     let liveness = check_liveness(
         directory.clone(),
         publisher,
@@ -160,7 +201,9 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         let r = serve_grpc(s, listener, api, ctx.shutdown.clone()).await;
         // Whatever is still queued is delivered before the process goes.
         let flush = producer.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(10))).await? {
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(10))).await?
+        {
             tracing::warn!(error = %e, "producer flush incomplete");
         }
         r

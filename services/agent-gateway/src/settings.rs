@@ -136,7 +136,9 @@ impl Default for GatewaySettings {
 impl GatewaySettings {
     /// Silence after which an agent is UNHEALTHY, ms.
     pub fn allowed_silence_ms(&self) -> i64 {
-        (self.heartbeat_interval_ms.saturating_mul(u64::from(self.unhealthy_after_intervals))) as i64
+        (self
+            .heartbeat_interval_ms
+            .saturating_mul(u64::from(self.unhealthy_after_intervals))) as i64
     }
 
     /// How long a write may wait for a queue slot when the call has no deadline.

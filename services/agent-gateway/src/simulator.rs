@@ -20,7 +20,12 @@ use tonic::transport::{Channel, Endpoint};
 use crate::auth::TokenKey;
 
 /// The agent types the simulator plays, in turn.
-pub const AGENT_TYPES: &[&str] = &["GAP_ANALYZER", "RISK_ASSESSOR", "COMPLIANCE_MONITOR", "INCIDENT_REPORTER"];
+pub const AGENT_TYPES: &[&str] = &[
+    "GAP_ANALYZER",
+    "RISK_ASSESSOR",
+    "COMPLIANCE_MONITOR",
+    "INCIDENT_REPORTER",
+];
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -97,7 +102,10 @@ impl SimulationReport {
 
 /// Connects to the gateway.
 pub async fn connect(gateway: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(gateway.to_string())?.connect_timeout(Duration::from_secs(5)).connect().await?)
+    Ok(Endpoint::from_shared(gateway.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
 }
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -112,18 +120,28 @@ impl tonic::service::Interceptor for BearerToken {
 }
 
 /// A gateway client that authenticates with a bearer token.
-pub type AuthedClient = AgentGatewayClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
+pub type AuthedClient =
+    AgentGatewayClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
 
 /// A client whose calls carry `token` as bearer.
 pub fn client_with_token(channel: Channel, token: &str) -> anyhow::Result<AuthedClient> {
     let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
-    Ok(AgentGatewayClient::with_interceptor(channel, BearerToken(value)))
+    Ok(AgentGatewayClient::with_interceptor(
+        channel,
+        BearerToken(value),
+    ))
 }
 
 /// The `n`-th event of an agent's script: mostly heartbeats with resource
 /// usage; every 5th a task start, every 5th+1 its completion carrying a gap or
 /// risk assessment; some completions followed by an error.
-pub fn scripted_event(agent_id: &str, agent_type: &str, n: u64, rng: &mut impl Rng, error_ratio: f64) -> pb::PublishEventRequest {
+pub fn scripted_event(
+    agent_id: &str,
+    agent_type: &str,
+    n: u64,
+    rng: &mut impl Rng,
+    error_ratio: f64,
+) -> pb::PublishEventRequest {
     let task_id = format!("{agent_id}-task-{}", n / 5);
     let base = pb::PublishEventRequest {
         agent_id: agent_id.to_string(),
@@ -141,7 +159,13 @@ pub fn scripted_event(agent_id: &str, agent_type: &str, n: u64, rng: &mut impl R
         2 => {
             let result = if agent_type == "RISK_ASSESSOR" {
                 let score: f64 = rng.random_range(0.0..1.0);
-                let level = if score > 0.8 { "HIGH" } else if score > 0.5 { "MEDIUM" } else { "LOW" };
+                let level = if score > 0.8 {
+                    "HIGH"
+                } else if score > 0.5 {
+                    "MEDIUM"
+                } else {
+                    "LOW"
+                };
                 serde_json::json!({"risk_assessment": {"organizationId": format!("org-{}", n % 7), "overall_score": score, "risk_level": level}})
             } else {
                 serde_json::json!({"gap_assessment": {"organizationId": format!("org-{}", n % 7), "gaps_found": rng.random_range(0..12), "articles": ["Art. 6", "Art. 11"]}})
@@ -196,7 +220,11 @@ pub async fn run(
         per_agent: BTreeMap::new(),
     }));
     let progress = Arc::new(progress);
-    let per_agent_rate = if plan.rate > 0.0 { plan.rate / plan.agents.max(1) as f64 } else { 0.0 };
+    let per_agent_rate = if plan.rate > 0.0 {
+        plan.rate / plan.agents.max(1) as f64
+    } else {
+        0.0
+    };
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..plan.agents {
@@ -208,9 +236,22 @@ pub async fn run(
         let progress = progress.clone();
         let plan = plan.clone();
         tasks.push(tokio::spawn(async move {
-            let result = agent(client, &plan, &agent_id, agent_type, per_agent_rate, shared.clone(), progress).await;
+            let result = agent(
+                client,
+                &plan,
+                &agent_id,
+                agent_type,
+                per_agent_rate,
+                shared.clone(),
+                progress,
+            )
+            .await;
             if let Err(e) = result {
-                shared.lock().unwrap_or_else(|p| p.into_inner()).failures.push(format!("{agent_id}: {e:#}"));
+                shared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failures
+                    .push(format!("{agent_id}: {e:#}"));
             }
         }));
     }
@@ -251,14 +292,27 @@ async fn agent(
             let mut rng = rand::rngs::StdRng::from_os_rng();
             let start = Instant::now();
             let mut n: u64 = 0;
-            let tick = if rate > 0.0 { Duration::from_secs_f64((1.0 / rate).max(0.001)) } else { Duration::ZERO };
+            let tick = if rate > 0.0 {
+                Duration::from_secs_f64((1.0 / rate).max(0.001))
+            } else {
+                Duration::ZERO
+            };
             while start.elapsed() < plan.duration {
-                let due = if rate > 0.0 { (start.elapsed().as_secs_f64() * rate) as u64 + 1 } else { n + 1 };
+                let due = if rate > 0.0 {
+                    (start.elapsed().as_secs_f64() * rate) as u64 + 1
+                } else {
+                    n + 1
+                };
                 while n < due {
-                    let Ok(permit) = window.clone().acquire_owned().await else { return };
+                    let Ok(permit) = window.clone().acquire_owned().await else {
+                        return;
+                    };
                     permit.forget();
                     let ev = scripted_event(&agent_id, agent_type, n, &mut rng, plan.error_ratio);
-                    sent_at.lock().unwrap_or_else(|p| p.into_inner()).push_back(Instant::now());
+                    sent_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back(Instant::now());
                     if tx.send(ev).await.is_err() {
                         return;
                     }
@@ -270,9 +324,15 @@ async fn agent(
             }
         })
     };
-    let mut acks = client.stream_events(ReceiverStream::new(rx)).await?.into_inner();
+    let mut acks = client
+        .stream_events(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     while let Some(ack) = acks.message().await? {
-        let sent = sent_at.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let sent = sent_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
         window.add_permits(1);
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
         if ack.accepted.is_some() {
@@ -301,7 +361,9 @@ pub fn health_table(agents: &[pb::AgentHealth]) -> String {
         "AGENT", "TYPE", "STATUS", "TASKS", "LAST TASK", "LAST ERROR"
     );
     for a in agents {
-        let status = pb::AgentStatus::try_from(a.status).map(|s| s.as_str_name()).unwrap_or("?");
+        let status = pb::AgentStatus::try_from(a.status)
+            .map(|s| s.as_str_name())
+            .unwrap_or("?");
         out.push_str(&format!(
             "{:<24} {:<20} {:<10} {:>6} {:<28} {}\n",
             a.agent_id,
@@ -326,7 +388,8 @@ mod tests {
         for (i, t) in AGENT_TYPES.iter().enumerate() {
             for n in 0..50 {
                 let ev = scripted_event(&format!("sim-{i}"), t, n, &mut rng, 1.0);
-                publish_request(&ev, &Limits::default()).unwrap_or_else(|e| panic!("event {n} of {t}: {e}"));
+                publish_request(&ev, &Limits::default())
+                    .unwrap_or_else(|e| panic!("event {n} of {t}: {e}"));
             }
         }
     }
@@ -334,7 +397,9 @@ mod tests {
     #[test]
     fn the_script_mixes_heartbeats_tasks_and_errors() {
         let mut rng = rand::rng();
-        let types: Vec<i32> = (0..10).map(|n| scripted_event("a", "RISK_ASSESSOR", n, &mut rng, 1.0).event_type).collect();
+        let types: Vec<i32> = (0..10)
+            .map(|n| scripted_event("a", "RISK_ASSESSOR", n, &mut rng, 1.0).event_type)
+            .collect();
         assert!(types.contains(&(pb::EventType::Heartbeat as i32)));
         assert!(types.contains(&(pb::EventType::TaskStarted as i32)));
         assert!(types.contains(&(pb::EventType::TaskCompleted as i32)));

@@ -25,19 +25,27 @@ pub enum TlsError {
 /// The server TLS config, or `None` for plaintext.
 pub fn server_config(s: &GatewaySettings) -> Result<Option<ServerTlsConfig>, TlsError> {
     let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source })
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
     };
     match (&s.tls_cert, &s.tls_key) {
-        (None, None) if s.tls_client_ca.is_some() => {
-            Err(TlsError::Incomplete("tls_client_ca needs tls_cert and tls_key"))
-        }
+        (None, None) if s.tls_client_ca.is_some() => Err(TlsError::Incomplete(
+            "tls_client_ca needs tls_cert and tls_key",
+        )),
         (None, None) => Ok(None),
-        (Some(_), None) | (None, Some(_)) => Err(TlsError::Incomplete("set both tls_cert and tls_key")),
+        (Some(_), None) | (None, Some(_)) => {
+            Err(TlsError::Incomplete("set both tls_cert and tls_key"))
+        }
         (Some(cert), Some(key)) => {
-            let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+            let mut cfg =
+                ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
             if let Some(ca) = &s.tls_client_ca {
                 // Clients without a certificate may still come in with a bearer token.
-                cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?)).client_auth_optional(true);
+                cfg = cfg
+                    .client_ca_root(Certificate::from_pem(read(ca)?))
+                    .client_auth_optional(true);
             }
             Ok(Some(cfg))
         }
@@ -55,7 +63,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         rest = &rest[n..];
         len
     };
@@ -72,8 +82,12 @@ const COMMON_NAME_OID: &[u8] = &[0x55, 0x04, 0x03];
 
 /// The subject common name of a DER X.509 certificate.
 pub fn subject_common_name(der: &[u8]) -> Option<String> {
-    let (SEQUENCE, cert, _) = tlv(der)? else { return None };
-    let (SEQUENCE, mut tbs, _) = tlv(cert)? else { return None };
+    let (SEQUENCE, cert, _) = tlv(der)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = tlv(cert)? else {
+        return None;
+    };
     // [0] version (optional), serial, signature algorithm, issuer, validity, subject.
     let (tag, _, rest) = tlv(tbs)?;
     if tag == 0xa0 {
@@ -85,15 +99,23 @@ pub fn subject_common_name(der: &[u8]) -> Option<String> {
     for _ in 0..3 {
         tbs = tlv(tbs)?.2; // signature, issuer, validity
     }
-    let (SEQUENCE, mut subject, _) = tlv(tbs)? else { return None };
+    let (SEQUENCE, mut subject, _) = tlv(tbs)? else {
+        return None;
+    };
     let mut cn = None;
     while !subject.is_empty() {
-        let (SET, mut rdn, rest) = tlv(subject)? else { return None };
+        let (SET, mut rdn, rest) = tlv(subject)? else {
+            return None;
+        };
         subject = rest;
         while !rdn.is_empty() {
-            let (SEQUENCE, atv, rest) = tlv(rdn)? else { return None };
+            let (SEQUENCE, atv, rest) = tlv(rdn)? else {
+                return None;
+            };
             rdn = rest;
-            let (OID, oid, value) = tlv(atv)? else { return None };
+            let (OID, oid, value) = tlv(atv)? else {
+                return None;
+            };
             if oid == COMMON_NAME_OID {
                 let (_, text, _) = tlv(value)?;
                 cn = Some(String::from_utf8(text.to_vec()).ok()?);

@@ -20,7 +20,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_id_bytes: 128, max_message_bytes: 4_096, max_metadata_bytes: 16_384 }
+        Self {
+            max_id_bytes: 128,
+            max_message_bytes: 4_096,
+            max_metadata_bytes: 16_384,
+        }
     }
 }
 
@@ -60,7 +64,10 @@ impl From<Invalid> for Status {
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
-    Invalid { field, problem: problem.into() }
+    Invalid {
+        field,
+        problem: problem.into(),
+    }
 }
 
 /// The seed's spelling of an event type.
@@ -93,15 +100,25 @@ fn identifier(field: &'static str, value: &str, max: usize) -> Result<String, In
         return Err(invalid(field, "is required"));
     }
     if value.len() > max {
-        return Err(invalid(field, format!("is {} bytes, at most {max} allowed", value.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes, at most {max} allowed", value.len()),
+        ));
     }
     if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(field, "may contain only printable ASCII without spaces"));
+        return Err(invalid(
+            field,
+            "may contain only printable ASCII without spaces",
+        ));
     }
     Ok(value.to_string())
 }
 
-fn optional_identifier(field: &'static str, value: Option<&str>, max: usize) -> Result<Option<String>, Invalid> {
+fn optional_identifier(
+    field: &'static str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, Invalid> {
     match value {
         None | Some("") => Ok(None),
         Some(v) => identifier(field, v, max).map(Some),
@@ -111,16 +128,28 @@ fn optional_identifier(field: &'static str, value: Option<&str>, max: usize) -> 
 fn text(field: &'static str, value: Option<&str>, max: usize) -> Result<Option<String>, Invalid> {
     match value {
         None => Ok(None),
-        Some(v) if v.len() > max => Err(invalid(field, format!("is {} bytes, at most {max} allowed", v.len()))),
-        Some(v) if v.chars().any(|c| c == '\0') => Err(invalid(field, "may not contain NUL characters")),
+        Some(v) if v.len() > max => Err(invalid(
+            field,
+            format!("is {} bytes, at most {max} allowed", v.len()),
+        )),
+        Some(v) if v.chars().any(|c| c == '\0') => {
+            Err(invalid(field, "may not contain NUL characters"))
+        }
         Some(v) => Ok(Some(v.to_string())),
     }
 }
 
 /// Parses a JSON object field (empty text: `{}`).
-pub fn json_object(field: &'static str, value: &str, max: usize) -> Result<Map<String, Value>, Invalid> {
+pub fn json_object(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<Map<String, Value>, Invalid> {
     if value.len() > max {
-        return Err(invalid(field, format!("is {} bytes, at most {max} allowed", value.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes, at most {max} allowed", value.len()),
+        ));
     }
     if value.trim().is_empty() {
         return Ok(Map::new());
@@ -133,21 +162,42 @@ pub fn json_object(field: &'static str, value: &str, max: usize) -> Result<Map<S
 }
 
 /// Validates a `PublishEventRequest` (also each event of `StreamEvents`).
-pub fn publish_request(req: &pb::PublishEventRequest, limits: &Limits) -> Result<EventDraft, Invalid> {
+pub fn publish_request(
+    req: &pb::PublishEventRequest,
+    limits: &Limits,
+) -> Result<EventDraft, Invalid> {
     let agent_id = identifier("agent_id", &req.agent_id, limits.max_id_bytes)?;
     let event_type = pb::EventType::try_from(req.event_type)
         .ok()
         .and_then(event_type_name)
-        .ok_or_else(|| invalid("event_type", format!("{} is not one of the EventType values", req.event_type)))?;
+        .ok_or_else(|| {
+            invalid(
+                "event_type",
+                format!("{} is not one of the EventType values", req.event_type),
+            )
+        })?;
     let agent_type = identifier("agent_type", &req.agent_type, limits.max_id_bytes)?;
     let status = pb::AgentStatus::try_from(req.status)
         .ok()
         .and_then(status_name)
-        .ok_or_else(|| invalid("status", format!("{} is not one of the AgentStatus values", req.status)))?;
+        .ok_or_else(|| {
+            invalid(
+                "status",
+                format!("{} is not one of the AgentStatus values", req.status),
+            )
+        })?;
     let message = text("message", req.message.as_deref(), limits.max_message_bytes)?;
-    let metadata = json_object("metadata_json", &req.metadata_json, limits.max_metadata_bytes)?;
+    let metadata = json_object(
+        "metadata_json",
+        &req.metadata_json,
+        limits.max_metadata_bytes,
+    )?;
     let task_id = optional_identifier("task_id", req.task_id.as_deref(), limits.max_id_bytes)?;
-    if matches!(event_type, "TASK_STARTED" | "TASK_COMPLETED" | "TASK_FAILED") && task_id.is_none() {
+    if matches!(
+        event_type,
+        "TASK_STARTED" | "TASK_COMPLETED" | "TASK_FAILED"
+    ) && task_id.is_none()
+    {
         return Err(invalid("task_id", format!("is required for {event_type}")));
     }
     Ok(EventDraft {
@@ -163,14 +213,18 @@ pub fn publish_request(req: &pb::PublishEventRequest, limits: &Limits) -> Result
 
 /// Validates a `HeartbeatRequest`: a HEARTBEAT/HEALTHY event whose metadata is
 /// `{"resource_usage": {...}}` as the seed's `send_heartbeat` builds it.
-pub fn heartbeat_request(req: &pb::HeartbeatRequest, limits: &Limits) -> Result<EventDraft, Invalid> {
+pub fn heartbeat_request(
+    req: &pb::HeartbeatRequest,
+    limits: &Limits,
+) -> Result<EventDraft, Invalid> {
     let agent_id = identifier("agent_id", &req.agent_id, limits.max_id_bytes)?;
     let agent_type = identifier("agent_type", &req.agent_type, limits.max_id_bytes)?;
     let mut metadata = Map::new();
     if let Some(u) = &req.resource_usage {
         let mut usage = Map::new();
         let mut put = |name: &str, field: &'static str, v: f64| -> Result<(), Invalid> {
-            let n = serde_json::Number::from_f64(v).ok_or_else(|| invalid(field, "must be a finite number"))?;
+            let n = serde_json::Number::from_f64(v)
+                .ok_or_else(|| invalid(field, "must be a finite number"))?;
             usage.insert(name.to_string(), Value::Number(n));
             Ok(())
         };
@@ -204,7 +258,10 @@ pub fn heartbeat_request(req: &pb::HeartbeatRequest, limits: &Limits) -> Result<
 
 /// Validates a `CompleteTaskRequest`: TASK_COMPLETED/HEALTHY with
 /// `metadata.result_summary` as the seed's `send_task_completion` builds it.
-pub fn complete_task_request(req: &pb::CompleteTaskRequest, limits: &Limits) -> Result<EventDraft, Invalid> {
+pub fn complete_task_request(
+    req: &pb::CompleteTaskRequest,
+    limits: &Limits,
+) -> Result<EventDraft, Invalid> {
     let agent_id = identifier("agent_id", &req.agent_id, limits.max_id_bytes)?;
     let agent_type = identifier("agent_type", &req.agent_type, limits.max_id_bytes)?;
     let task_id = identifier("task_id", &req.task_id, limits.max_id_bytes)?;
@@ -224,7 +281,10 @@ pub fn complete_task_request(req: &pb::CompleteTaskRequest, limits: &Limits) -> 
 
 /// Validates a `ReportErrorRequest`: ERROR/DEGRADED with the message and
 /// `metadata.details`.
-pub fn report_error_request(req: &pb::ReportErrorRequest, limits: &Limits) -> Result<EventDraft, Invalid> {
+pub fn report_error_request(
+    req: &pb::ReportErrorRequest,
+    limits: &Limits,
+) -> Result<EventDraft, Invalid> {
     let agent_id = identifier("agent_id", &req.agent_id, limits.max_id_bytes)?;
     let agent_type = identifier("agent_type", &req.agent_type, limits.max_id_bytes)?;
     if req.message.is_empty() {
@@ -273,28 +333,88 @@ mod tests {
         let d = publish_request(&valid(), &Limits::default()).unwrap();
         assert_eq!(d.event_type, "HEARTBEAT");
         assert_eq!(d.status, "HEALTHY");
-        assert_eq!(d.metadata, serde_json::json!({"resource_usage": {"cpu": 1}}));
+        assert_eq!(
+            d.metadata,
+            serde_json::json!({"resource_usage": {"cpu": 1}})
+        );
     }
 
     #[test]
     fn empty_metadata_is_an_empty_object() {
-        let d = publish_request(&pb::PublishEventRequest { metadata_json: String::new(), ..valid() }, &Limits::default())
-            .unwrap();
+        let d = publish_request(
+            &pb::PublishEventRequest {
+                metadata_json: String::new(),
+                ..valid()
+            },
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(d.metadata, serde_json::json!({}));
     }
 
     #[test]
     fn each_invalid_field_is_named() {
-        assert_eq!(field_of(pb::PublishEventRequest { agent_id: String::new(), ..valid() }), "agent_id");
-        assert_eq!(field_of(pb::PublishEventRequest { agent_id: "a b".into(), ..valid() }), "agent_id");
-        assert_eq!(field_of(pb::PublishEventRequest { event_type: 0, ..valid() }), "event_type");
-        assert_eq!(field_of(pb::PublishEventRequest { event_type: 99, ..valid() }), "event_type");
-        assert_eq!(field_of(pb::PublishEventRequest { agent_type: String::new(), ..valid() }), "agent_type");
-        assert_eq!(field_of(pb::PublishEventRequest { status: 42, ..valid() }), "status");
-        assert_eq!(field_of(pb::PublishEventRequest { metadata_json: "[1]".into(), ..valid() }), "metadata_json");
-        assert_eq!(field_of(pb::PublishEventRequest { metadata_json: "{".into(), ..valid() }), "metadata_json");
         assert_eq!(
-            field_of(pb::PublishEventRequest { event_type: pb::EventType::TaskCompleted as i32, ..valid() }),
+            field_of(pb::PublishEventRequest {
+                agent_id: String::new(),
+                ..valid()
+            }),
+            "agent_id"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                agent_id: "a b".into(),
+                ..valid()
+            }),
+            "agent_id"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                event_type: 0,
+                ..valid()
+            }),
+            "event_type"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                event_type: 99,
+                ..valid()
+            }),
+            "event_type"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                agent_type: String::new(),
+                ..valid()
+            }),
+            "agent_type"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                status: 42,
+                ..valid()
+            }),
+            "status"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                metadata_json: "[1]".into(),
+                ..valid()
+            }),
+            "metadata_json"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                metadata_json: "{".into(),
+                ..valid()
+            }),
+            "metadata_json"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                event_type: pb::EventType::TaskCompleted as i32,
+                ..valid()
+            }),
             "task_id"
         );
     }
@@ -303,10 +423,28 @@ mod tests {
     fn size_limits_name_the_field() {
         let limits = Limits::default();
         let big = "x".repeat(limits.max_message_bytes + 1);
-        assert_eq!(field_of(pb::PublishEventRequest { message: Some(big), ..valid() }), "message");
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                message: Some(big),
+                ..valid()
+            }),
+            "message"
+        );
         let big_md = format!(r#"{{"k":"{}"}}"#, "x".repeat(limits.max_metadata_bytes));
-        assert_eq!(field_of(pb::PublishEventRequest { metadata_json: big_md, ..valid() }), "metadata_json");
-        assert_eq!(field_of(pb::PublishEventRequest { agent_id: "a".repeat(129), ..valid() }), "agent_id");
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                metadata_json: big_md,
+                ..valid()
+            }),
+            "metadata_json"
+        );
+        assert_eq!(
+            field_of(pb::PublishEventRequest {
+                agent_id: "a".repeat(129),
+                ..valid()
+            }),
+            "agent_id"
+        );
     }
 
     #[test]
@@ -316,12 +454,18 @@ mod tests {
             &pb::HeartbeatRequest {
                 agent_id: "a".into(),
                 agent_type: "RISK_ASSESSOR".into(),
-                resource_usage: Some(pb::ResourceUsage { cpu_percent: Some(12.5), ..Default::default() }),
+                resource_usage: Some(pb::ResourceUsage {
+                    cpu_percent: Some(12.5),
+                    ..Default::default()
+                }),
             },
             &limits,
         )
         .unwrap();
-        assert_eq!(hb.metadata, serde_json::json!({"resource_usage": {"cpu_percent": 12.5}}));
+        assert_eq!(
+            hb.metadata,
+            serde_json::json!({"resource_usage": {"cpu_percent": 12.5}})
+        );
         let done = complete_task_request(
             &pb::CompleteTaskRequest {
                 agent_id: "a".into(),
@@ -332,10 +476,17 @@ mod tests {
             &limits,
         )
         .unwrap();
-        assert_eq!(done.metadata, serde_json::json!({"result_summary": {"score": 0.4}}));
+        assert_eq!(
+            done.metadata,
+            serde_json::json!({"result_summary": {"score": 0.4}})
+        );
         assert_eq!(done.task_id.as_deref(), Some("t1"));
         let err = report_error_request(
-            &pb::ReportErrorRequest { agent_id: "a".into(), agent_type: "X".into(), ..Default::default() },
+            &pb::ReportErrorRequest {
+                agent_id: "a".into(),
+                agent_type: "X".into(),
+                ..Default::default()
+            },
             &limits,
         )
         .unwrap_err();
@@ -344,7 +495,10 @@ mod tests {
             &pb::HeartbeatRequest {
                 agent_id: "a".into(),
                 agent_type: "X".into(),
-                resource_usage: Some(pb::ResourceUsage { memory_mb: Some(f64::NAN), ..Default::default() }),
+                resource_usage: Some(pb::ResourceUsage {
+                    memory_mb: Some(f64::NAN),
+                    ..Default::default()
+                }),
             },
             &limits,
         )

@@ -1,10 +1,9 @@
-//! How agent events and agent health look on the wire: Confluent-framed Avro
-//! through the schema crate's [`Codec`] (events from the seed's Python agents
-//! arrive as legacy JSON and decode to the same types). The rest of the gateway
-//! deals only in its own domain values.
+//! The edge between the gateway's own values and the schema crate's records
+//! (`AgentEvent`, `AgentHealth`), which the runtime's typed producer and the
+//! `Codec` put on the wire as Confluent-framed Avro (events from the seed's
+//! Python agents arrive as legacy JSON and decode to the same types).
 
-use dora_kafka::consume::{DeadLetterEncoder, HandlerError, Record};
-use dora_schema::{AgentEvent, AgentHealth, AgentStatus, Codec, DeadLetter, DeadLetterHeader, EventType, SchemaError};
+use dora_schema::{AgentEvent, AgentHealth, AgentStatus, EventType, SchemaError};
 use serde_json::Value;
 
 use crate::api::StampedEvent;
@@ -22,13 +21,19 @@ pub struct WireError {
 
 impl From<SchemaError> for WireError {
     fn from(e: SchemaError) -> Self {
-        Self { retryable: e.is_retryable(), message: e.to_string() }
+        Self {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
     }
 }
 
 impl WireError {
     fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 
@@ -47,12 +52,20 @@ pub fn observation(e: &AgentEvent) -> Observation<'_> {
 
 /// The Avro enum of a validated event type (the seed's spelling).
 fn event_type(name: &str) -> EventType {
-    EventType::ALL.iter().copied().find(|t| t.as_str() == name).unwrap_or_default()
+    EventType::ALL
+        .iter()
+        .copied()
+        .find(|t| t.as_str() == name)
+        .unwrap_or_default()
 }
 
 /// The Avro enum of a status (the seed's spelling).
 fn agent_status(name: &str) -> AgentStatus {
-    AgentStatus::ALL.iter().copied().find(|t| t.as_str() == name).unwrap_or_default()
+    AgentStatus::ALL
+        .iter()
+        .copied()
+        .find(|t| t.as_str() == name)
+        .unwrap_or_default()
 }
 
 /// The record the gateway produces for a stamped event.
@@ -102,7 +115,11 @@ pub fn agent_state(h: AgentHealth) -> Result<AgentState, WireError> {
         AgentStatus::Healthy => HealthStatus::Healthy,
         AgentStatus::Degraded => HealthStatus::Degraded,
         AgentStatus::Unhealthy | AgentStatus::Offline => HealthStatus::Unhealthy,
-        AgentStatus::Unknown => return Err(WireError::permanent("agent-health record with status UNKNOWN")),
+        AgentStatus::Unknown => {
+            return Err(WireError::permanent(
+                "agent-health record with status UNKNOWN",
+            ))
+        }
     };
     Ok(AgentState {
         agent_id: h.agent_id,
@@ -116,79 +133,6 @@ pub fn agent_state(h: AgentHealth) -> Result<AgentState, WireError> {
         last_error: h.last_error,
         updated_at: h.updated_at,
     })
-}
-
-/// Encoder and decoder of the gateway's topics.
-#[derive(Clone)]
-pub struct Wire {
-    codec: Codec,
-}
-
-impl Wire {
-    /// The wire form over the registry behind `codec`.
-    pub fn new(codec: Codec) -> Self {
-        Self { codec }
-    }
-
-    /// Registers the gateway's schemas under `<topic>-value` (fail fast at start-up).
-    pub async fn register(&self, events_topic: &str, health_topic: &str) -> Result<(), WireError> {
-        self.codec.register::<AgentEvent>(events_topic).await?;
-        self.codec.register::<AgentHealth>(health_topic).await?;
-        Ok(())
-    }
-
-    /// The value of an agent event on `topic`.
-    pub async fn encode_event(&self, topic: &str, event: &StampedEvent) -> Result<Vec<u8>, WireError> {
-        Ok(self.codec.encode(topic, &agent_event(event)).await?)
-    }
-
-    /// An agent event read from `topic` (Avro or the seed's JSON).
-    pub async fn decode_event(&self, topic: &str, bytes: &[u8]) -> Result<AgentEvent, WireError> {
-        Ok(self.codec.decode::<AgentEvent>(topic, bytes).await?)
-    }
-
-    /// The value of an agent's health on `topic`.
-    pub async fn encode_health(&self, topic: &str, s: &AgentState) -> Result<Vec<u8>, WireError> {
-        Ok(self.codec.encode(topic, &agent_health(s)).await?)
-    }
-
-    /// An agent's health read from `topic`.
-    pub async fn decode_health(&self, topic: &str, bytes: &[u8]) -> Result<AgentState, WireError> {
-        agent_state(self.codec.decode::<AgentHealth>(topic, bytes).await?)
-    }
-}
-
-impl DeadLetterEncoder for Wire {
-    async fn encode_dead_letter(
-        &self,
-        dlq_topic: &str,
-        record: &Record,
-        error: &HandlerError,
-        retry_count: u32,
-        failed_by: &str,
-    ) -> Result<Vec<u8>, (String, bool)> {
-        let retries = i32::try_from(retry_count).unwrap_or(i32::MAX);
-        let letter = DeadLetter {
-            original_topic: record.topic.clone(),
-            original_partition: record.partition,
-            original_offset: record.offset,
-            original_key: record.key.clone(),
-            original_message: record.payload().to_vec(),
-            original_headers: record
-                .headers
-                .iter()
-                .map(|h| DeadLetterHeader { key: h.key.clone(), value: h.value.clone() })
-                .collect(),
-            original_timestamp: record.timestamp,
-            error_message: error.message().to_string(),
-            error_type: error.error_type().to_string(),
-            retry_count: retries,
-            processing_attempts: retries.saturating_add(1),
-            timestamp: chrono::Utc::now().timestamp_millis(),
-            failed_by: failed_by.to_string(),
-        };
-        self.codec.encode(dlq_topic, &letter).await.map_err(|e| (e.to_string(), e.is_retryable()))
-    }
 }
 
 #[cfg(test)]
@@ -214,7 +158,11 @@ mod tests {
     fn health_maps_both_ways() {
         let s = state();
         assert_eq!(agent_state(agent_health(&s)).unwrap(), s);
-        let none = AgentState { resource_usage: None, last_heartbeat: None, ..state() };
+        let none = AgentState {
+            resource_usage: None,
+            last_heartbeat: None,
+            ..state()
+        };
         assert_eq!(agent_state(agent_health(&none)).unwrap(), none);
     }
 
@@ -230,7 +178,13 @@ mod tests {
 
     #[test]
     fn validated_names_map_to_the_avro_enums() {
-        for name in ["HEARTBEAT", "TASK_STARTED", "TASK_COMPLETED", "TASK_FAILED", "ERROR"] {
+        for name in [
+            "HEARTBEAT",
+            "TASK_STARTED",
+            "TASK_COMPLETED",
+            "TASK_FAILED",
+            "ERROR",
+        ] {
             assert_eq!(event_type(name).as_str(), name);
         }
         for name in ["HEALTHY", "DEGRADED", "UNHEALTHY", "OFFLINE"] {

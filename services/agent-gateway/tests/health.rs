@@ -27,17 +27,31 @@ async fn heartbeat_task_and_error_drive_health_and_watchers_see_them_in_order() 
     // A watcher (any authenticated caller) on this agent's type.
     let mut watcher = scenario.client(&gw, "operator").await?;
     let mut watch = watcher
-        .watch_agents(pb::WatchAgentsRequest { status: 0, agent_type: "GAP_ANALYZER".into() })
+        .watch_agents(pb::WatchAgentsRequest {
+            status: 0,
+            agent_type: "GAP_ANALYZER".into(),
+        })
         .await?
         .into_inner();
 
     let hb = client.heartbeat(heartbeat(&agent)).await?.into_inner();
-    assert!(uuid::Uuid::parse_str(&hb.event_id).is_ok(), "the gateway fills eventId");
+    assert!(
+        uuid::Uuid::parse_str(&hb.event_id).is_ok(),
+        "the gateway fills eventId"
+    );
     let h = await_agent(&mut client, &agent, "HEALTHY", |a| a.status == HEALTHY).await?;
     assert_eq!(h.tasks_completed, 0);
-    assert!(h.last_heartbeat >= hb.timestamp, "last heartbeat {} < event {}", h.last_heartbeat, hb.timestamp);
+    assert!(
+        h.last_heartbeat >= hb.timestamp,
+        "last heartbeat {} < event {}",
+        h.last_heartbeat,
+        hb.timestamp
+    );
     let usage: serde_json::Value = serde_json::from_str(&h.resource_usage_json)?;
-    assert_eq!(usage, serde_json::json!({"cpu_percent": 42.5, "memory_mb": 512.0}));
+    assert_eq!(
+        usage,
+        serde_json::json!({"cpu_percent": 42.5, "memory_mb": 512.0})
+    );
 
     client
         .complete_task(pb::CompleteTaskRequest {
@@ -75,15 +89,22 @@ async fn heartbeat_task_and_error_drive_health_and_watchers_see_them_in_order() 
             other => bail!("watch ended or timed out before DEGRADED: {other:?}; seen {seen:?}"),
         }
     }
-    let first_healthy = seen.iter().position(|a| a.status == HEALTHY && a.tasks_completed == 0);
-    let first_task = seen.iter().position(|a| a.tasks_completed == 1 && a.status == HEALTHY);
+    let first_healthy = seen
+        .iter()
+        .position(|a| a.status == HEALTHY && a.tasks_completed == 0);
+    let first_task = seen
+        .iter()
+        .position(|a| a.tasks_completed == 1 && a.status == HEALTHY);
     let first_degraded = seen.iter().position(|a| a.status == DEGRADED);
     assert!(
         matches!((first_healthy, first_task, first_degraded), (Some(a), Some(b), Some(c)) if a < b && b < c),
         "watch order: {seen:?}"
     );
     let updated: Vec<i64> = seen.iter().map(|a| a.updated_at).collect();
-    assert!(updated.windows(2).all(|w| w[0] <= w[1]), "changes out of order: {updated:?}");
+    assert!(
+        updated.windows(2).all(|w| w[0] <= w[1]),
+        "changes out of order: {updated:?}"
+    );
 
     // The three events are on the topic: Confluent-framed Avro, key agentId,
     // in order, with the ids and timestamps the gateway answered with.
@@ -93,18 +114,37 @@ async fn heartbeat_task_and_error_drive_health_and_watchers_see_them_in_order() 
     let mut events = Vec::new();
     for r in &records {
         assert_eq!(r.key_str(), Some(agent.as_str()), "key is the agent id");
-        assert_eq!(r.payload().first(), Some(&dora_schema::MAGIC_BYTE), "Confluent-framed Avro");
-        events.push(codec.decode::<dora_schema::AgentEvent>(&scenario.events_topic, r.payload()).await?);
+        assert_eq!(
+            r.payload().first(),
+            Some(&dora_schema::MAGIC_BYTE),
+            "Confluent-framed Avro"
+        );
+        events.push(
+            codec
+                .decode::<dora_schema::AgentEvent>(&scenario.events_topic, r.payload())
+                .await?,
+        );
     }
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["HEARTBEAT", "TASK_COMPLETED", "ERROR"]);
     assert_eq!(events[0].event_id, hb.event_id);
     assert_eq!(events[0].timestamp, hb.timestamp);
-    assert!(events.iter().all(|e| e.version == "1.0.0" && e.agent_id == agent));
-    assert_eq!(events[0].metadata, serde_json::json!({"resource_usage": {"cpu_percent": 42.5, "memory_mb": 512.0}}));
+    assert!(events
+        .iter()
+        .all(|e| e.version == "1.0.0" && e.agent_id == agent));
+    assert_eq!(
+        events[0].metadata,
+        serde_json::json!({"resource_usage": {"cpu_percent": 42.5, "memory_mb": 512.0}})
+    );
     assert_eq!(events[1].task_id.as_deref(), Some("task-1"));
-    assert_eq!(events[1].metadata, serde_json::json!({"result_summary": {"gap_assessment": {"gaps_found": 3}}}));
-    assert_eq!(events[2].message.as_deref(), Some("model endpoint timed out"));
+    assert_eq!(
+        events[1].metadata,
+        serde_json::json!({"result_summary": {"gap_assessment": {"gaps_found": 3}}})
+    );
+    assert_eq!(
+        events[2].message.as_deref(),
+        Some("model endpoint timed out")
+    );
     Ok(())
 }
 
@@ -123,8 +163,12 @@ async fn an_agent_that_stops_heartbeating_turns_unhealthy() -> Result<()> {
 
     let hb = client.heartbeat(heartbeat(&agent)).await?.into_inner();
     let healthy = await_agent(&mut client, &agent, "HEALTHY", |a| a.status == HEALTHY).await?;
-    let unhealthy = await_agent(&mut client, &agent, "UNHEALTHY", |a| a.status == UNHEALTHY).await?;
-    assert_eq!(unhealthy.last_heartbeat, healthy.last_heartbeat, "no heartbeat came in between");
+    let unhealthy =
+        await_agent(&mut client, &agent, "UNHEALTHY", |a| a.status == UNHEALTHY).await?;
+    assert_eq!(
+        unhealthy.last_heartbeat, healthy.last_heartbeat,
+        "no heartbeat came in between"
+    );
     assert!(
         unhealthy.updated_at - hb.timestamp > 2_000,
         "turned UNHEALTHY after {} ms, before 2 x 1000 ms of silence",
@@ -133,7 +177,10 @@ async fn an_agent_that_stops_heartbeating_turns_unhealthy() -> Result<()> {
 
     // A heartbeat brings it back.
     client.heartbeat(heartbeat(&agent)).await?;
-    await_agent(&mut client, &agent, "HEALTHY again", |a| a.status == HEALTHY).await?;
+    await_agent(&mut client, &agent, "HEALTHY again", |a| {
+        a.status == HEALTHY
+    })
+    .await?;
     Ok(())
 }
 
@@ -153,16 +200,29 @@ async fn a_seed_json_heartbeat_written_straight_to_the_topic_shows_in_get_agent(
         uuid::Uuid::new_v4()
     );
     let producer = tk::producer(&tk::kafka())?;
-    tk::produce(&producer, &scenario.events_topic, Some(agent.as_bytes()), value.as_bytes(), &[]).await?;
+    tk::produce(
+        &producer,
+        &scenario.events_topic,
+        Some(agent.as_bytes()),
+        value.as_bytes(),
+        &[],
+    )
+    .await?;
 
     let mut client = scenario.client(&gw, "operator").await?;
-    let h = await_agent(&mut client, &agent, "HEALTHY from legacy JSON", |a| a.status == HEALTHY).await?;
+    let h = await_agent(&mut client, &agent, "HEALTHY from legacy JSON", |a| {
+        a.status == HEALTHY
+    })
+    .await?;
     assert_eq!(h.agent_type, "RISK_ASSESSOR");
     assert_eq!(h.last_heartbeat, now);
     let usage: serde_json::Value = serde_json::from_str(&h.resource_usage_json)?;
     assert_eq!(usage, serde_json::json!({"cpu": 12.5, "memory": 1024}));
 
     // Nothing was dead-lettered.
-    assert_eq!(tk::record_count(&tk::kafka(), &format!("{}-dlq", scenario.events_topic)).await?, 0);
+    assert_eq!(
+        tk::record_count(&tk::kafka(), &format!("{}-dlq", scenario.events_topic)).await?,
+        0
+    );
     Ok(())
 }

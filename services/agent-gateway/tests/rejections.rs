@@ -47,9 +47,14 @@ async fn publish_raw(url: &str, token: &str, req: RawPublishEventRequest) -> Res
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let mut request = tonic::Request::new(req);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/dora.agent.v1.AgentGateway/PublishEvent");
-    let codec = tonic_prost::ProstCodec::<RawPublishEventRequest, pb::PublishEventResponse>::default();
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/dora.agent.v1.AgentGateway/PublishEvent",
+    );
+    let codec =
+        tonic_prost::ProstCodec::<RawPublishEventRequest, pb::PublishEventResponse>::default();
     match grpc.unary(request, path, codec).await {
         Ok(_) => anyhow::bail!("invalid UTF-8 was accepted"),
         Err(status) => Ok(status),
@@ -63,12 +68,19 @@ async fn refused_writes_get_their_code_and_produce_nothing() -> Result<()> {
 
     // No token at all.
     let channel = simulator::connect(&gw.url).await?;
-    let err = AgentGatewayClient::new(channel.clone()).heartbeat(heartbeat("agent-a")).await.unwrap_err();
+    let err = AgentGatewayClient::new(channel.clone())
+        .heartbeat(heartbeat("agent-a"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // A token signed with another key.
-    let forged = TokenKey::new(b"not-the-gateway-key")?.issue("agent-a", Duration::from_secs(60))?;
-    let err = simulator::client_with_token(channel.clone(), &forged)?.heartbeat(heartbeat("agent-a")).await.unwrap_err();
+    let forged =
+        TokenKey::new(b"not-the-gateway-key")?.issue("agent-a", Duration::from_secs(60))?;
+    let err = simulator::client_with_token(channel.clone(), &forged)?
+        .heartbeat(heartbeat("agent-a"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // A valid token for agent-b writing as agent-a, through every write call.
@@ -86,22 +98,65 @@ async fn refused_writes_get_their_code_and_produce_nothing() -> Result<()> {
         .into_iter()
         .collect();
     assert_eq!(acks.len(), 1);
-    assert_eq!(acks[0].error_code, Code::PermissionDenied as i32, "{acks:?}");
+    assert_eq!(
+        acks[0].error_code,
+        Code::PermissionDenied as i32,
+        "{acks:?}"
+    );
 
     // Invalid fields, each named.
     let mut as_a = scenario.client(&gw, "agent-a").await?;
     let cases: Vec<(pb::PublishEventRequest, &str)> = vec![
-        (pb::PublishEventRequest { event_type: 99, ..event("agent-a") }, "event_type"),
-        (pb::PublishEventRequest { status: 0, ..event("agent-a") }, "status"),
-        (pb::PublishEventRequest { agent_type: String::new(), ..event("agent-a") }, "agent_type"),
-        (pb::PublishEventRequest { metadata_json: "[1,2]".into(), ..event("agent-a") }, "metadata_json"),
-        (pb::PublishEventRequest { metadata_json: "{not json".into(), ..event("agent-a") }, "metadata_json"),
         (
-            pb::PublishEventRequest { event_type: pb::EventType::TaskCompleted as i32, ..event("agent-a") },
+            pb::PublishEventRequest {
+                event_type: 99,
+                ..event("agent-a")
+            },
+            "event_type",
+        ),
+        (
+            pb::PublishEventRequest {
+                status: 0,
+                ..event("agent-a")
+            },
+            "status",
+        ),
+        (
+            pb::PublishEventRequest {
+                agent_type: String::new(),
+                ..event("agent-a")
+            },
+            "agent_type",
+        ),
+        (
+            pb::PublishEventRequest {
+                metadata_json: "[1,2]".into(),
+                ..event("agent-a")
+            },
+            "metadata_json",
+        ),
+        (
+            pb::PublishEventRequest {
+                metadata_json: "{not json".into(),
+                ..event("agent-a")
+            },
+            "metadata_json",
+        ),
+        (
+            pb::PublishEventRequest {
+                event_type: pb::EventType::TaskCompleted as i32,
+                ..event("agent-a")
+            },
             "task_id",
         ),
         // Over the configured limits (message 4 KiB, metadata 16 KiB).
-        (pb::PublishEventRequest { message: Some("m".repeat(4_097)), ..event("agent-a") }, "message"),
+        (
+            pb::PublishEventRequest {
+                message: Some("m".repeat(4_097)),
+                ..event("agent-a")
+            },
+            "message",
+        ),
         (
             pb::PublishEventRequest {
                 metadata_json: format!(r#"{{"blob":"{}"}}"#, "x".repeat(16_384)),
@@ -113,7 +168,11 @@ async fn refused_writes_get_their_code_and_produce_nothing() -> Result<()> {
     for (req, field) in cases {
         let err = as_a.publish_event(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
-        assert!(err.message().starts_with(field), "expected {field} to be named: {}", err.message());
+        assert!(
+            err.message().starts_with(field),
+            "expected {field} to be named: {}",
+            err.message()
+        );
     }
 
     // Invalid UTF-8 in a string field: INVALID_ARGUMENT naming the field.
@@ -135,15 +194,28 @@ async fn refused_writes_get_their_code_and_produce_nothing() -> Result<()> {
 
     // A request frame over the gateway's 64 KiB request limit.
     let err = as_a
-        .publish_event(pb::PublishEventRequest { message: Some("m".repeat(70_000)), ..event("agent-a") })
+        .publish_event(pb::PublishEventRequest {
+            message: Some("m".repeat(70_000)),
+            ..event("agent-a")
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
 
     // Nothing from any of that reached the topic; a valid event does.
-    assert_eq!(scenario.events().await?, 0, "a refused write reached {}", scenario.events_topic);
+    assert_eq!(
+        scenario.events().await?,
+        0,
+        "a refused write reached {}",
+        scenario.events_topic
+    );
     let ok = as_a.heartbeat(heartbeat("agent-a")).await?.into_inner();
     assert!(!ok.event_id.is_empty());
-    assert_eq!(scenario.events().await?, 1, "exactly the valid event is on {}", scenario.events_topic);
+    assert_eq!(
+        scenario.events().await?,
+        1,
+        "exactly the valid event is on {}",
+        scenario.events_topic
+    );
     Ok(())
 }

@@ -34,13 +34,28 @@ async fn any_replica_answers_for_any_agent_and_state_survives_a_restart() -> Res
 
     let mut via_b = scenario.client(&b, "operator").await?;
     for agent in &agents {
-        let h = await_agent(&mut via_b, agent, "tasks=1 via replica B", |h| h.tasks_completed == 1).await?;
+        let h = await_agent(&mut via_b, agent, "tasks=1 via replica B", |h| {
+            h.tasks_completed == 1
+        })
+        .await?;
         assert_eq!(h.status, pb::AgentStatus::Healthy as i32);
-        assert_eq!(h.last_task_id.as_deref(), Some(format!("{agent}-t1").as_str()));
+        assert_eq!(
+            h.last_task_id.as_deref(),
+            Some(format!("{agent}-t1").as_str())
+        );
     }
-    let listed = via_b.list_agents(pb::ListAgentsRequest { status: 0, agent_type: String::new() }).await?.into_inner();
+    let listed = via_b
+        .list_agents(pb::ListAgentsRequest {
+            status: 0,
+            agent_type: String::new(),
+        })
+        .await?
+        .into_inner();
     for agent in &agents {
-        assert!(listed.agents.iter().any(|h| &h.agent_id == agent), "{agent} missing from ListAgents on B");
+        assert!(
+            listed.agents.iter().any(|h| &h.agent_id == agent),
+            "{agent} missing from ListAgents on B"
+        );
     }
 
     // Restart B: the new process rebuilds the same state from agent-health.
@@ -49,9 +64,18 @@ async fn any_replica_answers_for_any_agent_and_state_survives_a_restart() -> Res
     b = scenario.start().await?;
     let mut via_new_b = scenario.client(&b, "operator").await?;
     for agent in &agents {
-        let h = via_new_b.get_agent(pb::GetAgentRequest { agent_id: agent.clone() }).await?.into_inner();
+        let h = via_new_b
+            .get_agent(pb::GetAgentRequest {
+                agent_id: agent.clone(),
+            })
+            .await?
+            .into_inner();
         assert_eq!(h.tasks_completed, 1, "{agent} after restart: {h:?}");
-        assert_eq!(h.status, pb::AgentStatus::Healthy as i32, "{agent} after restart: {h:?}");
+        assert_eq!(
+            h.status,
+            pb::AgentStatus::Healthy as i32,
+            "{agent} after restart: {h:?}"
+        );
     }
     Ok(())
 }

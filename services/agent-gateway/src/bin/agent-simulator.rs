@@ -54,7 +54,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let key = std::fs::read_to_string(&args.key_file).with_context(|| format!("reading {}", args.key_file.display()))?;
+    let key = std::fs::read_to_string(&args.key_file)
+        .with_context(|| format!("reading {}", args.key_file.display()))?;
     let key = TokenKey::new(key.trim_end_matches(['\n', '\r']).as_bytes())?;
     let plan = SimulationPlan {
         gateway: args.gateway.clone(),
@@ -70,7 +71,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         ProgressBar::new((args.rate * args.duration_secs) as u64)
     };
-    bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} acked ({per_sec})")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} acked ({per_sec})",
+    )?);
     let b = bar.clone();
     let report = simulator::run(&plan, &key, move |acked| b.set_position(acked)).await?;
     bar.finish_and_clear();
@@ -78,9 +81,19 @@ async fn main() -> anyhow::Result<()> {
     if args.print_health {
         tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
         let channel = simulator::connect(&args.gateway).await?;
-        let mut client = simulator::client_with_token(channel, &key.issue("agent-simulator", Duration::from_secs(60))?)?;
-        let agents = client.list_agents(pb::ListAgentsRequest::default()).await?.into_inner().agents;
-        let ours: Vec<_> = agents.into_iter().filter(|a| a.agent_id.starts_with(&args.agent_prefix)).collect();
+        let mut client = simulator::client_with_token(
+            channel,
+            &key.issue("agent-simulator", Duration::from_secs(60))?,
+        )?;
+        let agents = client
+            .list_agents(pb::ListAgentsRequest::default())
+            .await?
+            .into_inner()
+            .agents;
+        let ours: Vec<_> = agents
+            .into_iter()
+            .filter(|a| a.agent_id.starts_with(&args.agent_prefix))
+            .collect();
         print!("\n{}", simulator::health_table(&ours));
     }
     if !report.stream_failures.is_empty() {

@@ -26,6 +26,9 @@ fn main() -> anyhow::Result<()> {
     let key = std::fs::read_to_string(&args.key_file)
         .with_context(|| format!("reading key file {}", args.key_file.display()))?;
     let key = agent_gateway::auth::TokenKey::new(key.trim_end_matches(['\n', '\r']).as_bytes())?;
-    println!("{}", key.issue(&args.agent_id, Duration::from_secs(args.ttl_secs))?);
+    println!(
+        "{}",
+        key.issue(&args.agent_id, Duration::from_secs(args.ttl_secs))?
+    );
     Ok(())
 }

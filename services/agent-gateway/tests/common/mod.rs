@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 use std::sync::{Arc, Mutex};
 
 use agent_gateway::auth::TokenKey;
-use agent_gateway::wire::Wire;
-use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt};
-use dora_kafka::service::ServiceContext;
-use dora_schema::{Codec, RegistrySettings};
-use tokio_util::sync::CancellationToken;
 use agent_gateway::simulator::{self, AuthedClient};
 use anyhow::{bail, Context, Result};
+use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt};
+use dora_kafka::service::ServiceContext;
 use dora_proto::agent::v1 as pb;
+use dora_schema::{Codec, RegistrySettings};
 use dora_testkit as tk;
+use tokio_util::sync::CancellationToken;
 
 /// The gateway binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-gateway");
@@ -69,20 +68,31 @@ impl Scenario {
         let port = tk::free_port();
         let mut env: Vec<(&str, String)> = vec![
             ("DORA_GATEWAY__GRPC_LISTEN", format!("127.0.0.1:{port}")),
-            ("DORA_GATEWAY__TOKEN_KEY_FILE", self.key_file.display().to_string()),
+            (
+                "DORA_GATEWAY__TOKEN_KEY_FILE",
+                self.key_file.display().to_string(),
+            ),
             ("DORA_GATEWAY__EVENTS_TOPIC", self.events_topic.clone()),
             ("DORA_GATEWAY__HEALTH_TOPIC", self.health_topic.clone()),
             ("DORA_CONSUMER__GROUP_ID", self.group.clone()),
         ];
         env.extend(self.env.iter().cloned());
         let process = tk::ServiceProcess::spawn(BIN, &env).await?;
-        Ok(Gateway { process, url: format!("http://127.0.0.1:{port}") })
+        Ok(Gateway {
+            process,
+            url: format!("http://127.0.0.1:{port}"),
+        })
     }
 
     /// A client authenticated as `agent_id`.
     pub async fn client(&self, gw: &Gateway, agent_id: &str) -> Result<AuthedClient> {
-        let channel = simulator::connect(&gw.url).await.context("connecting to the gateway")?;
-        simulator::client_with_token(channel, &self.key.issue(agent_id, Duration::from_secs(600))?)
+        let channel = simulator::connect(&gw.url)
+            .await
+            .context("connecting to the gateway")?;
+        simulator::client_with_token(
+            channel,
+            &self.key.issue(agent_id, Duration::from_secs(600))?,
+        )
     }
 
     /// Records on the events topic.
@@ -104,7 +114,11 @@ pub fn heartbeat(agent: &str) -> pb::HeartbeatRequest {
     pb::HeartbeatRequest {
         agent_id: agent.into(),
         agent_type: "GAP_ANALYZER".into(),
-        resource_usage: Some(pb::ResourceUsage { cpu_percent: Some(42.5), memory_mb: Some(512.0), ..Default::default() }),
+        resource_usage: Some(pb::ResourceUsage {
+            cpu_percent: Some(42.5),
+            memory_mb: Some(512.0),
+            ..Default::default()
+        }),
     }
 }
 
@@ -118,13 +132,21 @@ pub async fn await_agent(
 ) -> Result<pb::AgentHealth> {
     let start = Instant::now();
     loop {
-        let last = match client.get_agent(pb::GetAgentRequest { agent_id: agent.to_string() }).await {
+        let last = match client
+            .get_agent(pb::GetAgentRequest {
+                agent_id: agent.to_string(),
+            })
+            .await
+        {
             Ok(r) if pred(r.get_ref()) => return Ok(r.into_inner()),
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(s),
         };
         if start.elapsed() > tk::DEADLINE {
-            bail!("{agent}: {what} not reached within {:?}; last answer {last:?}", tk::DEADLINE);
+            bail!(
+                "{agent}: {what} not reached within {:?}; last answer {last:?}",
+                tk::DEADLINE
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -132,7 +154,10 @@ pub async fn await_agent(
 
 /// A codec on the local stack's registry.
 pub fn codec() -> Result<Codec> {
-    Ok(Codec::new(&RegistrySettings { url: tk::registry_url(), ..Default::default() })?)
+    Ok(Codec::new(&RegistrySettings {
+        url: tk::registry_url(),
+        ..Default::default()
+    })?)
 }
 
 struct Collect(Arc<Mutex<Vec<Record>>>);
@@ -142,7 +167,10 @@ impl Handler for Collect {
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Consumers are at-least-once (the loop may hand a record over again
         // around its start-up seek); the topic's content is what counts.
-        if !seen.iter().any(|r| r.partition == record.partition && r.offset == record.offset) {
+        if !seen
+            .iter()
+            .any(|r| r.partition == record.partition && r.offset == record.offset)
+        {
             seen.push(record.clone());
         }
         Ok(())
@@ -158,9 +186,13 @@ pub async fn read_records(topic: &str, at_least: usize) -> Result<Vec<Record>> {
         readiness: dora_telemetry::Readiness::new(),
         shutdown: CancellationToken::new(),
     };
-    let settings = ConsumerSettings { group_id: tk::unique("test-reader"), max_batch_wait_ms: 50, ..Default::default() };
+    let settings = ConsumerSettings {
+        group_id: tk::unique("test-reader"),
+        max_batch_wait_ms: 50,
+        ..Default::default()
+    };
     let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
-    let run = ConsumeLoop::new(&tk::kafka(), &settings, &ctx, Arc::new(Wire::new(codec()?)))
+    let run = ConsumeLoop::new(&tk::kafka(), &settings, &ctx, Arc::new(codec()?))
         .topics(&[topic])
         .on_assign(|_, _| StartAt::Beginning)
         .run(Collect(seen.clone()));
