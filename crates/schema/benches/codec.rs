@@ -81,8 +81,82 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Runs the benchmarks with criterion's command-line configuration.
+/// Deterministic cost per operation, for a loaded machine where wall-clock
+/// numbers are noisy: `DORA_BENCH_COUNT=10000 valgrind --tool=callgrind
+/// --collect-atstart=no --toggle-collect='codec::count_*' <bench binary>`, then
+/// `callgrind_annotate --inclusive=yes` shows each `count_*` function's
+/// instructions; divide by the count. Runs without the registry (body level).
+fn count_instructions(n: usize) {
+    let event = sample();
+    let json = serde_json::to_vec(&event).unwrap();
+    let mut body = Vec::new();
+    encode_body(&event, &mut body).unwrap();
+    let lean = AgentEvent { metadata: serde_json::json!({}), ..event.clone() };
+    let lean_json = serde_json::to_vec(&lean).unwrap();
+    let mut lean_body = Vec::new();
+    encode_body(&lean, &mut lean_body).unwrap();
+    // warm the lazily built readers/writers outside the measured functions
+    decode_body::<AgentEvent>(AgentEvent::compiled(), &body).unwrap();
+
+    count_encode_json(&event, n);
+    count_encode_avro(&event, n);
+    count_decode_json(&json, n);
+    count_decode_avro(&body, n);
+    count_decode_json_without_metadata(&lean_json, n);
+    count_decode_avro_without_metadata(&lean_body, n);
+}
+
+#[inline(never)]
+fn count_encode_json(event: &AgentEvent, n: usize) {
+    for _ in 0..n {
+        black_box(serde_json::to_vec(black_box(event)).unwrap());
+    }
+}
+
+#[inline(never)]
+fn count_encode_avro(event: &AgentEvent, n: usize) {
+    for _ in 0..n {
+        let mut out = Vec::with_capacity(256);
+        encode_body(black_box(event), &mut out).unwrap();
+        black_box(out);
+    }
+}
+
+#[inline(never)]
+fn count_decode_json(json: &[u8], n: usize) {
+    for _ in 0..n {
+        black_box(serde_json::from_slice::<AgentEvent>(black_box(json)).unwrap());
+    }
+}
+
+#[inline(never)]
+fn count_decode_avro(body: &[u8], n: usize) {
+    for _ in 0..n {
+        black_box(decode_body::<AgentEvent>(AgentEvent::compiled(), black_box(body)).unwrap());
+    }
+}
+
+#[inline(never)]
+fn count_decode_json_without_metadata(json: &[u8], n: usize) {
+    for _ in 0..n {
+        black_box(serde_json::from_slice::<AgentEvent>(black_box(json)).unwrap());
+    }
+}
+
+#[inline(never)]
+fn count_decode_avro_without_metadata(body: &[u8], n: usize) {
+    for _ in 0..n {
+        black_box(decode_body::<AgentEvent>(AgentEvent::compiled(), black_box(body)).unwrap());
+    }
+}
+
+/// Runs the benchmarks with criterion's command-line configuration, or the
+/// instruction-count loops when `DORA_BENCH_COUNT` is set.
 fn benches() {
+    if let Some(n) = std::env::var("DORA_BENCH_COUNT").ok().and_then(|n| n.parse().ok()) {
+        count_instructions(n);
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
 }

@@ -131,3 +131,42 @@ fn removing_an_enum_symbol_without_default_is_caught() {
     });
     check_backward(&released(), &candidate).unwrap_err();
 }
+
+#[test]
+fn a_newer_enum_symbol_reads_as_unknown_and_a_newer_field_is_dropped() {
+    use apache_avro::types::Value as Avro;
+    // a newer writer: one more EventType symbol and one more optional field
+    let mut v: Value = serde_json::from_str(AgentEvent::SCHEMA).unwrap();
+    let fields = v["fields"].as_array_mut().unwrap();
+    let event_type = fields.iter_mut().find(|f| f["name"] == "eventType").unwrap();
+    event_type["type"]["symbols"].as_array_mut().unwrap().insert(0, json!("PAUSED"));
+    fields.push(json!({"name": "priority", "type": ["null", "int"], "default": null}));
+    let writer = CompiledSchema::parse("newer", &v.to_string()).unwrap();
+
+    let record = Avro::Record(vec![
+        ("eventId".into(), Avro::String("e-1".into())),
+        ("agentId".into(), Avro::String("a-1".into())),
+        ("timestamp".into(), Avro::TimestampMillis(1_795_771_815_123)),
+        ("eventType".into(), Avro::Enum(0, "PAUSED".into())),
+        ("agentType".into(), Avro::String("gap-analyzer".into())),
+        ("status".into(), Avro::Enum(0, "HEALTHY".into())),
+        ("version".into(), Avro::String("2.0.0".into())),
+        ("message".into(), Avro::Union(0, Box::new(Avro::Null))),
+        ("metadata".into(), Avro::String(r#"{"k":[1,2]}"#.into())),
+        ("taskId".into(), Avro::Union(1, Box::new(Avro::String("t-1".into())))),
+        ("priority".into(), Avro::Union(1, Box::new(Avro::Int(9)))),
+    ]);
+    let body = apache_avro::writer::datum::GenericDatumWriter::builder(writer.schema())
+        .build()
+        .unwrap()
+        .write_value_to_vec(record)
+        .unwrap();
+
+    let e: AgentEvent = decode_body(&writer, &body).unwrap();
+    assert_eq!(e.event_type, EventType::Unknown, "the enum default");
+    assert_eq!(e.status, AgentStatus::Healthy);
+    assert_eq!(e.metadata, json!({"k": [1, 2]}));
+    assert_eq!(e.message, None);
+    assert_eq!(e.task_id.as_deref(), Some("t-1"));
+    assert_eq!(e.version, "2.0.0");
+}

@@ -216,3 +216,30 @@ fn invalid_json_is_invalid_json() {
         assert!(matches!(err, SchemaError::InvalidJson { .. }), "{:?} -> {err:?}", String::from_utf8_lossy(bad));
     }
 }
+
+#[test]
+fn neither_avro_nor_json_is_rejected_by_the_codec() {
+    let codec = Codec::new(&RegistrySettings { url: "http://127.0.0.1:9".into(), ..Default::default() }).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let decode = |bytes: &[u8]| rt.block_on(codec.decode::<AgentEvent>("agent-events", bytes)).unwrap_err();
+
+    let err = decode(b"\x07garbage");
+    assert!(matches!(err, SchemaError::UnknownMagicByte { byte: 7 }), "{err:?}");
+    assert!(!err.is_retryable());
+    let err = decode(b"hello");
+    assert!(matches!(err, SchemaError::UnknownMagicByte { byte: b'h' }), "{err:?}");
+    let err = decode(&[0, 0, 1]);
+    assert!(matches!(err, SchemaError::Truncated { len: 3 }), "{err:?}");
+    let err = decode(b"");
+    assert!(matches!(err, SchemaError::Truncated { len: 0 }), "{err:?}");
+    let err = decode(b"{\"eventId\": 1}");
+    assert!(matches!(err, SchemaError::IllTypedField { .. }), "{err:?}");
+
+    // Avro whose writer schema cannot be fetched: retryable, never dead-lettered
+    let err = decode(&[0, 0, 0, 0, 1, 2]);
+    assert!(matches!(err, SchemaError::RegistryUnavailable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let located = err.with_context("agent-events", 2, 99);
+    assert!(located.is_retryable());
+    assert!(located.to_string().starts_with("agent-events[2]@99: schema registry unavailable"), "{located}");
+}
