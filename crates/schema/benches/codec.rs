@@ -15,6 +15,38 @@ fn sample() -> AgentEvent {
     decode_json(include_bytes!("../tests/fixtures/seed/send_task_completion.json")).expect("seed fixture decodes")
 }
 
+/// A newer writer of AgentEvent (one added optional field), for the
+/// schema-resolution path a consumer takes during a rolling upgrade.
+fn newer_writer() -> (CompiledSchema, Vec<u8>) {
+    let text = include_str!("../tests/fixtures/AgentEventV2.avsc");
+    let writer = CompiledSchema::parse("AgentEventV2", text).unwrap();
+    let mut value: serde_json::Value = serde_json::to_value(sample()).unwrap();
+    value["metadata"] = serde_json::Value::String(value["metadata"].to_string());
+    value["priority"] = serde_json::json!({"int": 3});
+    let avro = apache_avro::types::Value::from(value_to_avro(&value));
+    let resolved = avro.resolve(writer.schema()).unwrap();
+    let body = apache_avro::writer::datum::GenericDatumWriter::builder(writer.schema())
+        .build()
+        .unwrap()
+        .write_value_to_vec(resolved)
+        .unwrap();
+    (writer, body)
+}
+
+/// JSON (with Avro-JSON union wrappers) to a generic Avro value.
+fn value_to_avro(v: &serde_json::Value) -> apache_avro::types::Value {
+    use apache_avro::types::Value as A;
+    match v {
+        serde_json::Value::Null => A::Null,
+        serde_json::Value::Bool(b) => A::Boolean(*b),
+        serde_json::Value::Number(n) => n.as_i64().map(A::Long).unwrap_or_else(|| A::Double(n.as_f64().unwrap())),
+        serde_json::Value::String(s) => A::String(s.clone()),
+        serde_json::Value::Array(a) => A::Array(a.iter().map(value_to_avro).collect()),
+        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("int") => A::Int(o["int"].as_i64().unwrap() as i32),
+        serde_json::Value::Object(o) => A::Record(o.iter().map(|(k, v)| (k.clone(), value_to_avro(v))).collect()),
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let event = sample();
     let json = serde_json::to_vec(&event).unwrap();
@@ -64,6 +96,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| rt.block_on(codec.decode::<AgentEvent>(black_box(&topic), black_box(framed))).unwrap())
         });
     }
+    let (newer, newer_body) = newer_writer();
+    g.bench_function("avro_body_newer_writer", |b| {
+        b.iter(|| decode_body::<AgentEvent>(&newer, black_box(&newer_body)).unwrap())
+    });
     g.finish();
     eprintln!("sizes: json {} bytes, avro {} bytes (+5 framing)", json.len(), body.len());
 
@@ -104,6 +140,15 @@ fn count_instructions(n: usize) {
     count_decode_avro(&body, n);
     count_decode_json_without_metadata(&lean_json, n);
     count_decode_avro_without_metadata(&lean_body, n);
+    let (newer, newer_body) = newer_writer();
+    count_decode_avro_newer_writer(&newer, &newer_body, n);
+}
+
+#[inline(never)]
+fn count_decode_avro_newer_writer(writer: &CompiledSchema, body: &[u8], n: usize) {
+    for _ in 0..n {
+        black_box(decode_body::<AgentEvent>(writer, black_box(body)).unwrap());
+    }
 }
 
 #[inline(never)]
