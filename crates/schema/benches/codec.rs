@@ -23,7 +23,7 @@ fn newer_writer() -> (CompiledSchema, Vec<u8>) {
     let mut value: serde_json::Value = serde_json::to_value(sample()).unwrap();
     value["metadata"] = serde_json::Value::String(value["metadata"].to_string());
     value["priority"] = serde_json::json!({"int": 3});
-    let avro = apache_avro::types::Value::from(value_to_avro(&value));
+    let avro = value_to_avro(&value);
     let resolved = avro.resolve(writer.schema()).unwrap();
     let body = apache_avro::writer::datum::GenericDatumWriter::builder(writer.schema())
         .build()
