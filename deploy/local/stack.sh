@@ -202,6 +202,9 @@ log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=false
 offsets.topic.replication.factor=1
+# a single-node dev broker: small internal topics are created fast on first use
+offsets.topic.num.partitions=6
+transaction.state.log.num.partitions=6
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
