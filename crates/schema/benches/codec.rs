@@ -12,7 +12,10 @@ use criterion::{criterion_main, Criterion, Throughput};
 use dora_schema::*;
 
 fn sample() -> AgentEvent {
-    decode_json(include_bytes!("../tests/fixtures/seed/send_task_completion.json")).expect("seed fixture decodes")
+    decode_json(include_bytes!(
+        "../tests/fixtures/seed/send_task_completion.json"
+    ))
+    .expect("seed fixture decodes")
 }
 
 /// A newer writer of AgentEvent (one added optional field), for the
@@ -39,11 +42,20 @@ fn value_to_avro(v: &serde_json::Value) -> apache_avro::types::Value {
     match v {
         serde_json::Value::Null => A::Null,
         serde_json::Value::Bool(b) => A::Boolean(*b),
-        serde_json::Value::Number(n) => n.as_i64().map(A::Long).unwrap_or_else(|| A::Double(n.as_f64().unwrap())),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(A::Long)
+            .unwrap_or_else(|| A::Double(n.as_f64().unwrap())),
         serde_json::Value::String(s) => A::String(s.clone()),
         serde_json::Value::Array(a) => A::Array(a.iter().map(value_to_avro).collect()),
-        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("int") => A::Int(o["int"].as_i64().unwrap() as i32),
-        serde_json::Value::Object(o) => A::Record(o.iter().map(|(k, v)| (k.clone(), value_to_avro(v))).collect()),
+        serde_json::Value::Object(o) if o.len() == 1 && o.contains_key("int") => {
+            A::Int(o["int"].as_i64().unwrap() as i32)
+        }
+        serde_json::Value::Object(o) => A::Record(
+            o.iter()
+                .map(|(k, v)| (k.clone(), value_to_avro(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -53,9 +65,17 @@ fn bench(c: &mut Criterion) {
     let mut body = Vec::new();
     encode_body(&event, &mut body).unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let url = std::env::var("DORA_REGISTRY__URL").unwrap_or_else(|_| DEFAULT_REGISTRY_URL.to_string());
-    let codec = Codec::new(&RegistrySettings { url, ..Default::default() }).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url =
+        std::env::var("DORA_REGISTRY__URL").unwrap_or_else(|_| DEFAULT_REGISTRY_URL.to_string());
+    let codec = Codec::new(&RegistrySettings {
+        url,
+        ..Default::default()
+    })
+    .unwrap();
     let topic = format!("schema-bench-{}", std::process::id());
     // warm-up: registers the schema (id cached) and decodes once (writer schema cached)
     let framed = rt.block_on(async {
@@ -69,7 +89,9 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("agent_event/encode");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("serde_json", |b| b.iter(|| serde_json::to_vec(black_box(&event)).unwrap()));
+    g.bench_function("serde_json", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&event)).unwrap())
+    });
     g.bench_function("avro_body", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(256);
@@ -79,21 +101,31 @@ fn bench(c: &mut Criterion) {
     });
     if framed.is_some() {
         g.bench_function("avro_codec", |b| {
-            b.iter(|| rt.block_on(codec.encode(black_box(&topic), black_box(&event))).unwrap())
+            b.iter(|| {
+                rt.block_on(codec.encode(black_box(&topic), black_box(&event)))
+                    .unwrap()
+            })
         });
     }
     g.finish();
 
     let mut g = c.benchmark_group("agent_event/decode");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("serde_json", |b| b.iter(|| serde_json::from_slice::<AgentEvent>(black_box(&json)).unwrap()));
-    g.bench_function("legacy_json", |b| b.iter(|| decode_json::<AgentEvent>(black_box(&json)).unwrap()));
+    g.bench_function("serde_json", |b| {
+        b.iter(|| serde_json::from_slice::<AgentEvent>(black_box(&json)).unwrap())
+    });
+    g.bench_function("legacy_json", |b| {
+        b.iter(|| decode_json::<AgentEvent>(black_box(&json)).unwrap())
+    });
     g.bench_function("avro_body", |b| {
         b.iter(|| decode_body::<AgentEvent>(AgentEvent::compiled(), black_box(&body)).unwrap())
     });
     if let Some(framed) = &framed {
         g.bench_function("avro_codec", |b| {
-            b.iter(|| rt.block_on(codec.decode::<AgentEvent>(black_box(&topic), black_box(framed))).unwrap())
+            b.iter(|| {
+                rt.block_on(codec.decode::<AgentEvent>(black_box(&topic), black_box(framed)))
+                    .unwrap()
+            })
         });
     }
     let (newer, newer_body) = newer_writer();
@@ -101,16 +133,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| decode_body::<AgentEvent>(&newer, black_box(&newer_body)).unwrap())
     });
     g.finish();
-    eprintln!("sizes: json {} bytes, avro {} bytes (+5 framing)", json.len(), body.len());
+    eprintln!(
+        "sizes: json {} bytes, avro {} bytes (+5 framing)",
+        json.len(),
+        body.len()
+    );
 
     // the same event without free-form metadata: the cost of the typed fields alone
-    let lean = AgentEvent { metadata: serde_json::json!({}), ..event };
+    let lean = AgentEvent {
+        metadata: serde_json::json!({}),
+        ..event
+    };
     let lean_json = serde_json::to_vec(&lean).unwrap();
     let mut lean_body = Vec::new();
     encode_body(&lean, &mut lean_body).unwrap();
     let mut g = c.benchmark_group("agent_event_without_metadata/decode");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("serde_json", |b| b.iter(|| serde_json::from_slice::<AgentEvent>(black_box(&lean_json)).unwrap()));
+    g.bench_function("serde_json", |b| {
+        b.iter(|| serde_json::from_slice::<AgentEvent>(black_box(&lean_json)).unwrap())
+    });
     g.bench_function("avro_body", |b| {
         b.iter(|| decode_body::<AgentEvent>(AgentEvent::compiled(), black_box(&lean_body)).unwrap())
     });
@@ -127,7 +168,10 @@ fn count_instructions(n: usize) {
     let json = serde_json::to_vec(&event).unwrap();
     let mut body = Vec::new();
     encode_body(&event, &mut body).unwrap();
-    let lean = AgentEvent { metadata: serde_json::json!({}), ..event.clone() };
+    let lean = AgentEvent {
+        metadata: serde_json::json!({}),
+        ..event.clone()
+    };
     let lean_json = serde_json::to_vec(&lean).unwrap();
     let mut lean_body = Vec::new();
     encode_body(&lean, &mut lean_body).unwrap();
@@ -198,7 +242,10 @@ fn count_decode_avro_without_metadata(body: &[u8], n: usize) {
 /// Runs the benchmarks with criterion's command-line configuration, or the
 /// instruction-count loops when `DORA_BENCH_COUNT` is set.
 fn benches() {
-    if let Some(n) = std::env::var("DORA_BENCH_COUNT").ok().and_then(|n| n.parse().ok()) {
+    if let Some(n) = std::env::var("DORA_BENCH_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
         count_instructions(n);
         return;
     }

@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use dora_config::ExposeSecret;
-use schema_registry_converter::async_impl::schema_registry::{get_schema_by_id, post_schema, SrSettings};
+use schema_registry_converter::async_impl::schema_registry::{
+    get_schema_by_id, post_schema, SrSettings,
+};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use serde::de::DeserializeOwned;
@@ -55,9 +57,13 @@ pub fn framing(bytes: &[u8]) -> Result<Framing, SchemaError> {
     match bytes.first() {
         None => Err(SchemaError::Truncated { len: 0 }),
         Some(&MAGIC_BYTE) => {
-            let header: [u8; HEADER_LEN] =
-                bytes.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).ok_or(SchemaError::Truncated { len: bytes.len() })?;
-            Ok(Framing::Avro { id: u32::from_be_bytes([header[1], header[2], header[3], header[4]]) })
+            let header: [u8; HEADER_LEN] = bytes
+                .get(..HEADER_LEN)
+                .and_then(|h| h.try_into().ok())
+                .ok_or(SchemaError::Truncated { len: bytes.len() })?;
+            Ok(Framing::Avro {
+                id: u32::from_be_bytes([header[1], header[2], header[3], header[4]]),
+            })
         }
         Some(&first) => match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => Ok(Framing::LegacyJson),
@@ -108,8 +114,14 @@ impl fmt::Debug for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Codec")
             .field("url", &self.inner.url)
-            .field("registered", &self.inner.ids.read().map(|m| m.len()).unwrap_or(0))
-            .field("cached_schemas", &self.inner.writers.read().map(|m| m.len()).unwrap_or(0))
+            .field(
+                "registered",
+                &self.inner.ids.read().map(|m| m.len()).unwrap_or(0),
+            )
+            .field(
+                "cached_schemas",
+                &self.inner.writers.read().map(|m| m.len()).unwrap_or(0),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -118,25 +130,41 @@ impl Codec {
     /// Builds a codec; no network traffic until the first register/encode/decode.
     pub fn new(settings: &RegistrySettings) -> Result<Codec, SchemaError> {
         let url = settings.url.trim_end_matches('/').to_string();
-        reqwest::Url::parse(&url).map_err(|e| SchemaError::Settings { reason: format!("registry.url {url:?}: {e}") })?;
+        reqwest::Url::parse(&url).map_err(|e| SchemaError::Settings {
+            reason: format!("registry.url {url:?}: {e}"),
+        })?;
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
-        let client_builder = || reqwest::Client::builder().timeout(timeout).connect_timeout(connect_timeout);
+        let client_builder = || {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(connect_timeout)
+        };
 
         let mut sr = SrSettings::new_builder(url.clone());
         sr.set_timeout(timeout);
-        let password = settings.password.as_ref().map(|p| p.expose_secret().to_string());
+        let password = settings
+            .password
+            .as_ref()
+            .map(|p| p.expose_secret().to_string());
         if let Some(user) = &settings.username {
             sr.set_basic_authorization(user, password.as_deref());
         }
-        let sr = sr.build_with(client_builder()).map_err(|e| SchemaError::Settings { reason: e.to_string() })?;
+        let sr = sr
+            .build_with(client_builder())
+            .map_err(|e| SchemaError::Settings {
+                reason: e.to_string(),
+            })?;
         Ok(Codec {
             inner: Arc::new(Inner {
                 url,
                 sr,
                 http: OnceLock::new(),
                 timeouts: (timeout, connect_timeout),
-                auth: settings.username.clone().map(|u| (u, settings.password.clone())),
+                auth: settings
+                    .username
+                    .clone()
+                    .map(|u| (u, settings.password.clone())),
                 ids: RwLock::new(HashMap::new()),
                 writers: RwLock::new(HashMap::new()),
             }),
@@ -177,7 +205,11 @@ impl Codec {
 
     /// Encodes `value` in the Confluent wire format with the id `T` is
     /// registered under for `topic` (registering it on first use).
-    pub async fn encode<T: AvroRecord + Serialize>(&self, topic: &str, value: &T) -> Result<Vec<u8>, SchemaError> {
+    pub async fn encode<T: AvroRecord + Serialize>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, SchemaError> {
         let id = match self.cached_id(topic, T::compiled().fingerprint()) {
             Some(id) => id,
             None => self.register::<T>(topic).await?,
@@ -189,15 +221,19 @@ impl Codec {
     /// cached; resolved against `T`'s schema when it differs) or the seed's
     /// legacy JSON. Anything else is an error; only
     /// [`SchemaError::RegistryUnavailable`] is worth retrying.
-    pub async fn decode<T: AvroRecord + DeserializeOwned>(&self, topic: &str, bytes: &[u8]) -> Result<T, SchemaError> {
+    pub async fn decode<T: AvroRecord + DeserializeOwned>(
+        &self,
+        topic: &str,
+        bytes: &[u8],
+    ) -> Result<T, SchemaError> {
         match framing(bytes)? {
             Framing::LegacyJson => legacy::decode_json(bytes),
             Framing::Avro { id } => {
                 let writer = self.writer_schema(id).await?;
                 decode_body::<T>(&writer, &bytes[HEADER_LEN..]).map_err(|e| match e {
-                    SchemaError::SchemaMismatch { reason } => {
-                        SchemaError::SchemaMismatch { reason: format!("topic {topic}, schema id {id}: {reason}") }
-                    }
+                    SchemaError::SchemaMismatch { reason } => SchemaError::SchemaMismatch {
+                        reason: format!("topic {topic}, schema id {id}: {reason}"),
+                    },
                     other => other,
                 })
             }
@@ -206,27 +242,47 @@ impl Codec {
 
     /// The writer schema registered under `id`, from the cache or the registry.
     async fn writer_schema(&self, id: u32) -> Result<WriterSchema, SchemaError> {
-        if let Some(s) = self.inner.writers.read().expect("writer cache lock poisoned").get(&id) {
+        if let Some(s) = self
+            .inner
+            .writers
+            .read()
+            .expect("writer cache lock poisoned")
+            .get(&id)
+        {
             return Ok(s.clone());
         }
-        let registered = get_schema_by_id(id, &self.inner.sr).await.map_err(|e| match status_of(&e) {
-            Some(404) => SchemaError::UnknownSchemaId { id },
-            _ => registry_error(e),
-        })?;
+        let registered =
+            get_schema_by_id(id, &self.inner.sr)
+                .await
+                .map_err(|e| match status_of(&e) {
+                    Some(404) => SchemaError::UnknownSchemaId { id },
+                    _ => registry_error(e),
+                })?;
         if registered.schema_type != SchemaType::Avro {
             return Err(SchemaError::SchemaMismatch {
-                reason: format!("schema id {id} is a {:?} schema, not Avro", registered.schema_type),
+                reason: format!(
+                    "schema id {id} is a {:?} schema, not Avro",
+                    registered.schema_type
+                ),
             });
         }
         let compiled = CompiledSchema::parse(&format!("schema id {id}"), &registered.schema)?;
         let schema = WriterSchema::Fetched(Arc::new(compiled));
-        self.inner.writers.write().expect("writer cache lock poisoned").entry(id).or_insert(schema.clone());
+        self.inner
+            .writers
+            .write()
+            .expect("writer cache lock poisoned")
+            .entry(id)
+            .or_insert(schema.clone());
         Ok(schema)
     }
 
     fn cached_id(&self, topic: &str, fingerprint: u64) -> Option<u32> {
         let ids = self.inner.ids.read().expect("id cache lock poisoned");
-        ids.get(topic)?.iter().find(|(f, _)| *f == fingerprint).map(|&(_, id)| id)
+        ids.get(topic)?
+            .iter()
+            .find(|(f, _)| *f == fingerprint)
+            .map(|&(_, id)| id)
     }
 
     fn cache_id(&self, topic: &str, fingerprint: u64, id: u32) {
@@ -238,7 +294,11 @@ impl Codec {
     }
 
     async fn post<T: AvroRecord>(&self, subject: &str) -> Result<u32, SchemaError> {
-        let schema = SuppliedSchema::new(Some(T::NAME.to_string()), SchemaType::Avro, T::SCHEMA.to_string());
+        let schema = SuppliedSchema::new(
+            Some(T::NAME.to_string()),
+            SchemaType::Avro,
+            T::SCHEMA.to_string(),
+        );
         match post_schema(&self.inner.sr, subject.to_string(), schema).await {
             Ok(registered) => Ok(registered.id),
             Err(e) if status_of(&e) == Some(409) => Err(SchemaError::IncompatibleSchema {
@@ -261,14 +321,22 @@ impl Codec {
                     .timeout(timeout)
                     .connect_timeout(connect_timeout)
                     .build()
-                    .map_err(|e| SchemaError::Settings { reason: e.to_string() })?;
+                    .map_err(|e| SchemaError::Settings {
+                        reason: e.to_string(),
+                    })?;
                 self.inner.http.get_or_init(|| http)
             }
         };
         let mut request = http
             .put(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
-            .header(reqwest::header::ACCEPT, "application/vnd.schemaregistry.v1+json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/vnd.schemaregistry.v1+json",
+            )
+            .header(
+                reqwest::header::ACCEPT,
+                "application/vnd.schemaregistry.v1+json",
+            )
             .body(format!(r#"{{"compatibility":"{COMPATIBILITY}"}}"#));
         if let Some((user, password)) = &self.inner.auth {
             request = request.basic_auth(user, password.as_ref().map(|p| p.expose_secret()));
@@ -276,7 +344,9 @@ impl Codec {
         let response = request
             .send()
             .await
-            .map_err(|e| SchemaError::RegistryUnavailable { reason: format!("PUT {url}: {e}") })?;
+            .map_err(|e| SchemaError::RegistryUnavailable {
+                reason: format!("PUT {url}: {e}"),
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(true);
@@ -284,14 +354,21 @@ impl Codec {
         let body = response.text().await.unwrap_or_default();
         match status.as_u16() {
             404 => Ok(false),
-            s if s >= 500 => Err(SchemaError::RegistryUnavailable { reason: format!("PUT {url}: {status} {body}") }),
-            _ => Err(SchemaError::Registry { reason: format!("PUT {url}: {status} {body}") }),
+            s if s >= 500 => Err(SchemaError::RegistryUnavailable {
+                reason: format!("PUT {url}: {status} {body}"),
+            }),
+            _ => Err(SchemaError::Registry {
+                reason: format!("PUT {url}: {status} {body}"),
+            }),
         }
     }
 }
 
 /// Frames an Avro body: magic byte, big-endian id, body.
-pub fn encode_framed<T: AvroRecord + Serialize>(id: u32, value: &T) -> Result<Vec<u8>, SchemaError> {
+pub fn encode_framed<T: AvroRecord + Serialize>(
+    id: u32,
+    value: &T,
+) -> Result<Vec<u8>, SchemaError> {
     let mut out = Vec::with_capacity(256);
     out.push(MAGIC_BYTE);
     out.extend_from_slice(&id.to_be_bytes());
@@ -323,32 +400,71 @@ mod tests {
 
     #[test]
     fn framing_tells_avro_json_and_garbage_apart() {
-        assert_eq!(framing(&[0, 0, 0, 1, 2, 9]).unwrap(), Framing::Avro { id: 258 });
-        assert_eq!(framing(&[0, 0xff, 0xff, 0xff, 0xff]).unwrap(), Framing::Avro { id: u32::MAX });
+        assert_eq!(
+            framing(&[0, 0, 0, 1, 2, 9]).unwrap(),
+            Framing::Avro { id: 258 }
+        );
+        assert_eq!(
+            framing(&[0, 0xff, 0xff, 0xff, 0xff]).unwrap(),
+            Framing::Avro { id: u32::MAX }
+        );
         assert_eq!(framing(b"{\"a\":1}").unwrap(), Framing::LegacyJson);
         assert_eq!(framing(b" \n{}").unwrap(), Framing::LegacyJson);
-        assert!(matches!(framing(&[]), Err(SchemaError::Truncated { len: 0 })));
-        assert!(matches!(framing(&[0, 1, 2]), Err(SchemaError::Truncated { len: 3 })));
-        assert!(matches!(framing(&[1, 0, 0, 0, 1]), Err(SchemaError::UnknownMagicByte { byte: 1 })));
-        assert!(matches!(framing(b"[1,2]"), Err(SchemaError::UnknownMagicByte { byte: b'[' })));
-        assert!(matches!(framing(b"  x"), Err(SchemaError::UnknownMagicByte { byte: b' ' })));
+        assert!(matches!(
+            framing(&[]),
+            Err(SchemaError::Truncated { len: 0 })
+        ));
+        assert!(matches!(
+            framing(&[0, 1, 2]),
+            Err(SchemaError::Truncated { len: 3 })
+        ));
+        assert!(matches!(
+            framing(&[1, 0, 0, 0, 1]),
+            Err(SchemaError::UnknownMagicByte { byte: 1 })
+        ));
+        assert!(matches!(
+            framing(b"[1,2]"),
+            Err(SchemaError::UnknownMagicByte { byte: b'[' })
+        ));
+        assert!(matches!(
+            framing(b"  x"),
+            Err(SchemaError::UnknownMagicByte { byte: b' ' })
+        ));
     }
 
     #[test]
     fn converter_status_is_read_from_its_message() {
-        let e = SRCError::new("HTTP request to schema registry failed with status 409 Conflict", None, false);
+        let e = SRCError::new(
+            "HTTP request to schema registry failed with status 409 Conflict",
+            None,
+            false,
+        );
         assert_eq!(status_of(&e), Some(409));
         assert!(matches!(registry_error(e), SchemaError::Registry { .. }));
-        let e = SRCError::new("HTTP request to schema registry failed with status 503 Service Unavailable", None, true);
+        let e = SRCError::new(
+            "HTTP request to schema registry failed with status 503 Service Unavailable",
+            None,
+            true,
+        );
         assert!(registry_error(e).is_retryable());
-        let e = SRCError::new("http call to schema registry failed", Some("connection refused".into()), true);
+        let e = SRCError::new(
+            "http call to schema registry failed",
+            Some("connection refused".into()),
+            true,
+        );
         assert_eq!(status_of(&e), None);
         assert!(registry_error(e).is_retryable());
     }
 
     #[test]
     fn invalid_url_is_a_settings_error() {
-        let settings = RegistrySettings { url: "not a url".into(), ..RegistrySettings::default() };
-        assert!(matches!(Codec::new(&settings), Err(SchemaError::Settings { .. })));
+        let settings = RegistrySettings {
+            url: "not a url".into(),
+            ..RegistrySettings::default()
+        };
+        assert!(matches!(
+            Codec::new(&settings),
+            Err(SchemaError::Settings { .. })
+        ));
     }
 }

@@ -138,7 +138,12 @@ impl SchemaError {
             Self::InRecord { source, .. } => source,
             other => Box::new(other),
         };
-        Self::InRecord { topic: topic.into(), partition, offset, source }
+        Self::InRecord {
+            topic: topic.into(),
+            partition,
+            offset,
+            source,
+        }
     }
 
     /// The error without any record position.
@@ -178,17 +183,24 @@ mod tests {
 
     #[test]
     fn only_registry_unavailable_is_retryable_even_with_context() {
-        let down = SchemaError::RegistryUnavailable { reason: "connection refused".into() };
+        let down = SchemaError::RegistryUnavailable {
+            reason: "connection refused".into(),
+        };
         assert!(down.is_retryable());
         assert!(down.with_context("agent-events", 3, 42).is_retryable());
         let bad = SchemaError::UnknownMagicByte { byte: 7 };
         assert!(!bad.is_retryable());
-        assert!(!SchemaError::UnknownSchemaId { id: 9 }.with_context("t", 0, 0).is_retryable());
+        assert!(!SchemaError::UnknownSchemaId { id: 9 }
+            .with_context("t", 0, 0)
+            .is_retryable());
     }
 
     #[test]
     fn context_names_the_record_and_keeps_the_cause() {
-        let e = SchemaError::MissingField { field: "agentId".into() }.with_context("agent-events", 3, 42);
+        let e = SchemaError::MissingField {
+            field: "agentId".into(),
+        }
+        .with_context("agent-events", 3, 42);
         let text = e.to_string();
         assert!(text.contains("agent-events[3]@42"), "{text}");
         assert!(text.contains("missing field `agentId`"), "{text}");

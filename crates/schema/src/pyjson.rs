@@ -12,19 +12,39 @@ use serde_json::ser::{CharEscape, Formatter};
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
     }
 
-    fn begin_object_key<W: ?Sized + Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
     }
 
     fn begin_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
         writer.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         // ensure_ascii: every non-ASCII character as \uXXXX, astral ones as surrogate pairs
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
@@ -41,7 +61,11 @@ impl Formatter for PythonFormatter {
         writer.write_all(&fragment.as_bytes()[start..])
     }
 
-    fn write_char_escape<W: ?Sized + Write>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
         // Python escapes control characters in lower-case hex, like serde_json
         let s: &[u8] = match escape {
             CharEscape::Quote => b"\\\"",
@@ -62,7 +86,9 @@ impl Formatter for PythonFormatter {
 pub(crate) fn dumps(value: &serde_json::Value) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    value.serialize(&mut ser).expect("serializing a serde_json::Value into a Vec cannot fail");
+    value
+        .serialize(&mut ser)
+        .expect("serializing a serde_json::Value into a Vec cannot fail");
     out
 }
 
@@ -76,6 +102,9 @@ mod tests {
         // python3 -c 'import json; print(json.dumps({"a": [1, 2.5, None, True], "b": {"c": "x\u00e9\U0001F600\n"}}))'
         let v = json!({"a": [1, 2.5, null, true], "b": {"c": "x\u{e9}\u{1F600}\n"}});
         let text = String::from_utf8(dumps(&v)).unwrap();
-        assert_eq!(text, r#"{"a": [1, 2.5, null, true], "b": {"c": "x\u00e9\ud83d\ude00\n"}}"#);
+        assert_eq!(
+            text,
+            r#"{"a": [1, 2.5, null, true], "b": {"c": "x\u00e9\ud83d\ude00\n"}}"#
+        );
     }
 }

@@ -53,8 +53,10 @@ impl std::fmt::Debug for CompiledSchema {
 impl CompiledSchema {
     /// Parses a schema text.
     pub fn parse(name: &str, text: &str) -> Result<Self, SchemaError> {
-        let schema = Schema::parse_str(text)
-            .map_err(|e| SchemaError::InvalidSchema { name: name.to_string(), reason: e.to_string() })?;
+        let schema = Schema::parse_str(text).map_err(|e| SchemaError::InvalidSchema {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Self::from_schema(schema))
     }
 
@@ -65,24 +67,37 @@ impl CompiledSchema {
                 .try_into()
                 .expect("a Rabin fingerprint has 8 bytes"),
         );
-        Self { schema, fingerprint, reader: OnceLock::new(), writer: OnceLock::new() }
+        Self {
+            schema,
+            fingerprint,
+            reader: OnceLock::new(),
+            writer: OnceLock::new(),
+        }
     }
 
     /// Reader for bodies written with exactly this schema, built once.
-    fn datum_reader(&'static self) -> Result<&'static GenericDatumReader<'static>, apache_avro::Error> {
+    fn datum_reader(
+        &'static self,
+    ) -> Result<&'static GenericDatumReader<'static>, apache_avro::Error> {
         if let Some(reader) = self.reader.get() {
             return Ok(reader);
         }
-        let reader = GenericDatumReader::builder(&self.schema).human_readable(false).build()?;
+        let reader = GenericDatumReader::builder(&self.schema)
+            .human_readable(false)
+            .build()?;
         Ok(self.reader.get_or_init(|| reader))
     }
 
     /// Writer of bodies with this schema, built once.
-    fn datum_writer(&'static self) -> Result<&'static GenericDatumWriter<'static>, apache_avro::Error> {
+    fn datum_writer(
+        &'static self,
+    ) -> Result<&'static GenericDatumWriter<'static>, apache_avro::Error> {
         if let Some(writer) = self.writer.get() {
             return Ok(writer);
         }
-        let writer = GenericDatumWriter::builder(&self.schema).human_readable(false).build()?;
+        let writer = GenericDatumWriter::builder(&self.schema)
+            .human_readable(false)
+            .build()?;
         Ok(self.writer.get_or_init(|| writer))
     }
 
@@ -101,13 +116,18 @@ macro_rules! avro_record {
     ($ty:ty, $file:literal, $name:literal) => {
         impl AvroRecord for $ty {
             const NAME: &'static str = $name;
-            const SCHEMA: &'static str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/", $file));
+            const SCHEMA: &'static str = include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../schemas/",
+                $file
+            ));
 
             fn compiled() -> &'static CompiledSchema {
                 static COMPILED: OnceLock<CompiledSchema> = OnceLock::new();
                 COMPILED.get_or_init(|| {
-                    CompiledSchema::parse(Self::NAME, Self::SCHEMA)
-                        .unwrap_or_else(|e| panic!("schemas/{} is committed and tested: {e}", $file))
+                    CompiledSchema::parse(Self::NAME, Self::SCHEMA).unwrap_or_else(|e| {
+                        panic!("schemas/{} is committed and tested: {e}", $file)
+                    })
                 })
             }
         }
@@ -116,15 +136,29 @@ macro_rules! avro_record {
 
 avro_record!(AgentEvent, "AgentEvent.avsc", "dora.events.AgentEvent");
 avro_record!(AgentHealth, "AgentHealth.avsc", "dora.events.AgentHealth");
-avro_record!(ComplianceReport, "ComplianceReport.avsc", "dora.events.ComplianceReport");
+avro_record!(
+    ComplianceReport,
+    "ComplianceReport.avsc",
+    "dora.events.ComplianceReport"
+);
 avro_record!(AuditEvent, "AuditEvent.avsc", "dora.events.AuditEvent");
 avro_record!(RiskAlert, "RiskAlert.avsc", "dora.events.RiskAlert");
 avro_record!(DeadLetter, "DeadLetter.avsc", "dora.events.DeadLetter");
 
 /// Appends the Avro binary encoding of `value` (its own schema, no framing) to `out`.
-pub fn encode_body<T: AvroRecord + Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), SchemaError> {
-    let encode_err = |e: apache_avro::Error| SchemaError::Encode { record: T::NAME.to_string(), reason: e.to_string() };
-    T::compiled().datum_writer().map_err(encode_err)?.write_ser(out, value).map_err(encode_err)?;
+pub fn encode_body<T: AvroRecord + Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), SchemaError> {
+    let encode_err = |e: apache_avro::Error| SchemaError::Encode {
+        record: T::NAME.to_string(),
+        reason: e.to_string(),
+    };
+    T::compiled()
+        .datum_writer()
+        .map_err(encode_err)?
+        .write_ser(out, value)
+        .map_err(encode_err)?;
     Ok(())
 }
 
@@ -137,32 +171,48 @@ pub const MAX_ALLOCATION_BYTES: usize = 64 << 20;
 /// Decodes an Avro body written with `writer` into `T`, resolving against
 /// `T`'s own schema when the writer's differs (added/removed fields with
 /// defaults, unknown enum symbols). The whole body must be consumed.
-pub fn decode_body<T: AvroRecord + DeserializeOwned>(writer: &CompiledSchema, body: &[u8]) -> Result<T, SchemaError> {
+pub fn decode_body<T: AvroRecord + DeserializeOwned>(
+    writer: &CompiledSchema,
+    body: &[u8],
+) -> Result<T, SchemaError> {
     apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
-    let invalid = |e: apache_avro::Error| SchemaError::InvalidAvro { reason: e.to_string() };
+    let invalid = |e: apache_avro::Error| SchemaError::InvalidAvro {
+        reason: e.to_string(),
+    };
     let mut rest = body;
     let own = T::compiled();
     let value = if writer.fingerprint == own.fingerprint {
         // same canonical schema, so the same binary layout: deserialize straight
         // from the bytes with the cached reader of T's own schema, no intermediate Value
-        own.datum_reader().map_err(invalid)?.read_deser::<T>(&mut rest).map_err(invalid)?
+        own.datum_reader()
+            .map_err(invalid)?
+            .read_deser::<T>(&mut rest)
+            .map_err(invalid)?
     } else {
         check_same_record::<T>(writer)?;
         let reader = GenericDatumReader::builder(&writer.schema)
             .reader_schema(T::schema())
             .human_readable(false)
             .build()
-            .map_err(|e| SchemaError::SchemaMismatch { reason: e.to_string() })?;
+            .map_err(|e| SchemaError::SchemaMismatch {
+                reason: e.to_string(),
+            })?;
         let resolved = reader.read_value(&mut rest).map_err(|e| {
             if is_malformed_input(&e) {
                 invalid(e)
             } else {
                 SchemaError::SchemaMismatch {
-                    reason: format!("writer schema {} cannot be read as {}: {e}", writer_name(writer), T::NAME),
+                    reason: format!(
+                        "writer schema {} cannot be read as {}: {e}",
+                        writer_name(writer),
+                        T::NAME
+                    ),
                 }
             }
         })?;
-        apache_avro::from_value::<T>(&resolved).map_err(|e| SchemaError::SchemaMismatch { reason: e.to_string() })?
+        apache_avro::from_value::<T>(&resolved).map_err(|e| SchemaError::SchemaMismatch {
+            reason: e.to_string(),
+        })?
     };
     if !rest.is_empty() {
         return Err(SchemaError::InvalidAvro {
@@ -201,6 +251,8 @@ fn check_same_record<T: AvroRecord>(writer: &CompiledSchema) -> Result<(), Schem
     if name == T::NAME {
         Ok(())
     } else {
-        Err(SchemaError::SchemaMismatch { reason: format!("value was written as {name}, expected {}", T::NAME) })
+        Err(SchemaError::SchemaMismatch {
+            reason: format!("value was written as {name}, expected {}", T::NAME),
+        })
     }
 }

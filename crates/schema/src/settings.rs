@@ -57,16 +57,27 @@ mod tests {
         assert!(s.registry.username.is_none() && s.registry.password.is_none());
 
         let vars = [
-            ("DORA_REGISTRY__URL".to_string(), "http://registry:8081".to_string()),
+            (
+                "DORA_REGISTRY__URL".to_string(),
+                "http://registry:8081".to_string(),
+            ),
             ("DORA_REGISTRY__USERNAME".to_string(), "svc".to_string()),
-            ("DORA_REGISTRY__PASSWORD".to_string(), "pw-not-printed".to_string()),
+            (
+                "DORA_REGISTRY__PASSWORD".to_string(),
+                "pw-not-printed".to_string(),
+            ),
         ];
         let s: Settings = dora_config::load_from(&vars).unwrap();
         assert_eq!(s.registry.url, "http://registry:8081");
         assert_eq!(s.registry.username.as_deref(), Some("svc"));
         use dora_config::ExposeSecret;
-        assert_eq!(s.registry.password.as_ref().unwrap().expose_secret(), "pw-not-printed");
+        assert_eq!(
+            s.registry.password.as_ref().unwrap().expose_secret(),
+            "pw-not-printed"
+        );
         assert!(!format!("{s:?}").contains("pw-not-printed"));
-        assert!(!serde_json::to_string(&s).unwrap().contains("pw-not-printed"));
+        assert!(!serde_json::to_string(&s)
+            .unwrap()
+            .contains("pw-not-printed"));
     }
 }

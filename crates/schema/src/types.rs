@@ -349,7 +349,8 @@ pub mod json_text {
             Value::deserialize(deserializer)
         } else {
             let text = <Cow<'de, str>>::deserialize(deserializer)?;
-            serde_json::from_str(&text).map_err(|e| D::Error::custom(format!("field holds invalid JSON text: {e}")))
+            serde_json::from_str(&text)
+                .map_err(|e| D::Error::custom(format!("field holds invalid JSON text: {e}")))
         }
     }
 }
@@ -358,11 +359,16 @@ pub mod json_text {
 mod opt_bytes {
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        value: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serde_bytes::serialize(value, serializer)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         serde_bytes::deserialize(deserializer)
     }
 }
@@ -390,8 +396,10 @@ pub mod message_bytes {
         if deserializer.is_human_readable() {
             let json = Value::deserialize(deserializer)?;
             if let Value::Array(items) = &json {
-                let bytes: Option<Vec<u8>> =
-                    items.iter().map(|v| v.as_u64().and_then(|n| u8::try_from(n).ok())).collect();
+                let bytes: Option<Vec<u8>> = items
+                    .iter()
+                    .map(|v| v.as_u64().and_then(|n| u8::try_from(n).ok()))
+                    .collect();
                 if let (Some(bytes), false) = (bytes, items.is_empty()) {
                     if serde_json::from_slice::<Value>(&bytes).is_err() {
                         // our own JSON form of non-JSON bytes

@@ -16,7 +16,9 @@ use serde::Serialize;
 /// A newer AgentEvent writer schema, to exercise the resolution path.
 fn newer_writer() -> &'static CompiledSchema {
     static C: OnceLock<CompiledSchema> = OnceLock::new();
-    C.get_or_init(|| CompiledSchema::parse("v2", include_str!("fixtures/AgentEventV2.avsc")).unwrap())
+    C.get_or_init(|| {
+        CompiledSchema::parse("v2", include_str!("fixtures/AgentEventV2.avsc")).unwrap()
+    })
 }
 
 fn decode_everything(bytes: &[u8]) {
@@ -66,7 +68,11 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1..=255u8).prop_map(|(i, x)| Mutation::Flip(i, x)),
         any::<usize>().prop_map(Mutation::Cut),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..12)).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..12)
+        )
+            .prop_map(|(i, b)| Mutation::Insert(i, b)),
     ]
 }
 
@@ -91,8 +97,15 @@ fn apply(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 }
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1024);
-    ProptestConfig { cases, max_shrink_iters: 2048, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1024);
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 2048,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
@@ -113,14 +126,27 @@ proptest! {
 #[test]
 fn codec_decode_never_panics_on_arbitrary_bytes() {
     // the codec's own path: framing, then JSON or the (unreachable) registry
-    let codec = Codec::new(&RegistrySettings { url: "http://127.0.0.1:9".into(), ..Default::default() }).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 256, ..config() });
+    let codec = Codec::new(&RegistrySettings {
+        url: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 256,
+        ..config()
+    });
     runner
         .run(&proptest::collection::vec(any::<u8>(), 0..64), |bytes| {
             if let Err(e) = rt.block_on(codec.decode::<AgentEvent>("agent-events", &bytes)) {
                 // only the registry lookup may be retryable
-                prop_assert_eq!(e.is_retryable(), matches!(e, SchemaError::RegistryUnavailable { .. }));
+                prop_assert_eq!(
+                    e.is_retryable(),
+                    matches!(e, SchemaError::RegistryUnavailable { .. })
+                );
             }
             Ok(())
         })

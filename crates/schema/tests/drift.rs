@@ -21,7 +21,9 @@ fn avsc_fields(schema: &str) -> Vec<AvscField> {
         .iter()
         .map(|f| AvscField {
             name: f["name"].as_str().unwrap().to_string(),
-            nullable: f["type"].as_array().is_some_and(|u| u.iter().any(|t| t == "null")),
+            nullable: f["type"]
+                .as_array()
+                .is_some_and(|u| u.iter().any(|t| t == "null")),
         })
         .collect()
 }
@@ -31,9 +33,19 @@ fn avsc_enums(v: &Value, out: &mut Vec<(String, Vec<String>)>) {
     match v {
         Value::Object(o) => {
             if o.get("type") == Some(&Value::from("enum")) {
-                let symbols = o["symbols"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+                let symbols = o["symbols"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect();
                 out.push((o["name"].as_str().unwrap().to_string(), symbols));
-                assert_eq!(o.get("default"), Some(&Value::from("UNKNOWN")), "enum {} needs default UNKNOWN", o["name"]);
+                assert_eq!(
+                    o.get("default"),
+                    Some(&Value::from("UNKNOWN")),
+                    "enum {} needs default UNKNOWN",
+                    o["name"]
+                );
             }
             o.values().for_each(|x| avsc_enums(x, out));
         }
@@ -60,25 +72,60 @@ fn check<T: AvroRecord + Serialize>(full: &T, minimal: &T) {
     let full_json = serde_json::to_value(full).unwrap();
     let rust_names: Vec<&String> = full_json.as_object().unwrap().keys().collect();
     let avsc_names: Vec<&String> = fields.iter().map(|f| &f.name).collect();
-    assert_eq!(rust_names, avsc_names, "{}: field names/order differ between Rust and .avsc", T::NAME);
+    assert_eq!(
+        rust_names,
+        avsc_names,
+        "{}: field names/order differ between Rust and .avsc",
+        T::NAME
+    );
 
-    let nulls_in_full: Vec<&String> = full_json.as_object().unwrap().iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k).collect();
-    assert!(nulls_in_full.is_empty(), "{}: the full sample must set every optional field: {nulls_in_full:?}", T::NAME);
+    let nulls_in_full: Vec<&String> = full_json
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        nulls_in_full.is_empty(),
+        "{}: the full sample must set every optional field: {nulls_in_full:?}",
+        T::NAME
+    );
     let minimal_json = serde_json::to_value(minimal).unwrap();
-    let rust_optional: Vec<&String> =
-        minimal_json.as_object().unwrap().iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k).collect();
-    let avsc_optional: Vec<&String> = fields.iter().filter(|f| f.nullable).map(|f| &f.name).collect();
-    assert_eq!(rust_optional, avsc_optional, "{}: Option fields differ from nullable .avsc fields", T::NAME);
+    let rust_optional: Vec<&String> = minimal_json
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k)
+        .collect();
+    let avsc_optional: Vec<&String> = fields
+        .iter()
+        .filter(|f| f.nullable)
+        .map(|f| &f.name)
+        .collect();
+    assert_eq!(
+        rust_optional,
+        avsc_optional,
+        "{}: Option fields differ from nullable .avsc fields",
+        T::NAME
+    );
 
     let mut enums = Vec::new();
     avsc_enums(&serde_json::from_str(T::SCHEMA).unwrap(), &mut enums);
     for (name, symbols) in enums {
-        assert_eq!(rust_symbols(&name), symbols, "{}: enum {name} symbols differ", T::NAME);
+        assert_eq!(
+            rust_symbols(&name),
+            symbols,
+            "{}: enum {name} symbols differ",
+            T::NAME
+        );
     }
 
     for sample in [full, minimal] {
         let mut body = Vec::new();
-        encode_body(sample, &mut body).unwrap_or_else(|e| panic!("{}: sample does not fit the schema: {e}", T::NAME));
+        encode_body(sample, &mut body)
+            .unwrap_or_else(|e| panic!("{}: sample does not fit the schema: {e}", T::NAME));
     }
 }
 
@@ -94,7 +141,10 @@ fn agent_health() {
 
 #[test]
 fn compliance_report() {
-    check(&common::compliance_report(), &common::compliance_report_minimal());
+    check(
+        &common::compliance_report(),
+        &common::compliance_report_minimal(),
+    );
 }
 
 #[test]
@@ -112,8 +162,18 @@ fn dead_letter() {
     check(&common::dead_letter(), &common::dead_letter_minimal());
     // the nested header record too
     let v: Value = serde_json::from_str(DeadLetter::SCHEMA).unwrap();
-    let header = &v["fields"].as_array().unwrap().iter().find(|f| f["name"] == "originalHeaders").unwrap()["type"]["items"];
-    let names: Vec<&str> = header["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let header = &v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "originalHeaders")
+        .unwrap()["type"]["items"];
+    let names: Vec<&str> = header["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     let rust = serde_json::to_value(&common::dead_letter().original_headers[0]).unwrap();
     assert_eq!(rust.as_object().unwrap().keys().collect::<Vec<_>>(), names);
 }
@@ -122,7 +182,11 @@ fn dead_letter() {
 fn record_names_match_schemas() {
     fn name_of<T: AvroRecord>() -> String {
         let v: Value = serde_json::from_str(T::SCHEMA).unwrap();
-        format!("{}.{}", v["namespace"].as_str().unwrap(), v["name"].as_str().unwrap())
+        format!(
+            "{}.{}",
+            v["namespace"].as_str().unwrap(),
+            v["name"].as_str().unwrap()
+        )
     }
     assert_eq!(name_of::<AgentEvent>(), AgentEvent::NAME);
     assert_eq!(name_of::<AgentHealth>(), AgentHealth::NAME);

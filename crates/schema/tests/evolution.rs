@@ -18,7 +18,9 @@ fn schemas_dir() -> PathBuf {
 fn check_backward(released: &Schema, candidate: &Schema) -> Result<(), String> {
     match SchemaCompatibility::can_read(released, candidate) {
         Ok(Compatibility::Full) => Ok(()),
-        Ok(Compatibility::Partial) => Err("only partially compatible (enum symbols or union branches lost)".into()),
+        Ok(Compatibility::Partial) => {
+            Err("only partially compatible (enum symbols or union branches lost)".into())
+        }
         Err(e) => Err(e.to_string()),
     }
 }
@@ -40,15 +42,27 @@ fn every_schema_reads_every_released_version() {
         let current = parse(&std::fs::read_to_string(&path).unwrap());
         let baseline_dir = schemas_dir().join("baseline").join(&name);
         let versions: Vec<PathBuf> = std::fs::read_dir(&baseline_dir)
-            .unwrap_or_else(|e| panic!("{name}: no baseline directory {}: {e}", baseline_dir.display()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{name}: no baseline directory {}: {e}",
+                    baseline_dir.display()
+                )
+            })
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("avsc"))
             .collect();
-        assert!(!versions.is_empty(), "{name}: no released version in {}", baseline_dir.display());
+        assert!(
+            !versions.is_empty(),
+            "{name}: no released version in {}",
+            baseline_dir.display()
+        );
         for version in versions {
             let released = parse(&std::fs::read_to_string(&version).unwrap());
             check_backward(&released, &current).unwrap_or_else(|e| {
-                panic!("schemas/{name}.avsc cannot read data written with {}: {e}", version.display())
+                panic!(
+                    "schemas/{name}.avsc cannot read data written with {}: {e}",
+                    version.display()
+                )
             });
             checked += 1;
         }
@@ -57,7 +71,14 @@ fn every_schema_reads_every_released_version() {
     current_names.sort();
     assert_eq!(
         current_names,
-        ["AgentEvent", "AgentHealth", "AuditEvent", "ComplianceReport", "DeadLetter", "RiskAlert"],
+        [
+            "AgentEvent",
+            "AgentHealth",
+            "AuditEvent",
+            "ComplianceReport",
+            "DeadLetter",
+            "RiskAlert"
+        ],
         "every record has a schema file"
     );
     assert!(checked >= 6);
@@ -92,7 +113,8 @@ fn released() -> Schema {
 
 #[test]
 fn adding_an_optional_field_with_default_passes() {
-    let candidate = edited(|f| f.push(json!({"name": "priority", "type": ["null", "int"], "default": null})));
+    let candidate =
+        edited(|f| f.push(json!({"name": "priority", "type": ["null", "int"], "default": null})));
     check_backward(&released(), &candidate).unwrap();
 }
 
@@ -138,8 +160,14 @@ fn a_newer_enum_symbol_reads_as_unknown_and_a_newer_field_is_dropped() {
     // a newer writer: one more EventType symbol and one more optional field
     let mut v: Value = serde_json::from_str(AgentEvent::SCHEMA).unwrap();
     let fields = v["fields"].as_array_mut().unwrap();
-    let event_type = fields.iter_mut().find(|f| f["name"] == "eventType").unwrap();
-    event_type["type"]["symbols"].as_array_mut().unwrap().insert(0, json!("PAUSED"));
+    let event_type = fields
+        .iter_mut()
+        .find(|f| f["name"] == "eventType")
+        .unwrap();
+    event_type["type"]["symbols"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, json!("PAUSED"));
     fields.push(json!({"name": "priority", "type": ["null", "int"], "default": null}));
     let writer = CompiledSchema::parse("newer", &v.to_string()).unwrap();
 
@@ -153,7 +181,10 @@ fn a_newer_enum_symbol_reads_as_unknown_and_a_newer_field_is_dropped() {
         ("version".into(), Avro::String("2.0.0".into())),
         ("message".into(), Avro::Union(0, Box::new(Avro::Null))),
         ("metadata".into(), Avro::String(r#"{"k":[1,2]}"#.into())),
-        ("taskId".into(), Avro::Union(1, Box::new(Avro::String("t-1".into())))),
+        (
+            "taskId".into(),
+            Avro::Union(1, Box::new(Avro::String("t-1".into()))),
+        ),
         ("priority".into(), Avro::Union(1, Box::new(Avro::Int(9)))),
     ]);
     let body = apache_avro::writer::datum::GenericDatumWriter::builder(writer.schema())

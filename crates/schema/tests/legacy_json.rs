@@ -66,8 +66,14 @@ fn send_task_completion_keeps_nested_result_summary() {
     assert_eq!(e.task_id.as_deref(), Some("task-0001"));
     let summary = &e.metadata["result_summary"];
     assert_eq!(summary["articles"]["9"], json!(null));
-    assert_eq!(summary["findings"][0]["text"], json!("Zugriffsrechte \u{fc}berpr\u{fc}fen \u{2713}"));
-    assert_eq!(summary["findings"][1]["big"].as_u64(), Some(12_345_678_901_234_567_890));
+    assert_eq!(
+        summary["findings"][0]["text"],
+        json!("Zugriffsrechte \u{fc}berpr\u{fc}fen \u{2713}")
+    );
+    assert_eq!(
+        summary["findings"][1]["big"].as_u64(),
+        Some(12_345_678_901_234_567_890)
+    );
     assert_eq!(summary["complete"], json!(true));
     // the free-form JSON survives Avro unchanged, key order included
     let mut body = Vec::new();
@@ -102,13 +108,21 @@ fn send_risk_assessment_with_and_without_score() {
     assert_eq!(r.data["factors"]["third_party"], json!(0.9));
 
     let r: ComplianceReport = decode_json(fixture!("send_risk_assessment_without_score")).unwrap();
-    assert_eq!(r.risk_score, None, "risk_data.get('overall_score') was None -> null");
+    assert_eq!(
+        r.risk_score, None,
+        "risk_data.get('overall_score') was None -> null"
+    );
     assert_eq!(r.risk_level, None);
     assert_eq!(r.data, json!({"factors": {}, "notes": "score pending"}));
 
-    let r: ComplianceReport = decode_json(fixture!("send_risk_assessment_int_score_lowercase_level")).unwrap();
+    let r: ComplianceReport =
+        decode_json(fixture!("send_risk_assessment_int_score_lowercase_level")).unwrap();
     assert_eq!(r.risk_score, Some(1.0), "a Python int score is a double");
-    assert_eq!(r.risk_level, Some(RiskLevel::Critical), "lower-case level accepted");
+    assert_eq!(
+        r.risk_level,
+        Some(RiskLevel::Critical),
+        "lower-case level accepted"
+    );
 }
 
 #[test]
@@ -131,7 +145,10 @@ fn send_user_activity_with_and_without_details() {
     );
     let a: AuditEvent = decode_json(fixture!("send_user_activity_no_details")).unwrap();
     assert_eq!(a.details, json!({}));
-    assert_eq!((a.ip_address, a.user_agent, a.session_id), (None, None, None));
+    assert_eq!(
+        (a.ip_address, a.user_agent, a.session_id),
+        (None, None, None)
+    );
 }
 
 #[test]
@@ -143,7 +160,11 @@ fn dlq_handler_payload_rebuilds_the_original_bytes() {
     assert_eq!(d.retry_count, 2);
     assert_eq!(d.processing_attempts, 3);
     assert_eq!(d.timestamp, 1_795_771_815_456);
-    assert_eq!((d.original_partition, d.original_offset), (-1, -1), "the seed does not record the position");
+    assert_eq!(
+        (d.original_partition, d.original_offset),
+        (-1, -1),
+        "the seed does not record the position"
+    );
     assert_eq!(d.original_key, None);
     assert!(d.original_headers.is_empty());
     assert_eq!(d.failed_by, "unknown");
@@ -155,17 +176,34 @@ fn dlq_handler_payload_rebuilds_the_original_bytes() {
     let d: DeadLetter = decode_json(fixture!("dlq_with_id")).unwrap();
     assert_eq!(d.error_type, "KeyError");
     assert_eq!(d.error_message, "'userId'");
-    assert_eq!(d.original_message, br#"{"id": "msg-1", "note": "caf\u00e9"}"#);
+    assert_eq!(
+        d.original_message,
+        br#"{"id": "msg-1", "note": "caf\u00e9"}"#
+    );
 }
 
 #[test]
 fn seed_payloads_decode_through_the_codec_too() {
     // no registry is contacted for JSON: the codec is built against a closed port
-    let codec = Codec::new(&RegistrySettings { url: "http://127.0.0.1:9".into(), ..Default::default() }).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let e: AgentEvent = rt.block_on(codec.decode("agent-events", fixture!("send_event_full"))).unwrap();
-    assert_eq!(e, decode_json::<AgentEvent>(fixture!("send_event_full")).unwrap());
-    let r: ComplianceReport = rt.block_on(codec.decode("risk-assessments", fixture!("send_risk_assessment"))).unwrap();
+    let codec = Codec::new(&RegistrySettings {
+        url: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e: AgentEvent = rt
+        .block_on(codec.decode("agent-events", fixture!("send_event_full")))
+        .unwrap();
+    assert_eq!(
+        e,
+        decode_json::<AgentEvent>(fixture!("send_event_full")).unwrap()
+    );
+    let r: ComplianceReport = rt
+        .block_on(codec.decode("risk-assessments", fixture!("send_risk_assessment")))
+        .unwrap();
     assert_eq!(r.risk_level, Some(RiskLevel::High));
 }
 
@@ -175,7 +213,10 @@ fn unknown_enum_strings_decode_to_unknown() {
     v["eventType"] = json!("REBOOTING");
     v["status"] = json!("SLEEPY");
     let e: AgentEvent = decode_json(v.to_string().as_bytes()).unwrap();
-    assert_eq!((e.event_type, e.status), (EventType::Unknown, AgentStatus::Unknown));
+    assert_eq!(
+        (e.event_type, e.status),
+        (EventType::Unknown, AgentStatus::Unknown)
+    );
 }
 
 #[test]
@@ -183,13 +224,19 @@ fn missing_field_is_named() {
     let mut v: serde_json::Value = serde_json::from_slice(fixture!("send_event_full")).unwrap();
     v.as_object_mut().unwrap().remove("agentId");
     let err = decode_json::<AgentEvent>(v.to_string().as_bytes()).unwrap_err();
-    assert!(matches!(&err, SchemaError::MissingField { field } if field == "agentId"), "{err:?}");
+    assert!(
+        matches!(&err, SchemaError::MissingField { field } if field == "agentId"),
+        "{err:?}"
+    );
     assert!(!err.is_retryable());
 
     let d = json!({"originalTopic": "t", "originalMessage": {}, "originalHeaders": [{"value": null}],
                    "errorMessage": "e", "errorType": "E", "retryCount": 0, "processingAttempts": 1, "timestamp": 1});
     let err = decode_json::<DeadLetter>(d.to_string().as_bytes()).unwrap_err();
-    assert!(matches!(&err, SchemaError::MissingField { field } if field == "originalHeaders[0].key"), "{err:?}");
+    assert!(
+        matches!(&err, SchemaError::MissingField { field } if field == "originalHeaders[0].key"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -205,29 +252,59 @@ fn ill_typed_field_is_named() {
         other => panic!("expected IllTypedField, got {other:?}"),
     }
     let err = decode_json::<AgentEvent>(b"[1, 2]").unwrap_err();
-    assert!(matches!(&err, SchemaError::IllTypedField { field, .. } if field == "$"), "{err:?}");
+    assert!(
+        matches!(&err, SchemaError::IllTypedField { field, .. } if field == "$"),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn invalid_json_is_invalid_json() {
     let trailing = [fixture!("send_event_full"), b" trailing"].concat();
-    for bad in [&b"{\"eventId\": "[..], b"{not json}", &trailing, b"\xff\xfe", b"", b"   "] {
+    for bad in [
+        &b"{\"eventId\": "[..],
+        b"{not json}",
+        &trailing,
+        b"\xff\xfe",
+        b"",
+        b"   ",
+    ] {
         let err = decode_json::<AgentEvent>(bad).unwrap_err();
-        assert!(matches!(err, SchemaError::InvalidJson { .. }), "{:?} -> {err:?}", String::from_utf8_lossy(bad));
+        assert!(
+            matches!(err, SchemaError::InvalidJson { .. }),
+            "{:?} -> {err:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
 #[test]
 fn neither_avro_nor_json_is_rejected_by_the_codec() {
-    let codec = Codec::new(&RegistrySettings { url: "http://127.0.0.1:9".into(), ..Default::default() }).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let decode = |bytes: &[u8]| rt.block_on(codec.decode::<AgentEvent>("agent-events", bytes)).unwrap_err();
+    let codec = Codec::new(&RegistrySettings {
+        url: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let decode = |bytes: &[u8]| {
+        rt.block_on(codec.decode::<AgentEvent>("agent-events", bytes))
+            .unwrap_err()
+    };
 
     let err = decode(b"\x07garbage");
-    assert!(matches!(err, SchemaError::UnknownMagicByte { byte: 7 }), "{err:?}");
+    assert!(
+        matches!(err, SchemaError::UnknownMagicByte { byte: 7 }),
+        "{err:?}"
+    );
     assert!(!err.is_retryable());
     let err = decode(b"hello");
-    assert!(matches!(err, SchemaError::UnknownMagicByte { byte: b'h' }), "{err:?}");
+    assert!(
+        matches!(err, SchemaError::UnknownMagicByte { byte: b'h' }),
+        "{err:?}"
+    );
     let err = decode(&[0, 0, 1]);
     assert!(matches!(err, SchemaError::Truncated { len: 3 }), "{err:?}");
     let err = decode(b"");
@@ -237,9 +314,17 @@ fn neither_avro_nor_json_is_rejected_by_the_codec() {
 
     // Avro whose writer schema cannot be fetched: retryable, never dead-lettered
     let err = decode(&[0, 0, 0, 0, 1, 2]);
-    assert!(matches!(err, SchemaError::RegistryUnavailable { .. }), "{err:?}");
+    assert!(
+        matches!(err, SchemaError::RegistryUnavailable { .. }),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
     let located = err.with_context("agent-events", 2, 99);
     assert!(located.is_retryable());
-    assert!(located.to_string().starts_with("agent-events[2]@99: schema registry unavailable"), "{located}");
+    assert!(
+        located
+            .to_string()
+            .starts_with("agent-events[2]@99: schema registry unavailable"),
+        "{located}"
+    );
 }

@@ -17,7 +17,10 @@ fn registry_url() -> String {
 }
 
 fn settings(url: String) -> RegistrySettings {
-    RegistrySettings { url, ..RegistrySettings::default() }
+    RegistrySettings {
+        url,
+        ..RegistrySettings::default()
+    }
 }
 
 fn codec() -> Codec {
@@ -91,7 +94,10 @@ fn v2_fixture_is_the_current_schema_plus_one_optional_field() {
     let added = v2["fields"].as_array_mut().unwrap().pop().unwrap();
     assert_eq!(added["name"], "priority");
     assert_eq!(added["default"], serde_json::Value::Null);
-    assert_eq!(v2, serde_json::from_str::<serde_json::Value>(AgentEvent::SCHEMA).unwrap());
+    assert_eq!(
+        v2,
+        serde_json::from_str::<serde_json::Value>(AgentEvent::SCHEMA).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -99,24 +105,44 @@ async fn register_is_idempotent_and_sets_backward_transitive() {
     let topic = topic("register");
     let codec = codec();
     let id = codec.register::<AgentEvent>(&topic).await.unwrap();
-    assert_eq!(codec.register::<AgentEvent>(&topic).await.unwrap(), id, "cached");
-    assert_eq!(crate::codec().register::<AgentEvent>(&topic).await.unwrap(), id, "registry answers the same id");
+    assert_eq!(
+        codec.register::<AgentEvent>(&topic).await.unwrap(),
+        id,
+        "cached"
+    );
+    assert_eq!(
+        crate::codec().register::<AgentEvent>(&topic).await.unwrap(),
+        id,
+        "registry answers the same id"
+    );
 
-    let config: serde_json::Value = reqwest::get(format!("{}/config/{}", registry_url(), value_subject(&topic)))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config: serde_json::Value = reqwest::get(format!(
+        "{}/config/{}",
+        registry_url(),
+        value_subject(&topic)
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(config["compatibilityLevel"], COMPATIBILITY, "{config}");
 
-    let versions: Vec<u32> = reqwest::get(format!("{}/subjects/{}/versions", registry_url(), value_subject(&topic)))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(versions.len(), 1, "registering twice made one version: {versions:?}");
+    let versions: Vec<u32> = reqwest::get(format!(
+        "{}/subjects/{}/versions",
+        registry_url(),
+        value_subject(&topic)
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        versions.len(),
+        1,
+        "registering twice made one version: {versions:?}"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +165,13 @@ async fn encode_then_decode_by_id_with_a_cold_cache() {
 
     check(&writer, &reader, "agent-events", common::agent_event()).await;
     check(&writer, &reader, "agent-health", common::agent_health()).await;
-    check(&writer, &reader, "risk-assessments", common::compliance_report()).await;
+    check(
+        &writer,
+        &reader,
+        "risk-assessments",
+        common::compliance_report(),
+    )
+    .await;
     check(&writer, &reader, "user-activities", common::audit_event()).await;
     check(&writer, &reader, "risk-alerts", common::risk_alert()).await;
     check(&writer, &reader, "agent-events-dlq", common::dead_letter()).await;
@@ -157,7 +189,11 @@ async fn newer_writer_is_read_by_older_reader() {
     let sent = AgentEventV2::from_v1(common::agent_event(), Some(5));
     let bytes = new.encode(&topic, &sent).await.unwrap();
     let read: AgentEvent = old.decode(&topic, &bytes).await.unwrap();
-    assert_eq!(read, common::agent_event(), "the old reader drops the new field and keeps the rest");
+    assert_eq!(
+        read,
+        common::agent_event(),
+        "the old reader drops the new field and keeps the rest"
+    );
 }
 
 #[tokio::test]
@@ -168,7 +204,11 @@ async fn older_writer_is_read_by_newer_reader() {
     let bytes = old.encode(&topic, &common::agent_event()).await.unwrap();
     new.register::<AgentEventV2>(&topic).await.unwrap();
     let read: AgentEventV2 = new.decode(&topic, &bytes).await.unwrap();
-    assert_eq!(read, AgentEventV2::from_v1(common::agent_event(), None), "the new field takes its default");
+    assert_eq!(
+        read,
+        AgentEventV2::from_v1(common::agent_event(), None),
+        "the new field takes its default"
+    );
 }
 
 #[tokio::test]
@@ -176,10 +216,17 @@ async fn registry_rejects_an_incompatible_schema_and_says_so() {
     let topic = topic("incompatible");
     let codec = codec();
     codec.register::<AgentEvent>(&topic).await.unwrap();
-    let err = codec.register::<AgentEventIncompatible>(&topic).await.unwrap_err();
+    let err = codec
+        .register::<AgentEventIncompatible>(&topic)
+        .await
+        .unwrap_err();
     assert!(!err.is_retryable());
     match &err {
-        SchemaError::IncompatibleSchema { subject, record, reason } => {
+        SchemaError::IncompatibleSchema {
+            subject,
+            record,
+            reason,
+        } => {
             assert_eq!(subject, &value_subject(&topic));
             assert_eq!(record, "dora.events.AgentEvent");
             assert!(reason.to_lowercase().contains("incompatible"), "{reason}");
@@ -187,14 +234,23 @@ async fn registry_rejects_an_incompatible_schema_and_says_so() {
         other => panic!("expected IncompatibleSchema, got {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("incompatible") && text.contains(&value_subject(&topic)), "{text}");
+    assert!(
+        text.contains("incompatible") && text.contains(&value_subject(&topic)),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn unknown_schema_id_is_permanent() {
     let frame = [MAGIC_BYTE, 0x7f, 0xff, 0xff, 0xf0, 0x02];
-    let err = codec().decode::<AgentEvent>("agent-events", &frame).await.unwrap_err();
-    assert!(matches!(err, SchemaError::UnknownSchemaId { id: 0x7fff_fff0 }), "{err:?}");
+    let err = codec()
+        .decode::<AgentEvent>("agent-events", &frame)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SchemaError::UnknownSchemaId { id: 0x7fff_fff0 }),
+        "{err:?}"
+    );
     assert!(!err.is_retryable());
 }
 
@@ -203,7 +259,10 @@ async fn a_value_of_another_record_is_a_schema_mismatch() {
     let codec = codec();
     let topic = topic("mismatch");
     let bytes = codec.encode(&topic, &common::risk_alert()).await.unwrap();
-    let err = codec.decode::<AgentEvent>(&topic, &bytes).await.unwrap_err();
+    let err = codec
+        .decode::<AgentEvent>(&topic, &bytes)
+        .await
+        .unwrap_err();
     assert!(matches!(err, SchemaError::SchemaMismatch { .. }), "{err:?}");
 }
 
@@ -243,18 +302,24 @@ impl CuttableProxy {
         for t in tasks {
             let _ = t.await;
         }
-        assert!(TcpStream::connect(self.addr).await.is_err(), "proxy still accepts connections");
+        assert!(
+            TcpStream::connect(self.addr).await.is_err(),
+            "proxy still accepts connections"
+        );
     }
 }
 
 #[tokio::test]
 async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
     let url = reqwest::Url::parse(&registry_url()).unwrap();
-    let upstream = tokio::net::lookup_host((url.host_str().unwrap(), url.port_or_known_default().unwrap()))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
+    let upstream = tokio::net::lookup_host((
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap(),
+    ))
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
     let proxy = CuttableProxy::start(upstream).await;
     let mut via_proxy = url.clone();
     via_proxy.set_port(Some(proxy.addr.port())).unwrap();
@@ -263,7 +328,13 @@ async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
 
     let topic = topic("outage");
     // another producer wrote a value with a newer schema; our codec has to fetch it once
-    let other_bytes = codec().encode(&topic, &AgentEventV2::from_v1(common::agent_event(), Some(1))).await.unwrap();
+    let other_bytes = codec()
+        .encode(
+            &topic,
+            &AgentEventV2::from_v1(common::agent_event(), Some(1)),
+        )
+        .await
+        .unwrap();
 
     let warm = Codec::new(&settings(via_proxy.clone())).unwrap();
     let own_bytes = warm.encode(&topic, &common::agent_event()).await.unwrap();
@@ -272,7 +343,10 @@ async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
     proxy.cut().await;
 
     // after warm-up: no registry needed
-    assert_eq!(warm.encode(&topic, &common::agent_event()).await.unwrap(), own_bytes);
+    assert_eq!(
+        warm.encode(&topic, &common::agent_event()).await.unwrap(),
+        own_bytes
+    );
     let read: AgentEvent = warm.decode(&topic, &own_bytes).await.unwrap();
     assert_eq!(read, common::agent_event());
     let read: AgentEvent = warm.clone().decode(&topic, &other_bytes).await.unwrap();
@@ -280,8 +354,14 @@ async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
 
     // what is not cached fails as retryable, not as a bad message
     let cold = Codec::new(&settings(via_proxy)).unwrap();
-    let err = cold.decode::<AgentEvent>(&topic, &own_bytes).await.unwrap_err();
-    assert!(matches!(err, SchemaError::RegistryUnavailable { .. }), "{err:?}");
+    let err = cold
+        .decode::<AgentEvent>(&topic, &own_bytes)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SchemaError::RegistryUnavailable { .. }),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
     let err = warm.register::<RiskAlert>(&topic).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");

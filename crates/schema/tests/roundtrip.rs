@@ -13,7 +13,8 @@ where
 {
     let mut body = Vec::new();
     encode_body(value, &mut body).unwrap_or_else(|e| panic!("encode {}: {e}", T::NAME));
-    let back: T = decode_body(T::compiled(), &body).unwrap_or_else(|e| panic!("decode {}: {e}", T::NAME));
+    let back: T =
+        decode_body(T::compiled(), &body).unwrap_or_else(|e| panic!("decode {}: {e}", T::NAME));
     assert_eq!(&back, value, "{} changed on the way through Avro", T::NAME);
 
     let framed = encode_framed(77, value).unwrap();
@@ -28,7 +29,11 @@ fn agent_event() {
     roundtrip(&common::agent_event_minimal());
     for &event_type in EventType::ALL {
         for &status in AgentStatus::ALL {
-            roundtrip(&AgentEvent { event_type, status, ..common::agent_event() });
+            roundtrip(&AgentEvent {
+                event_type,
+                status,
+                ..common::agent_event()
+            });
         }
     }
 }
@@ -45,7 +50,11 @@ fn compliance_report() {
     roundtrip(&common::compliance_report_minimal());
     for &level in RiskLevel::ALL {
         for &report_type in ReportType::ALL {
-            roundtrip(&ComplianceReport { risk_level: Some(level), report_type, ..common::compliance_report() });
+            roundtrip(&ComplianceReport {
+                risk_level: Some(level),
+                report_type,
+                ..common::compliance_report()
+            });
         }
     }
 }
@@ -66,8 +75,15 @@ fn dead_letter_keeps_bytes_exact() {
     roundtrip(&common::dead_letter());
     roundtrip(&common::dead_letter_minimal());
     // every byte value, and an empty value
-    roundtrip(&DeadLetter { original_message: (0..=255).collect(), ..common::dead_letter() });
-    roundtrip(&DeadLetter { original_message: vec![], original_key: Some(vec![]), ..common::dead_letter() });
+    roundtrip(&DeadLetter {
+        original_message: (0..=255).collect(),
+        ..common::dead_letter()
+    });
+    roundtrip(&DeadLetter {
+        original_message: vec![],
+        original_key: Some(vec![]),
+        ..common::dead_letter()
+    });
 }
 
 #[test]
@@ -85,13 +101,19 @@ fn any_json_value_roundtrips_in_free_form_fields() {
         json!([1, "two", null, [3], {"four": 4}]),
         json!({"z": 1, "a": 2, "m": {"y": [], "b": {}}}),
     ] {
-        let e = AgentEvent { metadata: metadata.clone(), ..common::agent_event() };
+        let e = AgentEvent {
+            metadata: metadata.clone(),
+            ..common::agent_event()
+        };
         let mut body = Vec::new();
         encode_body(&e, &mut body).unwrap();
         let back: AgentEvent = decode_body(AgentEvent::compiled(), &body).unwrap();
         assert_eq!(back.metadata, metadata);
         // key order is kept too
-        assert_eq!(serde_json::to_string(&back.metadata).unwrap(), serde_json::to_string(&metadata).unwrap());
+        assert_eq!(
+            serde_json::to_string(&back.metadata).unwrap(),
+            serde_json::to_string(&metadata).unwrap()
+        );
     }
 }
 
@@ -103,10 +125,16 @@ fn json_form_of_a_type_is_the_seed_shape() {
     let v = serde_json::to_value(&e).unwrap();
     assert!(v["metadata"].is_object());
     assert_eq!(v["eventType"], "TASK_COMPLETED");
-    assert_eq!(decode_json::<AgentEvent>(&serde_json::to_vec(&e).unwrap()).unwrap(), e);
+    assert_eq!(
+        decode_json::<AgentEvent>(&serde_json::to_vec(&e).unwrap()).unwrap(),
+        e
+    );
 
     // a dead letter of JSON bytes shows the document, of other bytes the numbers
-    let d = DeadLetter { original_message: br#"{"a": 1}"#.to_vec(), ..common::dead_letter() };
+    let d = DeadLetter {
+        original_message: br#"{"a": 1}"#.to_vec(),
+        ..common::dead_letter()
+    };
     let back: DeadLetter = decode_json(&serde_json::to_vec(&d).unwrap()).unwrap();
     assert_eq!(back, d);
     let d = common::dead_letter();
@@ -122,7 +150,8 @@ fn trailing_bytes_and_truncation_are_invalid_avro() {
     longer.push(0);
     let err = decode_body::<AgentEvent>(AgentEvent::compiled(), &longer).unwrap_err();
     assert!(matches!(err, SchemaError::InvalidAvro { .. }), "{err:?}");
-    let err = decode_body::<AgentEvent>(AgentEvent::compiled(), &body[..body.len() - 3]).unwrap_err();
+    let err =
+        decode_body::<AgentEvent>(AgentEvent::compiled(), &body[..body.len() - 3]).unwrap_err();
     assert!(matches!(err, SchemaError::InvalidAvro { .. }), "{err:?}");
 }
 
@@ -133,7 +162,11 @@ fn another_record_is_a_schema_mismatch() {
     let err = decode_body::<AgentEvent>(RiskAlert::compiled(), &body).unwrap_err();
     match err {
         SchemaError::SchemaMismatch { reason } => {
-            assert!(reason.contains("dora.events.RiskAlert") && reason.contains("dora.events.AgentEvent"), "{reason}")
+            assert!(
+                reason.contains("dora.events.RiskAlert")
+                    && reason.contains("dora.events.AgentEvent"),
+                "{reason}"
+            )
         }
         other => panic!("expected SchemaMismatch, got {other:?}"),
     }

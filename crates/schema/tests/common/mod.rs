@@ -50,7 +50,13 @@ pub fn agent_health() -> AgentHealth {
 }
 
 pub fn agent_health_minimal() -> AgentHealth {
-    AgentHealth { last_heartbeat: None, resource_usage: json!({}), last_task_id: None, last_error: None, ..agent_health() }
+    AgentHealth {
+        last_heartbeat: None,
+        resource_usage: json!({}),
+        last_task_id: None,
+        last_error: None,
+        ..agent_health()
+    }
 }
 
 pub fn compliance_report() -> ComplianceReport {
@@ -91,7 +97,13 @@ pub fn audit_event() -> AuditEvent {
 }
 
 pub fn audit_event_minimal() -> AuditEvent {
-    AuditEvent { details: json!({}), ip_address: None, user_agent: None, session_id: None, ..audit_event() }
+    AuditEvent {
+        details: json!({}),
+        ip_address: None,
+        user_agent: None,
+        session_id: None,
+        ..audit_event()
+    }
 }
 
 pub fn risk_alert() -> RiskAlert {
@@ -115,9 +127,18 @@ pub fn dead_letter() -> DeadLetter {
         original_key: Some(b"gap-analyzer-1".to_vec()),
         original_message: vec![0, 0, 0, 0, 7, 0xff, 0xfe, 0x00, 0x80, b'{'],
         original_headers: vec![
-            DeadLetterHeader { key: "traceparent".into(), value: Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec()) },
-            DeadLetterHeader { key: "empty".into(), value: None },
-            DeadLetterHeader { key: "traceparent".into(), value: Some(vec![]) },
+            DeadLetterHeader {
+                key: "traceparent".into(),
+                value: Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec()),
+            },
+            DeadLetterHeader {
+                key: "empty".into(),
+                value: None,
+            },
+            DeadLetterHeader {
+                key: "traceparent".into(),
+                value: Some(vec![]),
+            },
         ],
         original_timestamp: Some(1_795_771_815_000),
         error_message: "unknown magic byte 0x07".into(),
@@ -130,5 +151,10 @@ pub fn dead_letter() -> DeadLetter {
 }
 
 pub fn dead_letter_minimal() -> DeadLetter {
-    DeadLetter { original_key: None, original_headers: vec![], original_timestamp: None, ..dead_letter() }
+    DeadLetter {
+        original_key: None,
+        original_headers: vec![],
+        original_timestamp: None,
+        ..dead_letter()
+    }
 }
