@@ -29,6 +29,22 @@
 //! - **Fast path**: when a value's writer schema is exactly the reader's
 //!   (same Rabin fingerprint), the body is deserialized straight from the bytes;
 //!   otherwise Avro schema resolution runs through an intermediate value.
+//! - **Key order**: this crate enables serde_json's `preserve_order`, so a
+//!   free-form dict keeps the producer's key order through Avro and back (and a
+//!   legacy dead letter's `originalMessage` is rebuilt byte-for-byte as Python's
+//!   `json.dumps` wrote it).
+//!
+//! # Where decode time goes
+//!
+//! `benches/codec.rs` compares Avro with serde_json on the seed's
+//! `send_task_completion` event. Most of either decode is building the
+//! `serde_json::Value` of `metadata` (map inserts, string allocations); on the
+//! typed fields alone Avro needs about a quarter fewer instructions than JSON.
+//! Values of a *newer* writer schema take apache-avro's resolution path
+//! (decode to a generic value, resolve, convert), about twice the fast path:
+//! apache-avro 0.22 has no resolving serde deserializer yet. Encoding costs
+//! more than serde_json because apache-avro's schema-aware serializer looks up
+//! every field by name.
 //!
 //! *Architecture invariant*: this crate knows nothing about rdkafka or the
 //! consume loop; it maps bytes to domain types and back.
