@@ -298,6 +298,7 @@ impl Transform for Copy {
 #[tokio::test]
 async fn a_failed_transaction_leaves_nothing_visible_and_the_retry_yields_one_output_each(
 ) -> anyhow::Result<()> {
+    logs();
     let input = unique("txn-in");
     let output = unique("txn-out");
     let group = unique("txn-g");
@@ -318,11 +319,20 @@ async fn a_failed_transaction_leaves_nothing_visible_and_the_retry_yields_one_ou
     let out = output.clone();
     let outputs = eventually(DEADLINE * 2, || {
         let out = out.clone();
+        let stopped = task.is_finished();
         async move {
-            read_committed(&kafka(), &out)
-                .await
-                .ok()
-                .filter(|m| m.len() >= 30)
+            assert!(!stopped, "the loop stopped");
+            match read_committed(&kafka(), &out).await {
+                Ok(m) if m.len() >= 30 => Some(m),
+                Ok(m) => {
+                    tracing::info!(outputs = m.len(), "committed outputs so far");
+                    None
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "read_committed failed");
+                    None
+                }
+            }
         }
     })
     .await?;

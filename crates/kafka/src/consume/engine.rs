@@ -313,6 +313,15 @@ struct RetryState {
     attempts: u32,
     /// `Some` while paused; `None` once resumed and waiting for `offset` again.
     resume_at: Option<Instant>,
+    /// The record at `offset` came back and is being retried; records after it flow again.
+    released: bool,
+}
+
+impl RetryState {
+    /// True when a record at `offset` must wait.
+    fn holds(&self, offset: i64) -> bool {
+        self.resume_at.is_some() || (!self.released && offset != self.offset)
+    }
 }
 
 /// A newly assigned partition the `on_assign` callback moved.
@@ -484,12 +493,14 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
     fn blocked(&self, r: &Record) -> bool {
         self.retries
             .get(&(r.topic.clone(), r.partition))
-            .is_some_and(|s| s.resume_at.is_some() || s.offset != r.offset)
+            .is_some_and(|s| s.holds(r.offset))
     }
 
     /// Keeps the records the loop may process now: from assigned partitions,
     /// not paused for a retry, at the position an `on_assign` seek asked for.
     fn admit(&mut self, batch: Vec<Record>) -> Vec<Record> {
+        // An assignment that happened during the polls above applies first.
+        self.start_new_assignments();
         let assigned = self.shared.lock().assigned.clone();
         let mut out = Vec::with_capacity(batch.len());
         let mut dropped: HashSet<Tp> = HashSet::new();
@@ -498,8 +509,11 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
             if !assigned.contains(&tp) || dropped.contains(&tp) {
                 continue;
             }
-            if let Some(s) = self.retries.get(&tp) {
-                if s.resume_at.is_some() || r.offset != s.offset {
+            if let Some(s) = self.retries.get_mut(&tp) {
+                if !s.holds(r.offset) {
+                    s.released = true;
+                } else {
+                    tracing::debug!(topic = %tp.0, partition = tp.1, offset = r.offset, waiting_for = s.offset, "dropped while retrying");
                     continue;
                 }
             }
@@ -524,6 +538,7 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
                     }
                 }
             }
+            tracing::trace!(topic = %r.topic, partition = r.partition, offset = r.offset, "admitted");
             out.push(r);
         }
         let mut state = self.shared.lock();
@@ -558,7 +573,9 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
         let new = std::mem::take(&mut self.shared.lock().newly_assigned);
         // A reassigned partition starts over: forget retries of the old assignment.
         for tp in &new {
-            self.retries.remove(tp);
+            if self.retries.remove(tp).is_some() {
+                let _ = self.consumer.resume(&tp_list(tp, Offset::Invalid));
+            }
             self.starts.remove(tp);
         }
         if let Some(f) = &self.on_assign {
@@ -622,6 +639,7 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
                     s.resume_at = Some(now + Duration::from_millis(200));
                     continue;
                 }
+                tracing::debug!(topic = %tp.0, partition = tp.1, offset = s.offset, "partition resumed for a retry");
                 s.resume_at = None;
             }
         }
@@ -636,17 +654,20 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
             offset,
             attempts: 0,
             resume_at: None,
+            released: false,
         });
         if state.offset != offset {
             *state = RetryState {
                 offset,
                 attempts: 0,
                 resume_at: None,
+                released: false,
             };
         }
         let delay = self.settings.retry.delay(state.attempts);
         state.attempts += 1;
         state.resume_at = Some(Instant::now() + delay);
+        state.released = false;
         let attempts = state.attempts;
         if let Err(e) = self.consumer.pause(&tp_list(&tp, Offset::Invalid)) {
             tracing::warn!(error = %e, "pause failed");
@@ -922,6 +943,7 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
                 .and_then(|()| producer.commit_transaction(KAFKA_TIMEOUT));
             match committed {
                 Ok(()) => {
+                    tracing::debug!(records = processed.len(), offsets = ?positions, "transaction committed");
                     for r in processed {
                         metrics::MESSAGES_PROCESSED
                             .with_label_values(&[r.topic.as_str()])

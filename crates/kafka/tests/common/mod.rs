@@ -109,3 +109,13 @@ impl Seen {
         .map_err(|e| anyhow::anyhow!("{e}: saw {} of {n}", self.len()))
     }
 }
+
+/// Logs to stderr when `TEST_LOG` is set.
+pub fn logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,dora_kafka=trace")
+            .with_test_writer()
+            .try_init();
+    }
+}
