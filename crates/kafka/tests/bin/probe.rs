@@ -25,7 +25,7 @@ struct ProbeSettings {
     /// `each` or `transactional`.
     mode: String,
     /// File receiving one line per processed record.
-    out_file: String,
+    output_path: String,
     /// Output topic of the transactional mode.
     output_topic: String,
     /// Abort the process after producing and before committing the first transaction.
@@ -130,7 +130,7 @@ async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&p.out_file)?;
+        .open(&p.output_path)?;
     let probe = Arc::new(Probe {
         out: Mutex::new(out),
         work: Duration::from_millis(p.work_ms),
