@@ -134,21 +134,21 @@ fn to_handler_error(kind: &str, e: WireError) -> HandlerError {
     }
 }
 
-/// The health processor: applies each agent event to the agent's health and
-/// publishes every resulting state, in event order per agent.
+/// The health processor: applies each agent event, in order, to the agent's
+/// health and publishes the result.
 ///
-/// Batches are pipelined: each record's new state is enqueued at once (later
-/// records of the batch build on it) and the acks are awaited together, so the
-/// processor keeps up with the gateway instead of waiting one broker round
-/// trip per event.
+/// Per batch, each agent's events are applied in order and only its latest
+/// state is published (agent-health is a latest-state topic; under load this
+/// turns thousands of heartbeats into one record per agent per batch), and the
+/// acks are awaited together instead of one broker round trip per event.
 pub struct HealthProcessor {
     codec: Codec,
     publisher: HealthPublisher,
     directory: AgentDirectory,
-    /// Highest offset applied per (topic, partition): when a batch fails part
-    /// way and the loop replays its records one by one, the applied ones are
-    /// not applied twice.
-    applied: Mutex<HashMap<(String, i32), i64>>,
+    /// Per agent, the (partition, offset) of the last event applied: when a
+    /// batch fails part way and the loop replays its records one by one, events
+    /// already applied are not applied twice.
+    applied: Mutex<HashMap<String, (i32, i64)>>,
 }
 
 impl HealthProcessor {
@@ -162,31 +162,22 @@ impl HealthProcessor {
         }
     }
 
-    fn already_applied(&self, r: &Record) -> bool {
+    fn already_applied(&self, agent: &str, r: &Record) -> bool {
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         applied
-            .get(&(r.topic.clone(), r.partition))
-            .is_some_and(|o| r.offset <= *o)
+            .get(agent)
+            .is_some_and(|(p, o)| *p == r.partition && r.offset <= *o)
     }
 
-    fn mark_applied(&self, r: &Record) {
+    fn mark_applied(&self, agent: &str, r: &Record) {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        let o = applied
-            .entry((r.topic.clone(), r.partition))
-            .or_insert(r.offset);
-        *o = (*o).max(r.offset);
+        applied.insert(agent.to_string(), (r.partition, r.offset));
     }
 
-    /// The agent's next state after `record`, building on `pending` (states of
-    /// this batch not yet in the directory), else the directory; `None` when
-    /// nothing is to be published.
-    async fn next_state(
-        &self,
-        record: &Record,
-        pending: &HashMap<String, AgentState>,
-    ) -> Result<Option<AgentState>, HandlerError> {
+    /// The event in `record`; `None` for a tombstone (it says nothing about health).
+    async fn decode(&self, record: &Record) -> Result<Option<AgentEvent>, HandlerError> {
         let Some(payload) = record.payload.as_deref() else {
-            return Ok(None); // a tombstone says nothing about health
+            return Ok(None);
         };
         let event: AgentEvent = self
             .codec
@@ -199,76 +190,87 @@ impl HealthProcessor {
                 "agentId is empty",
             ));
         }
-        let previous = pending
-            .get(&event.agent_id)
-            .cloned()
-            .or_else(|| self.directory.get(&event.agent_id));
-        Ok(
-            match health::apply(previous.as_ref(), &observation(&event), now_ms()) {
-                Transition::Updated(next) => Some(next),
-                Transition::Unchanged => None,
-                Transition::UnknownEventType(t) => {
-                    tracing::warn!(event_type = %t, agent_id = %event.agent_id, "Unknown event type");
-                    metrics::unknown_event_type(&t);
-                    None
-                }
-            },
-        )
+        Ok(Some(event))
+    }
+
+    /// The agent's next state after `event`, from `previous`; `None` when
+    /// nothing changes (unknown types are logged and counted, as the seed does).
+    fn next_state(previous: Option<&AgentState>, event: &AgentEvent) -> Option<AgentState> {
+        match health::apply(previous, &observation(event), now_ms()) {
+            Transition::Updated(next) => Some(next),
+            Transition::Unchanged => None,
+            Transition::UnknownEventType(t) => {
+                tracing::warn!(event_type = %t, agent_id = %event.agent_id, "Unknown event type");
+                metrics::unknown_event_type(&t);
+                None
+            }
+        }
     }
 }
 
 impl BatchHandler for HealthProcessor {
     async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
-        // States computed in this batch, not yet in the directory.
-        let mut overlay: HashMap<String, AgentState> = HashMap::new();
-        let mut pending: Vec<(&Record, Option<(AgentState, Delivery)>)> =
-            Vec::with_capacity(records.len());
+        // Latest state per agent in this batch, and the order agents were first touched.
+        let mut latest: HashMap<String, AgentState> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let mut touched: Vec<(&Record, String)> = Vec::with_capacity(records.len());
         for r in records {
-            if self.already_applied(r) {
+            let Some(event) = self.decode(r).await? else {
+                continue;
+            };
+            if self.already_applied(&event.agent_id, r) {
                 continue;
             }
-            match self.next_state(r, &overlay).await? {
-                Some(next) => {
-                    let delivery = self.publisher.enqueue(&next).await?;
-                    overlay.insert(next.agent_id.clone(), next.clone());
-                    pending.push((r, Some((next, delivery))));
+            let previous = latest
+                .get(&event.agent_id)
+                .cloned()
+                .or_else(|| self.directory.get(&event.agent_id));
+            if let Some(next) = Self::next_state(previous.as_ref(), &event) {
+                if !latest.contains_key(&event.agent_id) {
+                    order.push(event.agent_id.clone());
                 }
-                None => pending.push((r, None)),
+                latest.insert(event.agent_id.clone(), next);
+            }
+            touched.push((r, event.agent_id));
+        }
+        let mut deliveries = Vec::with_capacity(order.len());
+        for agent in order {
+            if let Some(state) = latest.remove(&agent) {
+                let delivery = self.publisher.enqueue(&state).await?;
+                deliveries.push((agent, state, delivery));
             }
         }
-        let mut failed: Option<HandlerError> = None;
-        let mut failed_partitions: Vec<(String, i32)> = Vec::new();
-        for (r, outcome) in pending {
-            let tp = (r.topic.clone(), r.partition);
-            if failed_partitions.contains(&tp) {
-                continue;
-            }
-            match outcome {
-                None => self.mark_applied(r),
-                Some((state, delivery)) => match delivery.await {
-                    Ok(_) => {
-                        self.publisher.delivered(state);
-                        self.mark_applied(r);
-                    }
-                    Err(e) => {
-                        failed_partitions.push(tp);
-                        failed.get_or_insert(produce_error(e));
-                    }
-                },
+        let mut failed_agents: Vec<String> = Vec::new();
+        let mut failure: Option<HandlerError> = None;
+        for (agent, state, delivery) in deliveries {
+            match delivery.await {
+                Ok(_) => self.publisher.delivered(state),
+                Err(e) => {
+                    failed_agents.push(agent);
+                    failure.get_or_insert(produce_error(e));
+                }
             }
         }
-        failed.map_or(Ok(()), Err)
+        for (r, agent) in touched {
+            if !failed_agents.contains(&agent) {
+                self.mark_applied(&agent, r);
+            }
+        }
+        failure.map_or(Ok(()), Err)
     }
 
     #[tracing::instrument(name = "agent_event", skip_all, fields(topic = %record.topic, partition = record.partition, offset = record.offset, key = record.key_str().unwrap_or("")))]
     async fn handle_one(&self, record: &Record) -> Result<(), HandlerError> {
-        if self.already_applied(record) {
+        let Some(event) = self.decode(record).await? else {
+            return Ok(());
+        };
+        if self.already_applied(&event.agent_id, record) {
             return Ok(());
         }
-        if let Some(next) = self.next_state(record, &HashMap::new()).await? {
+        if let Some(next) = Self::next_state(self.directory.get(&event.agent_id).as_ref(), &event) {
             self.publisher.publish(next).await?;
         }
-        self.mark_applied(record);
+        self.mark_applied(&event.agent_id, record);
         Ok(())
     }
 }
