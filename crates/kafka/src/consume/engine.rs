@@ -538,7 +538,6 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
                     }
                 }
             }
-            tracing::trace!(topic = %r.topic, partition = r.partition, offset = r.offset, "admitted");
             out.push(r);
         }
         let mut state = self.shared.lock();

@@ -114,7 +114,7 @@ impl Seen {
 pub fn logs() {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("info,dora_kafka=trace")
+            .with_env_filter("info,dora_kafka=debug")
             .with_test_writer()
             .try_init();
     }
