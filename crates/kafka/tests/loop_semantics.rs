@@ -650,3 +650,66 @@ async fn metrics_show_the_seeds_names_with_real_values_and_lag_returns_to_zero(
     task.await??;
     Ok(())
 }
+
+/// Fails retryably while `down` is set (a dependency outage).
+struct Outage {
+    down: std::sync::atomic::AtomicBool,
+    seen: Seen,
+}
+
+impl Handler for Outage {
+    #[tracing::instrument(skip_all, fields(topic = %r.topic, partition = r.partition, offset = r.offset, key = r.key_str()))]
+    async fn handle(&self, r: &Record) -> Result<(), HandlerError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(HandlerError::unavailable(
+                "DatabaseUnavailable",
+                "connection refused",
+            ));
+        }
+        self.seen.push(parse_id(r)?);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn readyz_reports_a_partition_stuck_on_retries_and_recovers() -> anyhow::Result<()> {
+    let topic = unique("stuck");
+    create_topic(&kafka(), &topic, 1).await?;
+    create_topic(&kafka(), &dlq_topic(&topic), 1).await?;
+    produce_ids(&topic, 0..3).await?;
+    let ctx = context("stuck-test");
+    let mut settings = consumer(&unique("stuck-g"));
+    settings.retry.max_retries = 2;
+    let handler = Arc::new(Outage {
+        down: std::sync::atomic::AtomicBool::new(true),
+        seen: Seen::default(),
+    });
+    let lp = ConsumeLoop::new(&kafka(), &settings, &ctx, codec()).topics(&[&topic]);
+    let task = tokio::spawn(lp.run(handler.clone()));
+    let r = ctx.readiness.clone();
+    let report = eventually(DEADLINE, || {
+        let report = (!r.is_ready()).then(|| r.report());
+        async move { report.filter(|rep| rep.contains("stuck at offset 0")) }
+    })
+    .await?;
+    assert!(report.contains("progress"), "{report}");
+    assert!(
+        handler.seen.ids().is_empty(),
+        "nothing past the failing record ran"
+    );
+    handler.down.store(false, Ordering::SeqCst);
+    handler.seen.wait_for(3, DEADLINE).await?;
+    let r = ctx.readiness.clone();
+    eventually(DEADLINE, || {
+        let ok = r.is_ready();
+        async move { ok.then_some(()) }
+    })
+    .await?;
+    ctx.shutdown.cancel();
+    task.await??;
+    assert!(
+        read_all(&kafka(), &dlq_topic(&topic)).await?.is_empty(),
+        "an outage dead-lettered nothing"
+    );
+    Ok(())
+}
