@@ -100,13 +100,14 @@ pub async fn serve_grpc(
 /// The API over `sink` and `directory`, from settings.
 pub fn api(
     s: &GatewaySettings,
+    auth: Authenticator,
     sink: Arc<dyn EventSink>,
     directory: AgentDirectory,
     shutdown: CancellationToken,
 ) -> anyhow::Result<GatewayApi> {
     Ok(GatewayApi::new(
         sink,
-        authenticator(s)?,
+        auth,
         s.limits(),
         SendQueue::new(s.send_queue_capacity, s.send_queue_wait()),
         directory,
@@ -122,6 +123,9 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     // already answering, and no condition at all would mean ready).
     ctx.readiness.set_not_ready(HEALTH_LOADED, "starting");
     let s = &settings.gateway;
+    // Settings mistakes first, before anything connects.
+    let auth = authenticator(s)?;
+    crate::tls::server_config(s)?;
     let kafka = &settings.common.kafka;
     let listener = TcpListener::bind(s.grpc_listen)
         .await
@@ -196,7 +200,7 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         s.allowed_silence_ms(),
         ctx.shutdown.clone(),
     );
-    let api = api(s, sink, directory, ctx.shutdown.clone())?;
+    let api = api(s, auth, sink, directory, ctx.shutdown.clone())?;
     let grpc = async {
         let r = serve_grpc(s, listener, api, ctx.shutdown.clone()).await;
         // Whatever is still queued is delivered before the process goes.

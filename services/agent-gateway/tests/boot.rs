@@ -1,0 +1,35 @@
+//! Start-up refusals: a gateway agents could not authenticate against does not
+//! start, and says which setting is missing.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use dora_testkit as tk;
+
+#[tokio::test]
+async fn without_a_token_key_or_client_ca_the_gateway_refuses_to_start() -> Result<()> {
+    let (status, _stdout, stderr) = tk::run_to_exit(
+        common::BIN,
+        &[
+            (
+                "DORA_GATEWAY__GRPC_LISTEN",
+                format!("127.0.0.1:{}", tk::free_port()),
+            ),
+            (
+                "DORA_KAFKA__BOOTSTRAP_SERVERS",
+                tk::kafka().bootstrap_servers,
+            ),
+            ("DORA_TELEMETRY__LOG_FILTER", "off".into()),
+        ],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(
+        !status.success(),
+        "started without any way to authenticate agents"
+    );
+    assert!(stderr.contains("DORA_GATEWAY__TOKEN_KEY_FILE"), "{stderr}");
+    Ok(())
+}
