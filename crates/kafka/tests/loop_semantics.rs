@@ -408,7 +408,9 @@ async fn two_consumers_one_leaves_nothing_lost_and_nothing_processed_twice() -> 
     );
     // Both members own partitions before the stream starts.
     eventually(DEADLINE, || {
-        let ok = a.readiness.is_ready() && b.readiness.is_ready();
+        let ok = [&a, &b]
+            .iter()
+            .all(|c| c.readiness.is_ready() && c.readiness.report().contains("assigned: ok"));
         async move { ok.then_some(()) }
     })
     .await?;
@@ -711,5 +713,77 @@ async fn readyz_reports_a_partition_stuck_on_retries_and_recovers() -> anyhow::R
         read_all(&kafka(), &dlq_topic(&topic)).await?.is_empty(),
         "an outage dead-lettered nothing"
     );
+    Ok(())
+}
+
+struct Passthrough(String);
+
+impl Transform for Passthrough {
+    #[tracing::instrument(skip_all, fields(topic = %r.topic, partition = r.partition, offset = r.offset, key = r.key_str()))]
+    async fn transform(&self, r: &Record) -> Result<Vec<OutboundRecord>, HandlerError> {
+        Ok(vec![OutboundRecord::new(
+            &self.0,
+            r.key_str(),
+            r.payload().to_vec(),
+        )])
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_producer_is_fatal_surfaced_and_not_ready() -> anyhow::Result<()> {
+    logs();
+    let (in_a, in_b, out) = (unique("fence-a"), unique("fence-b"), unique("fence-out"));
+    for t in [&in_a, &in_b, &out] {
+        create_topic(&kafka(), t, 1).await?;
+    }
+    let txn = unique("fence-id");
+    let (a, b) = (context("fence-a"), context("fence-b"));
+    let mut sa = consumer(&unique("fence-ga"));
+    sa.transactional_id = Some(txn.clone());
+    let mut sb = consumer(&unique("fence-gb"));
+    sb.transactional_id = Some(txn.clone());
+    let ta = tokio::spawn(
+        ConsumeLoop::new(&kafka(), &sa, &a, codec())
+            .topics(&[&in_a])
+            .run_transactional(Passthrough(out.clone())),
+    );
+    let r = a.readiness.clone();
+    eventually(DEADLINE, || {
+        // Joined (not just "no conditions registered yet") and ready.
+        let ok = r.is_ready() && r.report().contains("assigned: ok");
+        async move { ok.then_some(()) }
+    })
+    .await?;
+    // A second instance with the same transactional.id fences the first.
+    let tb = tokio::spawn(
+        ConsumeLoop::new(&kafka(), &sb, &b, codec())
+            .topics(&[&in_b])
+            .run_transactional(Passthrough(out.clone())),
+    );
+    let r = b.readiness.clone();
+    eventually(DEADLINE, || {
+        // Joined (not just "no conditions registered yet") and ready.
+        let ok = r.is_ready() && r.report().contains("assigned: ok");
+        async move { ok.then_some(()) }
+    })
+    .await?;
+    produce_ids(&in_a, 0..3).await?;
+    let result = tokio::time::timeout(DEADLINE, ta).await??;
+    let err = result.expect_err("the fenced loop must stop with an error");
+    assert!(
+        matches!(err, dora_kafka::consume::ConsumeError::Transaction(_)),
+        "{err}"
+    );
+    assert!(
+        !a.readiness.is_ready(),
+        "a fenced instance must not stay ready"
+    );
+    assert!(
+        a.readiness.report().contains("fence") || a.readiness.report().contains("failed"),
+        "{}",
+        a.readiness.report()
+    );
+    b.shutdown.cancel();
+    tb.await??;
     Ok(())
 }

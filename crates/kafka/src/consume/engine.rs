@@ -157,6 +157,11 @@ impl<D: DeadLetterEncoder> ConsumeLoop<D> {
         mode: Mode<H, B, T>,
     ) -> Result<(), ConsumeError> {
         let transactional = matches!(mode, Mode::Transactional(_));
+        // Not ready from the first moment, before any client exists.
+        self.readiness.set_not_ready(
+            &format!("consumer {} assigned", self.settings.group_id),
+            "starting",
+        );
         if self.subscription.is_empty() {
             return Err(KafkaError::Config("the consume loop has no topics".into()).into());
         }
@@ -237,8 +242,16 @@ impl<D: DeadLetterEncoder> ConsumeLoop<D> {
         // Drain: in-flight work finished (or was abandoned at the deadline) in `run`.
         shared.commit_sync(&consumer, None);
         watchdog.abort();
-        self.readiness
-            .set_not_ready(&shared.assigned_condition(), "stopped");
+        match &result {
+            Ok(()) => self
+                .readiness
+                .set_not_ready(&shared.assigned_condition(), "stopped"),
+            Err(e) => {
+                tracing::error!(error = %e, group = %self.settings.group_id, "consume loop failed");
+                self.readiness
+                    .set_not_ready(&shared.assigned_condition(), format!("failed: {e}"));
+            }
+        }
         consumer.unsubscribe();
         drop(core);
         drop(consumer);
@@ -831,6 +844,9 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
         t: &T,
         batch: &[Record],
     ) -> Result<(), ConsumeError> {
+        if let Some(reason) = self.producer.fatal_error() {
+            return Err(ConsumeError::Transaction(reason));
+        }
         let producer = self.producer.inner.clone();
         producer
             .begin_transaction()
@@ -980,6 +996,9 @@ impl<D: DeadLetterEncoder> Core<'_, D> {
                     .map_err(|e| ConsumeError::Transaction(e.to_string()))
             }
             Some((failed_tp, e)) => {
+                if let Some(reason) = self.producer.fatal_error() {
+                    return Err(ConsumeError::Transaction(reason));
+                }
                 producer
                     .abort_transaction(KAFKA_TIMEOUT)
                     .map_err(|e| ConsumeError::Transaction(e.to_string()))?;
