@@ -198,8 +198,11 @@ async fn main() -> anyhow::Result<()> {
     let mut bare_p = Duration::MAX;
     let mut ours_p = Duration::MAX;
     for _ in 0..2 {
-        bare_p = bare_p.min(bare_produce(&pcfg, &topic, n / 2).await?);
-        ours_p = ours_p.min(loop_produce(&producer, &topic, n / 2).await?);
+        let (cfg, t) = (pcfg.clone(), topic.clone());
+        bare_p =
+            bare_p.min(tokio::spawn(async move { bare_produce(&cfg, &t, n / 2).await }).await??);
+        let (p, t) = (producer.clone(), topic.clone());
+        ours_p = ours_p.min(tokio::spawn(async move { loop_produce(&p, &t, n / 2).await }).await??);
     }
     let produced = 2 * 2 * (n / 2);
 
@@ -212,14 +215,14 @@ async fn main() -> anyhow::Result<()> {
     let mut ours_c = Duration::MAX;
     for _ in 0..2 {
         cs.group_id = dora_testkit::unique("bench-bare");
+        // On a runtime worker like the loop's task, not on the block_on thread.
+        let (cfg, t, every) = (
+            cs.client_config(&kafka)?,
+            topic.clone(),
+            cs.commit_every_records,
+        );
         bare_c = bare_c.min(
-            bare_consume(
-                &cs.client_config(&kafka)?,
-                &topic,
-                produced,
-                cs.commit_every_records,
-            )
-            .await?,
+            tokio::spawn(async move { bare_consume(&cfg, &t, produced, every).await }).await??,
         );
         cs.group_id = dora_testkit::unique("bench-loop");
         ours_c = ours_c.min(loop_consume(&cs, &topic, produced).await?);
