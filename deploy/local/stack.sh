@@ -6,6 +6,7 @@
 #   deploy/local/stack.sh down     stop everything; fail if a process is left behind
 #   deploy/local/stack.sh status   say what runs and whether it answers
 #   deploy/local/stack.sh env      print the export lines a shell or a test needs
+#   deploy/local/stack.sh restart-kafka   stop and start the broker only (failure tests)
 #
 # Downloads are cached in $DORA_CACHE_DIR (default <repo>/.cache); state, logs,
 # generated certificates and secrets live in $DORA_STACK_DIR (default <repo>/.stack).
@@ -155,6 +156,7 @@ start_bg() { # $1 = name, rest = command; stdout/stderr to $LOGS/name.log
 
 kafka_class() { # run a Kafka main class with the cached classpath
   local java; java=$(find_java 17) || die "Java 17+ is needed for Kafka"
+  mkdir -p "$LOGS"; fetch_kafka
   "$java" -Xmx256m -Dlog4j2.configurationFile="$STATE/kafka/log4j2-tools.properties" \
     -cp "$KAFKA_LIBS/*" "$@"
 }
@@ -389,6 +391,14 @@ cmd_status() {
 
 kafka_answers_fast() { alive kafka && port_open "$KAFKA_PORT" && port_open "$KAFKA_SASL_PORT"; }
 
+cmd_restart_kafka() { # for failure tests: the broker goes away and comes back, data kept
+  stop_pid kafka
+  mkdir -p "$LOGS" "$RUN"
+  up_kafka
+  wait_until "kafka" 120 "$LOGS/kafka.log" kafka kafka_answers || die "kafka is not ready after restart"
+  log "kafka restarted"
+}
+
 cmd_env() {
   cat <<EOF
 export DORA_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
@@ -411,6 +421,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
+  restart-kafka) cmd_restart_kafka ;;
   kafka-class) shift; kafka_class "$@" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|restart-kafka" >&2; exit 2 ;;
 esac

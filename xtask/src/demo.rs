@@ -11,6 +11,14 @@ use dora_testkit as tk;
 /// The deployables, in start order.
 const SERVICES: &[&str] = &["agent-gateway", "report-ingest", "audit-sink", "risk-streamer", "dlq-replayer"];
 
+/// Random bytes from the OS (the demo's token key; no extra dependency).
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    use std::io::Read;
+    let mut b = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
 fn bin_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("debug")
 }
@@ -25,9 +33,19 @@ pub async fn run(root: &Path) -> Result<()> {
         before.push(tk::record_count(&settings, t).await?);
     }
 
+    // Agents authenticate with tokens signed by this key (a secret file, never in git).
+    let key_file = tk::stack_dir().join("secrets/gateway-token-key");
+    if !key_file.exists() {
+        let key: String = random_bytes::<32>()?.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::create_dir_all(key_file.parent().expect("secrets folder"))?;
+        std::fs::write(&key_file, key)?;
+    }
+    let key_path = key_file.to_string_lossy().into_owned();
+    let env = [("DORA_GATEWAY__TOKEN_KEY_FILE", key_path.clone())];
+
     let mut running = Vec::new();
     for name in SERVICES {
-        let process = tk::ServiceProcess::spawn(bins.join(name), &[])
+        let process = tk::ServiceProcess::spawn(bins.join(name), &env)
             .await
             .with_context(|| format!("starting {name}"))?;
         println!("started {name:<14} admin http://{}/readyz", process.admin);
@@ -39,6 +57,7 @@ pub async fn run(root: &Path) -> Result<()> {
         println!("\nrunning the agent simulator against agent-gateway ...");
         let status = tokio::process::Command::new(&simulator)
             .args(["--agents", "8", "--duration-secs", "15", "--rate", "20", "--print-health"])
+            .args(["--key-file", &key_path])
             .status()
             .await
             .context("running agent-simulator")?;

@@ -79,6 +79,11 @@ fn test() -> Result<()> {
     provision()?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
     run(cargo().args(["test", "--workspace", "--locked", "--no-fail-fast"]))?;
+    // Tests that restart the shared broker run alone, after everything else.
+    let restart = format!("bash {}", root().join("deploy/local/stack.sh restart-kafka").display());
+    run(cargo()
+        .args(["test", "--locked", "-p", "agent-gateway", "--test", "broker_restart", "--", "--ignored"])
+        .env("DORA_TEST_KAFKA_RESTART_CMD", restart))?;
     eprintln!("xtask test: everything passed in {:.0?}", start.elapsed());
     Ok(())
 }
