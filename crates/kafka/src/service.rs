@@ -23,14 +23,23 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit code for a failure while running (`EX_SOFTWARE`).
 pub const EXIT_FAILURE: u8 = 70;
 
-/// What every service's settings type exposes to the boot sequence.
+/// What every service's settings type exposes to the boot sequence: its
+/// [`CommonSettings`] (embedded with `#[serde(flatten)]`).
 pub trait ServiceSettings: Serialize + DeserializeOwned + Default + Send + 'static {
+    /// The common sections.
+    fn common(&self) -> &CommonSettings;
     /// Kafka connection settings.
-    fn kafka(&self) -> &KafkaSettings;
+    fn kafka(&self) -> &KafkaSettings {
+        &self.common().kafka
+    }
     /// Logging and tracing settings.
-    fn telemetry(&self) -> &TelemetrySettings;
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.common().telemetry
+    }
     /// Admin HTTP settings.
-    fn admin(&self) -> &AdminSettings;
+    fn admin(&self) -> &AdminSettings {
+        &self.common().admin
+    }
     /// Longest time the start-up connection check may take. Default 30 s.
     fn startup_timeout(&self) -> Duration {
         Duration::from_secs(30)
@@ -60,6 +69,17 @@ impl CommonSettings {
     }
 }
 
+impl ServiceSettings for CommonSettings {
+    fn common(&self) -> &CommonSettings {
+        self
+    }
+}
+
+/// The readiness condition the boot sequence holds until the service calls
+/// [`ServiceContext::started`]: `/readyz` is never 200 before the service has
+/// registered its own conditions.
+pub const STARTING: &str = "starting";
+
 /// Handles a running service receives from the boot sequence.
 #[derive(Clone)]
 pub struct ServiceContext {
@@ -69,6 +89,16 @@ pub struct ServiceContext {
     pub readiness: Readiness,
     /// Cancelled when the process is asked to stop; the service then drains and returns.
     pub shutdown: CancellationToken,
+}
+
+impl ServiceContext {
+    /// Declares start-up done: call once the service has registered its own
+    /// readiness conditions (which may still be not ready). A consume loop
+    /// does this itself when it has registered its conditions; a service with
+    /// other components calls it after registering theirs.
+    pub fn started(&self) {
+        self.readiness.set_ready(STARTING);
+    }
 }
 
 /// Runs a service binary: see the module docs for the sequence and exit codes.
@@ -104,6 +134,7 @@ where
     }
 
     let readiness = Readiness::new();
+    readiness.set_not_ready(STARTING, "service is starting");
     let admin = match dora_telemetry::serve_admin(settings.admin().listen, readiness.clone()).await
     {
         Ok(a) => a,

@@ -122,6 +122,7 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     // Not ready until the agent-health view is loaded (the admin server is
     // already answering, and no condition at all would mean ready).
     ctx.readiness.set_not_ready(HEALTH_LOADED, "starting");
+    ctx.started();
     let s = &settings.gateway;
     // Settings mistakes first, before anything connects.
     let auth = authenticator(s)?;

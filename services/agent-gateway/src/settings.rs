@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use dora_config::Secret;
 use dora_kafka::service::{CommonSettings, ServiceSettings};
-use dora_kafka::KafkaSettings;
-use dora_telemetry::{AdminSettings, TelemetrySettings};
 use serde::{Deserialize, Serialize};
 
 /// Settings of agent-gateway (defaults < `DORA_CONFIG` file < `DORA_*` env).
@@ -58,14 +56,8 @@ impl Default for Settings {
 }
 
 impl ServiceSettings for Settings {
-    fn kafka(&self) -> &KafkaSettings {
-        &self.common.kafka
-    }
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.common.telemetry
-    }
-    fn admin(&self) -> &AdminSettings {
-        &self.common.admin
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 }
 

@@ -1,8 +1,6 @@
 //! report-ingest: Gap and risk assessments in -> gap-assessments / risk-assessments.
 
 use dora_kafka::service::{CommonSettings, ServiceContext, ServiceSettings};
-use dora_kafka::KafkaSettings;
-use dora_telemetry::{AdminSettings, TelemetrySettings};
 use serde::{Deserialize, Serialize};
 
 /// Settings of report-ingest (defaults < `DORA_CONFIG` file < `DORA_*` env).
@@ -21,20 +19,14 @@ impl Default for Settings {
 }
 
 impl ServiceSettings for Settings {
-    fn kafka(&self) -> &KafkaSettings {
-        &self.common.kafka
-    }
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.common.telemetry
-    }
-    fn admin(&self) -> &AdminSettings {
-        &self.common.admin
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 }
 
 /// Runs report-ingest until shutdown is requested.
 pub async fn run(_settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
-    ctx.readiness.set_ready("kafka");
+    ctx.started();
     ctx.shutdown.cancelled().await;
     Ok(())
 }

@@ -208,6 +208,9 @@ impl<D: DeadLetterEncoder> ConsumeLoop<D> {
             self.settings.read_committed(),
             transactional,
         );
+        // The loop's own conditions are registered: the boot sequence's
+        // "starting" gate may open (see `ServiceContext::started`).
+        self.readiness.set_ready(crate::service::STARTING);
         let mut cfg = self.settings.client_config(&self.kafka)?;
         if self.kafka.client_id.is_empty() {
             cfg.set("client.id", &self.service);

@@ -10,10 +10,9 @@ use std::time::Duration;
 use dora_kafka::consume::DeadLetterEncoder;
 use dora_kafka::service::{CommonSettings, ServiceContext, ServiceSettings};
 use dora_kafka::{
-    ConsumeLoop, ConsumerSettings, Handler, HandlerError, KafkaSettings, OutboundRecord, Record,
+    ConsumeLoop, ConsumerSettings, Handler, HandlerError, OutboundRecord, Record,
     Transform,
 };
-use dora_telemetry::{AdminSettings, TelemetrySettings};
 use serde::{Deserialize, Serialize};
 
 /// What the probe does (section `probe`).
@@ -44,14 +43,8 @@ struct Settings {
 }
 
 impl ServiceSettings for Settings {
-    fn kafka(&self) -> &KafkaSettings {
-        &self.common.kafka
-    }
-    fn telemetry(&self) -> &TelemetrySettings {
-        &self.common.telemetry
-    }
-    fn admin(&self) -> &AdminSettings {
-        &self.common.admin
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 }
 
