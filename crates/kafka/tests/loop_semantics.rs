@@ -17,7 +17,6 @@ use dora_kafka::{
 use dora_testkit::{
     committed_offset, create_topic, eventually, read_all, read_committed, unique, DEADLINE,
 };
-use rdkafka::message::{Headers, Message};
 
 /// Fails retryably `failures` times on id `poisoned`, recording the group's
 /// committed offset at each failure, then succeeds.
@@ -161,10 +160,7 @@ async fn assert_dead_letter(topic: &str, at: (i32, i64), failed_by: &str) -> any
     assert_eq!(letter.failed_by, failed_by);
     assert_eq!((letter.retry_count, letter.processing_attempts), (0, 1));
     assert_eq!(
-        dlq[0]
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "producer"))
-            .and_then(|h| h.value),
+        dlq[0].header("producer"),
         Some(failed_by.as_bytes())
     );
     Ok(())
@@ -491,9 +487,9 @@ async fn on_assign_can_seek_back_by_timestamp() -> anyhow::Result<()> {
     create_topic(&kafka(), &topic, 1).await?;
     produce_ids(&topic, 0..10).await?;
     let records = read_all(&kafka(), &topic).await?;
-    let ts5 = records[5].timestamp().to_millis().unwrap();
+    let ts5 = records[5].timestamp.unwrap();
     // Records 0..5 and 5..10 must be distinguishable by time.
-    assert!(records[4].timestamp().to_millis().unwrap() <= ts5);
+    assert!(records[4].timestamp.unwrap() <= ts5);
     // First run: process and commit everything.
     let ctx = context("seek-test");
     let seen = Seen::default();
@@ -514,7 +510,7 @@ async fn on_assign_can_seek_back_by_timestamp() -> anyhow::Result<()> {
     let again = Seen::default();
     let first_offset = records
         .iter()
-        .position(|m| m.timestamp().to_millis().unwrap() >= ts5)
+        .position(|m| m.timestamp.unwrap() >= ts5)
         .unwrap() as u64;
     let lp = ConsumeLoop::new(&kafka(), &consumer(&group), &ctx, codec())
         .topics(&[&topic])

@@ -12,7 +12,6 @@ use dora_testkit::{
     committed_offset, create_topic, eventually, read_all, read_committed, unique, ServiceProcess,
     DEADLINE,
 };
-use rdkafka::message::Message;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_kafka-probe");
 

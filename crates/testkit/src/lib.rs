@@ -205,27 +205,80 @@ fn base_consumer(settings: &KafkaSettings, isolation: Option<&str>) -> Result<Ba
     Ok(cfg.create()?)
 }
 
+/// One record as read back from a topic: plain data, so tests of crates that
+/// may not depend on rdkafka can inspect keys, values and headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes, if any.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes, if any (a tombstone has none).
+    pub payload: Option<Vec<u8>>,
+    /// Headers in order: name and value (a header may have no value).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Record timestamp in epoch millis, if the broker reported one.
+    pub timestamp: Option<i64>,
+}
+
+impl Record {
+    fn from_message(m: &OwnedMessage) -> Self {
+        use rdkafka::message::Headers;
+        Self {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+                .unwrap_or_default(),
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
+
+    /// The key bytes.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The value bytes.
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
+    }
+}
+
 /// Reads every record of `topic` from the beginning up to its current high
 /// watermarks (read_uncommitted). Partitions are read in order; records are
 /// returned partition by partition.
-pub async fn read_all(settings: &KafkaSettings, topic: &str) -> Result<Vec<OwnedMessage>> {
+pub async fn read_all(settings: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
     read_all_with(settings, topic, "read_uncommitted").await
 }
 
 /// Like [`read_all`] with `isolation.level=read_committed`: aborted and open
 /// transactions are invisible.
-pub async fn read_committed(settings: &KafkaSettings, topic: &str) -> Result<Vec<OwnedMessage>> {
+pub async fn read_committed(settings: &KafkaSettings, topic: &str) -> Result<Vec<Record>> {
     read_all_with(settings, topic, "read_committed").await
 }
 
-async fn read_all_with(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<OwnedMessage>> {
+async fn read_all_with(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<Record>> {
     let settings = settings.clone();
     let topic = topic.to_string();
     let isolation = isolation.to_string();
     tokio::task::spawn_blocking(move || read_all_blocking(&settings, &topic, &isolation)).await?
 }
 
-fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<OwnedMessage>> {
+fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<Record>> {
     let consumer = base_consumer(settings, Some(isolation))?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md
@@ -282,7 +335,7 @@ fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> 
         }
     }
     out.sort_by_key(|m| (m.partition(), m.offset()));
-    Ok(out)
+    Ok(out.iter().map(Record::from_message).collect())
 }
 
 /// The number of records currently in `topic` (sum over partitions of high

@@ -9,7 +9,6 @@ use anyhow::Result;
 use dora_kafka::topics::{catalog, provision};
 use dora_kafka::{check_connection, KafkaError, SaslMechanism};
 use dora_testkit as tk;
-use rdkafka::Message;
 
 async fn roundtrip(settings: &dora_kafka::KafkaSettings) -> Result<()> {
     let topic = tk::unique("stack-roundtrip");
