@@ -5,6 +5,7 @@
 //! liveness check that turns silent agents UNHEALTHY.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -149,16 +150,25 @@ pub struct HealthProcessor {
     /// batch fails part way and the loop replays its records one by one, events
     /// already applied are not applied twice.
     applied: Mutex<HashMap<String, (i32, i64)>>,
+    /// How far behind the events this processor is (read by the liveness check).
+    lag: ProcessorLag,
 }
 
 impl HealthProcessor {
-    /// A processor over this replica's `directory` (the previous state of each agent).
-    pub fn new(codec: Codec, publisher: HealthPublisher, directory: AgentDirectory) -> Self {
+    /// A processor over this replica's `directory` (the previous state of each
+    /// agent) that reports how far behind it is to `lag`.
+    pub fn new(
+        codec: Codec,
+        publisher: HealthPublisher,
+        directory: AgentDirectory,
+        lag: ProcessorLag,
+    ) -> Self {
         Self {
             codec,
             publisher,
             directory,
             applied: Mutex::default(),
+            lag,
         }
     }
 
@@ -256,6 +266,11 @@ impl BatchHandler for HealthProcessor {
                 self.mark_applied(&agent, r);
             }
         }
+        if failure.is_none() {
+            if let Some(newest) = records.iter().filter_map(|r| r.timestamp).max() {
+                self.lag.observe(newest, now_ms());
+            }
+        }
         failure.map_or(Ok(()), Err)
     }
 
@@ -285,6 +300,7 @@ pub struct CatchUp {
     /// Partition -> offset of the last record present at start-up.
     pending: Mutex<HashMap<i32, i64>>,
     readiness: dora_telemetry::Readiness,
+    loaded: tokio::sync::watch::Sender<bool>,
 }
 
 impl CatchUp {
@@ -298,6 +314,7 @@ impl CatchUp {
         let c = Self {
             pending: Mutex::new(pending),
             readiness,
+            loaded: tokio::sync::watch::Sender::new(false),
         };
         c.update(|_| {});
         c
@@ -312,12 +329,24 @@ impl CatchUp {
                 tracing::info!("agent-health loaded");
             }
             self.readiness.set_ready(HEALTH_LOADED);
+            self.loaded.send_replace(true);
         } else {
             self.readiness.set_not_ready(
                 HEALTH_LOADED,
                 format!("reading agent-health: {} partitions to go", pending.len()),
             );
         }
+    }
+
+    /// Resolves once agent-health was read up to its start-up watermarks (or
+    /// waiting was given up). The processor and the liveness check start only
+    /// then: applying an event to, or judging the silence of, an agent whose
+    /// latest record has not been read yet would publish a state built on an
+    /// old one (a task count starting over, a spurious UNHEALTHY).
+    pub async fn loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        // The sender lives in `self`, so waiting cannot fail.
+        let _ = rx.wait_for(|loaded| *loaded).await;
     }
 
     /// Notes that the reader saw `offset` of `partition`.
@@ -366,6 +395,10 @@ impl HealthReader {
 
 impl Handler for HealthReader {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        // While it reads a long backlog the consumer always has a record ready,
+        // so nothing else would make this loop yield: give the worker back to
+        // the processor, the liveness check and gRPC every so often.
+        tokio::task::consume_budget().await;
         let result = self.take_in(record).await;
         if result.is_ok() {
             self.catch_up.saw(record.partition, record.offset);
@@ -402,11 +435,58 @@ impl HealthReader {
     }
 }
 
+/// How far behind the wall clock the health processor is: the age of the
+/// newest record in its latest applied batch. Agent events still waiting in
+/// the processor's backlog have not reached the directory yet, so the liveness
+/// check judges silence on the clock the processor has caught up to, never on
+/// the wall clock alone: an agent whose heartbeats are merely unprocessed is
+/// not declared silent.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessorLag(Arc<AtomicI64>);
+
+impl ProcessorLag {
+    /// Notes a batch whose newest record was written at `newest_ms`.
+    pub fn observe(&self, newest_ms: i64, now_ms: i64) {
+        self.0.store((now_ms - newest_ms).max(0), Ordering::Relaxed);
+    }
+
+    /// Current lag, ms.
+    pub fn ms(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The time up to which agent events are known to be applied.
+    pub fn clock(&self, now_ms: i64) -> i64 {
+        now_ms - self.ms()
+    }
+}
+
+/// The agents of `directory` silent for longer than `allowed_silence_ms` as
+/// of `clock_ms` (the processor's clock, see [`ProcessorLag`]), as the
+/// UNHEALTHY records to publish, computed at `now_ms`.
+pub fn silent_agents(
+    directory: &AgentDirectory,
+    clock_ms: i64,
+    now_ms: i64,
+    allowed_silence_ms: i64,
+) -> Vec<AgentState> {
+    directory
+        .live()
+        .iter()
+        .filter_map(|state| health::expire(state, clock_ms, allowed_silence_ms))
+        .map(|silent| AgentState {
+            updated_at: now_ms,
+            ..silent
+        })
+        .collect()
+}
+
 /// Every `period`, marks agents silent for longer than `allowed_silence_ms`
 /// UNHEALTHY, until `shutdown`.
 pub async fn check_liveness(
     directory: AgentDirectory,
     publisher: HealthPublisher,
+    lag: ProcessorLag,
     period: Duration,
     allowed_silence_ms: i64,
     shutdown: CancellationToken,
@@ -419,12 +499,10 @@ pub async fn check_liveness(
             _ = tick.tick() => {}
         }
         let now = now_ms();
-        for state in directory.live() {
-            if let Some(silent) = health::expire(&state, now, allowed_silence_ms) {
-                tracing::info!(agent_id = %silent.agent_id, last_heartbeat = ?silent.last_heartbeat, "agent went silent: UNHEALTHY");
-                if let Err(e) = publisher.publish(silent).await {
-                    tracing::warn!(error = %e.message(), "could not publish UNHEALTHY; will retry");
-                }
+        for silent in silent_agents(&directory, lag.clock(now), now, allowed_silence_ms) {
+            tracing::info!(agent_id = %silent.agent_id, last_heartbeat = ?silent.last_heartbeat, processor_lag_ms = lag.ms(), "agent went silent: UNHEALTHY");
+            if let Err(e) = publisher.publish(silent).await {
+                tracing::warn!(error = %e.message(), "could not publish UNHEALTHY; will retry");
             }
         }
     }
@@ -447,6 +525,59 @@ mod tests {
         assert!(CatchUp::new(&[(0, 4, 4)], dora_telemetry::Readiness::new())
             .readiness
             .is_ready());
+    }
+
+    #[tokio::test]
+    async fn loaded_resolves_once_caught_up_or_given_up() {
+        let c = CatchUp::new(&[(0, 0, 2)], dora_telemetry::Readiness::new());
+        let early = tokio::time::timeout(Duration::from_millis(20), c.loaded()).await;
+        assert!(early.is_err(), "not loaded before offset 1 was seen");
+        c.saw(0, 1);
+        tokio::time::timeout(Duration::from_secs(1), c.loaded())
+            .await
+            .expect("loaded");
+        let g = CatchUp::new(&[(0, 0, 2)], dora_telemetry::Readiness::new());
+        g.give_up();
+        tokio::time::timeout(Duration::from_secs(1), g.loaded())
+            .await
+            .expect("loaded after giving up");
+        let empty = CatchUp::new(&[], dora_telemetry::Readiness::new());
+        tokio::time::timeout(Duration::from_secs(1), empty.loaded())
+            .await
+            .expect("nothing to read");
+    }
+
+    fn heartbeating(agent: &str, last_heartbeat: i64) -> AgentState {
+        AgentState {
+            agent_id: agent.into(),
+            agent_type: "GAP_ANALYZER".into(),
+            status: health::HealthStatus::Healthy,
+            last_seen: last_heartbeat,
+            last_heartbeat: Some(last_heartbeat),
+            resource_usage: None,
+            tasks_completed: 0,
+            last_task_id: None,
+            last_error: None,
+            updated_at: last_heartbeat,
+        }
+    }
+
+    #[test]
+    fn an_agent_whose_heartbeats_wait_in_the_processor_backlog_is_not_silent() {
+        let d = AgentDirectory::default();
+        // Heartbeated at 0; it kept heartbeating, but the processor is 40 s
+        // behind (replaying a backlog), so the directory only knows the one at 0.
+        d.merge(heartbeating("busy", 0));
+        let now = 60_000;
+        let lag = ProcessorLag::default();
+        lag.observe(now - 40_000, now);
+        assert!(silent_agents(&d, lag.clock(now), now, 30_000).is_empty());
+        // Caught up, and still nothing newer than 0: now it is silent.
+        lag.observe(now, now);
+        let silent = silent_agents(&d, lag.clock(now), now, 30_000);
+        assert_eq!(silent.len(), 1);
+        assert_eq!(silent[0].status, health::HealthStatus::Unhealthy);
+        assert_eq!(silent[0].updated_at, now);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::auth::{Authenticator, TokenKey};
 use crate::directory::AgentDirectory;
 use crate::pipeline::{
     check_liveness, CatchUp, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink,
-    HEALTH_LOADED,
+    ProcessorLag, HEALTH_LOADED,
 };
 use crate::queue::SendQueue;
 use crate::settings::{GatewaySettings, Settings};
@@ -178,29 +178,60 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
             catch_up.give_up();
         })
     };
-    let reader = ConsumeLoop::new(kafka, &reader_settings, &ctx, dead_letters.clone())
-        .topics(&[s.health_topic.as_str()])
-        .on_assign(|_, _| StartAt::Beginning)
-        .run(HealthReader::new(
-            codec.clone(),
-            directory.clone(),
-            catch_up,
-        ));
-    let processor = ConsumeLoop::new(kafka, &settings.consumer, &ctx, dead_letters)
-        .topics(&[s.events_topic.as_str()])
-        .producer_settings(&settings.producer)
-        .run_batches(HealthProcessor::new(
+    // The reader, the processor and the liveness check are tasks of their own:
+    // joined in this task, the reader working through a long agent-health
+    // backlog starved the others (and the gRPC accept loop) for minutes.
+    let reader = tokio::spawn(
+        ConsumeLoop::new(kafka, &reader_settings, &ctx, dead_letters.clone())
+            .topics(&[s.health_topic.as_str()])
+            .on_assign(|_, _| StartAt::Beginning)
+            .run(HealthReader::new(
+                codec.clone(),
+                directory.clone(),
+                catch_up.clone(),
+            )),
+    );
+    // Events are applied, and silence judged, only on the loaded view.
+    let lag = ProcessorLag::default();
+    let processor = {
+        let (catch_up, shutdown) = (catch_up.clone(), ctx.shutdown.clone());
+        let consume = ConsumeLoop::new(kafka, &settings.consumer, &ctx, dead_letters)
+            .topics(&[s.events_topic.as_str()])
+            .producer_settings(&settings.producer);
+        let processor = HealthProcessor::new(
             codec.clone(),
             publisher.clone(),
             directory.clone(),
-        ));
-    let liveness = check_liveness(
-        directory.clone(),
-        publisher,
-        Duration::from_millis(s.liveness_check_ms.max(10)),
-        s.allowed_silence_ms(),
-        ctx.shutdown.clone(),
-    );
+            lag.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = catch_up.loaded() => {}
+            }
+            consume.run_batches(processor).await
+        })
+    };
+    let liveness = {
+        let (directory, shutdown) = (directory.clone(), ctx.shutdown.clone());
+        let period = Duration::from_millis(s.liveness_check_ms.max(10));
+        let allowed_silence_ms = s.allowed_silence_ms();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = catch_up.loaded() => {}
+            }
+            check_liveness(
+                directory,
+                publisher,
+                lag,
+                period,
+                allowed_silence_ms,
+                shutdown,
+            )
+            .await;
+        })
+    };
     let api = api(s, auth, sink, directory, ctx.shutdown.clone())?;
     let grpc = async {
         let r = serve_grpc(s, listener, api, ctx.shutdown.clone()).await;
@@ -213,10 +244,15 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         }
         r
     };
-    let (grpc, reader, processor, ()) = tokio::join!(grpc, reader, processor, liveness);
+    let (grpc, reader, processor, liveness) = tokio::join!(grpc, reader, processor, liveness);
     give_up.abort();
     grpc?;
-    reader.context("agent-health reader")?;
-    processor.context("health processor")?;
+    reader
+        .context("agent-health reader task")?
+        .context("agent-health reader")?;
+    processor
+        .context("health processor task")?
+        .context("health processor")?;
+    liveness.context("liveness check task")?;
     Ok(())
 }

@@ -227,8 +227,7 @@ pub async fn run(
     };
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..plan.agents {
-        let agent_id = format!("{}-{i}", plan.agent_prefix);
+    for (i, agent_id) in agent_ids(plan).into_iter().enumerate() {
         let agent_type = AGENT_TYPES[i % AGENT_TYPES.len()];
         let token = key.issue(&agent_id, Duration::from_secs(3600))?;
         let client = client_with_token(channel.clone(), &token)?;
@@ -354,6 +353,27 @@ async fn agent(
     Ok(())
 }
 
+/// The ids of the agents `plan` drives, in order.
+pub fn agent_ids(plan: &SimulationPlan) -> Vec<String> {
+    (0..plan.agents)
+        .map(|i| format!("{}-{i}", plan.agent_prefix))
+        .collect()
+}
+
+/// Those of `agents` that `plan` drove (exact ids: prefix `sim` must not pick
+/// up `sim-1-0`, nor `sim-agent-0..7` pick up `sim-agent-11` of a larger run),
+/// in the plan's order.
+pub fn driven_by(plan: &SimulationPlan, agents: Vec<pb::AgentHealth>) -> Vec<pb::AgentHealth> {
+    let mut by_id: BTreeMap<String, pb::AgentHealth> = agents
+        .into_iter()
+        .map(|a| (a.agent_id.clone(), a))
+        .collect();
+    agent_ids(plan)
+        .iter()
+        .filter_map(|id| by_id.remove(id))
+        .collect()
+}
+
 /// Renders the health of `agents` as a table.
 pub fn health_table(agents: &[pb::AgentHealth]) -> String {
     let mut out = format!(
@@ -392,6 +412,35 @@ mod tests {
                     .unwrap_or_else(|e| panic!("event {n} of {t}: {e}"));
             }
         }
+    }
+
+    #[test]
+    fn the_health_table_shows_exactly_the_agents_of_the_run() {
+        let plan = SimulationPlan {
+            gateway: String::new(),
+            agents: 8,
+            agent_prefix: "sim-agent".into(),
+            rate: 0.0,
+            duration: Duration::ZERO,
+            window: 1,
+            error_ratio: 0.0,
+        };
+        let listed = [
+            "sim-agent-11",
+            "sim-agent-3",
+            "sim-agent-0",
+            "sim-agent-9",
+            "other-1",
+        ]
+        .map(|id| pb::AgentHealth {
+            agent_id: id.into(),
+            ..Default::default()
+        });
+        let ids: Vec<String> = driven_by(&plan, listed.to_vec())
+            .into_iter()
+            .map(|a| a.agent_id)
+            .collect();
+        assert_eq!(ids, ["sim-agent-0", "sim-agent-3"]);
     }
 
     #[test]

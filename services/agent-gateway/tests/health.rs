@@ -2,7 +2,8 @@
 //! stack: heartbeat, task completion and error drive GetAgent through HEALTHY,
 //! tasks=1 and DEGRADED and WatchAgents streams those changes in order; an
 //! agent that stops heartbeating turns UNHEALTHY; a seed-shaped JSON heartbeat
-//! written straight to the topic counts like one sent through the gateway.
+//! written straight to the topic counts like one sent through the gateway;
+//! health follows heartbeats while a long agent-health backlog is still read.
 
 mod common;
 
@@ -224,5 +225,74 @@ async fn a_seed_json_heartbeat_written_straight_to_the_topic_shows_in_get_agent(
         tk::record_count(&tk::kafka(), &format!("{}-dlq", scenario.events_topic)).await?,
         0
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_follows_heartbeats_while_a_long_agent_health_backlog_is_still_being_read(
+) -> Result<()> {
+    use futures::StreamExt;
+    let mut scenario = Scenario::new().await?;
+    // A replica that gives up waiting for agent-health after 0.5 s serves (and
+    // processes) while its reader still works through the backlog.
+    scenario.env = vec![("DORA_GATEWAY__HEALTH_LOAD_TIMEOUT_MS", "500".into())];
+    let codec = dora_schema::Codec::new(&dora_schema::RegistrySettings {
+        url: tk::registry_url(),
+        ..Default::default()
+    })?;
+    let producer = tk::producer(&tk::kafka())?;
+    let old = chrono::Utc::now().timestamp_millis() - 3_600_000;
+    let mut payloads = Vec::new();
+    for n in 0..150_000i64 {
+        let state = agent_gateway::health::AgentState {
+            agent_id: format!("old-agent-{}", n % 2_000),
+            agent_type: "GAP_ANALYZER".into(),
+            status: agent_gateway::health::HealthStatus::Healthy,
+            last_seen: old + n,
+            last_heartbeat: Some(old + n),
+            resource_usage: None,
+            tasks_completed: n as u64,
+            last_task_id: None,
+            last_error: None,
+            updated_at: old + n,
+        };
+        let value = agent_gateway::wire::agent_health(&state);
+        let bytes = codec.encode(&scenario.health_topic, &value).await?;
+        payloads.push((value.agent_id, bytes));
+    }
+    let sent: Vec<Result<(i32, i64)>> = futures::stream::iter(payloads.iter())
+        .map(|(key, value)| {
+            tk::produce(
+                &producer,
+                &scenario.health_topic,
+                Some(key.as_bytes()),
+                value,
+                &[],
+            )
+        })
+        .buffer_unordered(2_000)
+        .collect()
+        .await;
+    sent.into_iter().collect::<Result<Vec<_>>>()?;
+
+    let gw = scenario.start().await?;
+    let agent = tk::unique("agent");
+    let mut client = scenario.client(&gw, &agent).await?;
+    let started = Instant::now();
+    client.heartbeat(heartbeat(&agent)).await?;
+    loop {
+        let answer = client
+            .get_agent(pb::GetAgentRequest {
+                agent_id: agent.clone(),
+            })
+            .await;
+        if answer.as_ref().is_ok_and(|a| a.get_ref().status == HEALTHY) {
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            bail!("{agent} not HEALTHY 5 s after its heartbeat while agent-health was being read; last answer {answer:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Ok(())
 }

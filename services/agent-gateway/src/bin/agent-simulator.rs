@@ -22,9 +22,10 @@ struct Args {
     /// Number of agents (one stream each).
     #[arg(long, default_value_t = 8)]
     agents: usize,
-    /// Agent ids are `<prefix>-<n>`.
-    #[arg(long, default_value = "sim-agent")]
-    agent_prefix: String,
+    /// Agent ids are `<prefix>-<n>`. Default `sim-<run id>`: agent health is
+    /// kept on a compacted topic across runs, so each run drives agents of its own.
+    #[arg(long)]
+    agent_prefix: Option<String>,
     /// Total events per second; 0 = as fast as acks allow.
     #[arg(long, default_value_t = 50.0)]
     rate: f64,
@@ -54,13 +55,17 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let agent_prefix = args.agent_prefix.clone().unwrap_or_else(|| {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        format!("sim-{}", &run[..6])
+    });
     let key = std::fs::read_to_string(&args.key_file)
         .with_context(|| format!("reading {}", args.key_file.display()))?;
     let key = TokenKey::new(key.trim_end_matches(['\n', '\r']).as_bytes())?;
     let plan = SimulationPlan {
         gateway: args.gateway.clone(),
         agents: args.agents,
-        agent_prefix: args.agent_prefix.clone(),
+        agent_prefix: agent_prefix.clone(),
         rate: args.rate,
         duration: Duration::from_secs_f64(args.duration_secs),
         window: args.window,
@@ -77,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
     let b = bar.clone();
     let report = simulator::run(&plan, &key, move |acked| b.set_position(acked)).await?;
     bar.finish_and_clear();
+    println!(
+        "agents: {agent_prefix}-0 .. {agent_prefix}-{}",
+        args.agents.saturating_sub(1)
+    );
     print!("{}", report.summary());
     if args.print_health {
         tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
@@ -90,10 +99,7 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .into_inner()
             .agents;
-        let ours: Vec<_> = agents
-            .into_iter()
-            .filter(|a| a.agent_id.starts_with(&args.agent_prefix))
-            .collect();
+        let ours = simulator::driven_by(&plan, agents);
         print!("\n{}", simulator::health_table(&ours));
     }
     if !report.stream_failures.is_empty() {
