@@ -74,6 +74,10 @@ pub fn catalog() -> Vec<TopicSpec> {
             &[
                 ("cleanup.policy", "compact".into()),
                 ("min.compaction.lag.ms", "60000".into()),
+                // Roll segments hourly and compact within the hour, so a replica
+                // reading agent-health whole reads about one record per agent.
+                ("segment.ms", "3600000".into()),
+                ("max.compaction.lag.ms", "3600000".into()),
             ],
         ),
         spec(GAP_ASSESSMENTS, 3, &[retention(30)]),
