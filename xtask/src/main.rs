@@ -82,7 +82,7 @@ fn test() -> Result<()> {
     // Tests that restart the shared broker run alone, after everything else.
     let restart = format!("bash {}", root().join("deploy/local/stack.sh restart-kafka").display());
     run(cargo()
-        .args(["test", "--locked", "-p", "agent-gateway", "--test", "broker_restart", "--", "--ignored"])
+        .args(["test", "--workspace", "--locked", "--test", "broker_restart", "--", "--ignored"])
         .env("DORA_TEST_KAFKA_RESTART_CMD", restart))?;
     eprintln!("xtask test: everything passed in {:.0?}", start.elapsed());
     Ok(())
