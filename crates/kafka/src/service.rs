@@ -69,6 +69,39 @@ impl CommonSettings {
     }
 }
 
+/// Settings of a service that has only the common sections, with its admin
+/// server on `127.0.0.1:<ADMIN_PORT>` by default. (De)serializes exactly as
+/// [`CommonSettings`]; serde's derive does not take const generics.
+#[derive(Debug, Clone)]
+pub struct BaseSettings<const ADMIN_PORT: u16> {
+    /// Kafka, telemetry and admin sections.
+    pub common: CommonSettings,
+}
+
+impl<const ADMIN_PORT: u16> Serialize for BaseSettings<ADMIN_PORT> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        self.common.serialize(serializer)
+    }
+}
+
+impl<'de, const ADMIN_PORT: u16> serde::Deserialize<'de> for BaseSettings<ADMIN_PORT> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        CommonSettings::deserialize(deserializer).map(|common| Self { common })
+    }
+}
+
+impl<const ADMIN_PORT: u16> Default for BaseSettings<ADMIN_PORT> {
+    fn default() -> Self {
+        Self { common: CommonSettings::with_admin_port(ADMIN_PORT) }
+    }
+}
+
+impl<const ADMIN_PORT: u16> ServiceSettings for BaseSettings<ADMIN_PORT> {
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
+}
+
 impl ServiceSettings for CommonSettings {
     fn common(&self) -> &CommonSettings {
         self
@@ -167,5 +200,20 @@ where
             eprintln!("{name}: {e:#}");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_settings_default_to_their_admin_port_and_read_env_like_common() {
+        let s: BaseSettings<9105> = dora_config::load_from(&[]).unwrap();
+        assert_eq!(s.admin().listen.port(), 9105);
+        let vars = vec![("DORA_KAFKA__BOOTSTRAP_SERVERS".to_string(), "b:9092".to_string())];
+        let s: BaseSettings<9105> = dora_config::load_from(&vars).unwrap();
+        assert_eq!(s.kafka().bootstrap_servers, "b:9092");
+        assert_eq!(s.admin().listen.port(), 9105);
     }
 }

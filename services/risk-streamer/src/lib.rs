@@ -1,28 +1,12 @@
 //! risk-streamer: risk-assessments -> 5-minute per-organisation window -> risk-alerts.
+//!
+//! Its pipeline is not built yet: today it boots through the shared sequence,
+//! serves `/healthz`, `/readyz` and `/metrics`, and stops cleanly on SIGTERM.
 
-use dora_kafka::service::{CommonSettings, ServiceContext, ServiceSettings};
-use serde::{Deserialize, Serialize};
+use dora_kafka::service::{BaseSettings, ServiceContext};
 
-/// Settings of risk-streamer (defaults < `DORA_CONFIG` file < `DORA_*` env).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// Kafka, telemetry and admin sections. Admin default `127.0.0.1:9104`.
-    #[serde(flatten)]
-    pub common: CommonSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self { common: CommonSettings::with_admin_port(9104) }
-    }
-}
-
-impl ServiceSettings for Settings {
-    fn common(&self) -> &CommonSettings {
-        &self.common
-    }
-}
+/// Settings of risk-streamer: the common sections, admin on `127.0.0.1:9104` by default.
+pub type Settings = BaseSettings<9104>;
 
 /// Runs risk-streamer until shutdown is requested.
 pub async fn run(_settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
