@@ -10,7 +10,7 @@ mod common;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use common::{await_agent, heartbeat, Scenario};
+use common::{await_agent, await_agent_within, heartbeat, Scenario};
 use dora_proto::agent::v1 as pb;
 use dora_testkit as tk;
 
@@ -278,21 +278,14 @@ async fn health_follows_heartbeats_while_a_long_agent_health_backlog_is_still_be
     let gw = scenario.start().await?;
     let agent = tk::unique("agent");
     let mut client = scenario.client(&gw, &agent).await?;
-    let started = Instant::now();
     client.heartbeat(heartbeat(&agent)).await?;
-    loop {
-        let answer = client
-            .get_agent(pb::GetAgentRequest {
-                agent_id: agent.clone(),
-            })
-            .await;
-        if answer.as_ref().is_ok_and(|a| a.get_ref().status == HEALTHY) {
-            break;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(5) {
-            bail!("{agent} not HEALTHY 5 s after its heartbeat while agent-health was being read; last answer {answer:?}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    await_agent_within(
+        &mut client,
+        &agent,
+        "HEALTHY while agent-health is still being read",
+        std::time::Duration::from_secs(5),
+        |a| a.status == HEALTHY,
+    )
+    .await?;
     Ok(())
 }

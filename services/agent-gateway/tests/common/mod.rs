@@ -130,6 +130,17 @@ pub async fn await_agent(
     what: &str,
     pred: impl Fn(&pb::AgentHealth) -> bool,
 ) -> Result<pb::AgentHealth> {
+    await_agent_within(client, agent, what, tk::DEADLINE, pred).await
+}
+
+/// Like [`await_agent`] with an explicit deadline.
+pub async fn await_agent_within(
+    client: &mut AuthedClient,
+    agent: &str,
+    what: &str,
+    deadline: Duration,
+    pred: impl Fn(&pb::AgentHealth) -> bool,
+) -> Result<pb::AgentHealth> {
     let start = Instant::now();
     loop {
         let last = match client
@@ -142,11 +153,8 @@ pub async fn await_agent(
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(s),
         };
-        if start.elapsed() > tk::DEADLINE {
-            bail!(
-                "{agent}: {what} not reached within {:?}; last answer {last:?}",
-                tk::DEADLINE
-            );
+        if start.elapsed() > deadline {
+            bail!("{agent}: {what} not reached within {deadline:?}; last answer {last:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
