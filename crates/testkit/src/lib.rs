@@ -290,8 +290,10 @@ fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> 
     let mut tpl = TopicPartitionList::new();
     let mut targets = Vec::new();
     for p in partitions {
-        // For read_committed the last stable offset bounds what is visible; the
-        // high watermark is fetched after assignment, so it reflects isolation.
+        // The end to read to. With read_committed, aborted records and markers
+        // never arrive, so the loop below also counts a partition done when the
+        // consumer's position reaches this end; a transaction still open at the
+        // deadline makes the read fail.
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
