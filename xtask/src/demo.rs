@@ -48,7 +48,7 @@ pub async fn run(root: &Path) -> Result<()> {
         let process = tk::ServiceProcess::spawn(bins.join(name), &env)
             .await
             .with_context(|| format!("starting {name}"))?;
-        println!("started {name:<14} admin http://{}/readyz", process.admin);
+        println!("started {name:<14} admin http://{}/readyz", process.admin()?);
         running.push((name, process));
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dora_kafka::consume::DeadLetterEncoder;
-use dora_kafka::service::ServiceContext;
+use dora_telemetry::ServiceContext;
 use dora_kafka::{
     ConsumeLoop, ConsumerSettings, Handler, HandlerError, OutboundRecord, Producer,
     ProducerSettings, Record,
@@ -148,11 +148,7 @@ async fn loop_consume(
     topic: &str,
     n: u64,
 ) -> anyhow::Result<Duration> {
-    let ctx = ServiceContext {
-        name: "bench",
-        readiness: dora_telemetry::Readiness::new(),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-    };
+    let ctx = ServiceContext::new("bench");
     let count = Arc::new(AtomicU64::new(0));
     let lp = ConsumeLoop::new(&dora_testkit::kafka(), settings, &ctx, Arc::new(NoLetters))
         .topics(&[topic]);

@@ -1,7 +1,7 @@
 //! The Kafka runtime every service uses: settings -> rdkafka clients, the one
 //! producer factory, the one consume loop, the shared audit producer, topic
-//! catalog and provisioning, connection checks and the service boot sequence.
-//! The only crate that builds rdkafka clients.
+//! catalog and provisioning, and the connection check the boot sequence
+//! (`dora-service`) runs. The only crate that builds rdkafka clients.
 //!
 //! # The seed's kafka-python settings in librdkafka
 //!
@@ -39,7 +39,6 @@ pub mod consume;
 pub mod metrics;
 pub mod producer;
 pub mod retry;
-pub mod service;
 pub mod settings;
 pub mod topics;
 

@@ -1,18 +1,22 @@
 //! Telemetry for every service: tracing subscriber (JSON or pretty, env filter),
 //! OpenTelemetry export over OTLP when an endpoint is configured, W3C trace
 //! context propagation helpers, Prometheus exposition and the admin HTTP server
-//! (`/metrics`, `/healthz`, `/readyz`).
+//! (`/metrics`, `/healthz`, `/readyz`), and the [`ServiceContext`] a running
+//! service hands its components (name, readiness, shutdown, address announcements).
 //!
 //! *Architecture invariant*: this crate knows nothing about Kafka; the Kafka
 //! runtime carries trace context in record headers through [`propagation`].
 
+mod context;
 pub mod propagation;
 mod tracing_setup;
 
+pub use context::{read_announcements, ServiceContext, STARTING};
 pub use tracing_setup::{init, otel_layer, TelemetryGuard};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -53,12 +57,18 @@ pub struct AdminSettings {
     /// Listen address of `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:0` (each
     /// service overrides with its port from the design's address table).
     pub listen: SocketAddr,
+    /// File to which the service appends `<listener>=<host:port>` once each of
+    /// its listeners is bound (`admin`, and e.g. `grpc`), so whoever started it
+    /// on port 0 learns the addresses ([`ServiceContext::announce`]). Default:
+    /// none, nothing is written.
+    pub announce_path: Option<PathBuf>,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            announce_path: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! [`KafkaSettings`], independently of the runtime under test.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -194,6 +195,21 @@ pub async fn produce(
     Ok((delivery.partition, delivery.offset))
 }
 
+/// Produces every `(key, value)` to `topic` with a plain producer, all in
+/// flight at once, and waits for every acknowledgement.
+pub async fn produce_all(settings: &KafkaSettings, topic: &str, records: &[(String, Vec<u8>)]) -> Result<()> {
+    let producer = producer(settings)?;
+    let mut pending = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let record = FutureRecord::to(topic).key(key.as_str()).payload(value.as_slice());
+        pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for delivery in pending {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
 fn base_consumer(settings: &KafkaSettings, isolation: Option<&str>) -> Result<BaseConsumer> {
     let mut cfg = settings.client_config()?;
     cfg.set("group.id", unique("testkit-reader"))
@@ -374,24 +390,24 @@ pub async fn committed_offset(settings: &KafkaSettings, group: &str, topic: &str
     .await?
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// A service binary running as a real process. Killed (SIGKILL) when dropped.
+///
+/// The harness never picks ports: the process binds its admin server (and any
+/// other listener) on port 0 and announces the addresses it got in a file the
+/// harness names (`DORA_ADMIN__ANNOUNCE_PATH`, see
+/// `dora_telemetry::ServiceContext::announce`).
 pub struct ServiceProcess {
     child: Option<Child>,
-    /// The admin address (`/metrics`, `/healthz`, `/readyz`).
-    pub admin: String,
     /// Where the process's stdout and stderr go.
     pub log_path: PathBuf,
+    /// Where the process announces its bound listeners.
+    announce_path: PathBuf,
 }
 
 impl ServiceProcess {
-    /// Starts `binary` with `env` (plus `DORA_ADMIN__LISTEN` on a free port and
-    /// the local stack's Kafka address unless `env` sets it) and waits until its
-    /// `/readyz` answers 200.
+    /// Starts `binary` with `env` (plus its admin server on port 0 and the local
+    /// stack's Kafka and registry addresses unless `env` sets them) and waits
+    /// until its `/readyz` answers 200.
     pub async fn spawn(binary: impl AsRef<Path>, env: &[(&str, String)]) -> Result<Self> {
         let mut process = Self::start(binary, env)?;
         if let Err(e) = process.wait_ready(DEADLINE * 2).await {
@@ -404,15 +420,17 @@ impl ServiceProcess {
     /// Starts `binary` without waiting for readiness.
     pub fn start(binary: impl AsRef<Path>, env: &[(&str, String)]) -> Result<Self> {
         let binary = binary.as_ref();
-        let admin = format!("127.0.0.1:{}", free_port());
-        let log_path = std::env::temp_dir().join(format!(
-            "{}-{}.log",
+        let base = std::env::temp_dir().join(format!(
+            "{}-{}",
             binary.file_name().and_then(|n| n.to_str()).unwrap_or("service"),
             uuid::Uuid::new_v4().simple()
         ));
+        let log_path = base.with_extension("log");
+        let announce_path = base.with_extension("addresses");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(binary);
-        cmd.env("DORA_ADMIN__LISTEN", &admin)
+        cmd.env("DORA_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("DORA_ADMIN__ANNOUNCE_PATH", &announce_path)
             .env("DORA_KAFKA__BOOTSTRAP_SERVERS", kafka().bootstrap_servers)
             .env("DORA_REGISTRY__URL", registry_url())
             .env("DORA_TELEMETRY__LOG_FORMAT", "json")
@@ -423,14 +441,43 @@ impl ServiceProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().with_context(|| format!("spawning {}", binary.display()))?;
-        Ok(Self { child: Some(child), admin, log_path })
+        Ok(Self { child: Some(child), log_path, announce_path })
+    }
+
+    /// The address the process announced for `listener` (`admin`, `grpc`, ...), if it did yet.
+    pub fn announced(&self, listener: &str) -> Option<SocketAddr> {
+        let text = std::fs::read_to_string(&self.announce_path).unwrap_or_default();
+        dora_telemetry::read_announcements(&text).into_iter().rev().find(|(n, _)| n == listener).map(|(_, a)| a)
+    }
+
+    /// Waits until the process announced `listener`, failing early if it exits.
+    pub async fn wait_announced(&mut self, listener: &str, deadline: Duration) -> Result<SocketAddr> {
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = self.announced(listener) {
+                return Ok(addr);
+            }
+            if let Some(status) = self.try_wait()? {
+                bail!("process exited before announcing its {listener} address: {status}");
+            }
+            if start.elapsed() > deadline {
+                bail!("no {listener} address announced within {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The admin server's address (`/metrics`, `/healthz`, `/readyz`), once announced.
+    pub fn admin(&self) -> Result<SocketAddr> {
+        self.announced("admin").context("the process has not announced its admin address")
     }
 
     /// Waits until `/readyz` answers 200, failing early if the process exits.
     pub async fn wait_ready(&mut self, deadline: Duration) -> Result<()> {
-        let url = format!("http://{}/readyz", self.admin);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let start = Instant::now();
+        let admin = self.wait_announced("admin", deadline).await?;
+        let url = format!("http://{admin}/readyz");
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         loop {
             if let Some(status) = self.try_wait()? {
                 bail!("process exited before it was ready: {status}");
@@ -449,7 +496,7 @@ impl ServiceProcess {
 
     /// GETs a path of the admin server and returns (status, body).
     pub async fn admin_get(&self, path: &str) -> Result<(u16, String)> {
-        let resp = reqwest::get(format!("http://{}{path}", self.admin)).await?;
+        let resp = reqwest::get(format!("http://{}{path}", self.admin()?)).await?;
         Ok((resp.status().as_u16(), resp.text().await?))
     }
 
@@ -512,6 +559,7 @@ impl Drop for ServiceProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.announce_path);
         if std::env::var_os("TEST_LOG").is_some() {
             eprintln!("--- {} ---\n{}", self.log_path.display(), self.log());
         }
@@ -526,7 +574,7 @@ pub async fn run_to_exit(
     deadline: Duration,
 ) -> Result<(ExitStatus, String, String)> {
     let mut cmd = tokio::process::Command::new(binary.as_ref());
-    cmd.env("DORA_ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
+    cmd.env("DORA_ADMIN__LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

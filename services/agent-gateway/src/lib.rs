@@ -21,7 +21,7 @@ pub mod wire;
 
 pub use settings::{GatewaySettings, Settings};
 
-use dora_kafka::service::ServiceContext;
+use dora_service::ServiceContext;
 
 /// Runs agent-gateway until shutdown is requested.
 pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {

@@ -2,6 +2,6 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    dora_kafka::service::main::<agent_gateway::Settings, _, _>("agent-gateway", agent_gateway::run)
+    dora_service::main::<agent_gateway::Settings, _, _>("agent-gateway", agent_gateway::run)
         .await
 }

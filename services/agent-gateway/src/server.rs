@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dora_config::ExposeSecret;
-use dora_kafka::service::ServiceContext;
+use dora_service::ServiceContext;
 use dora_proto::agent::v1::agent_gateway_server::AgentGatewayServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -131,7 +131,10 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     let listener = TcpListener::bind(s.grpc_listen)
         .await
         .with_context(|| format!("binding {}", s.grpc_listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "gRPC listening");
+    let grpc_addr = listener.local_addr()?;
+    tracing::info!(addr = %grpc_addr, "gRPC listening");
+    ctx.announce("grpc", grpc_addr)
+        .context("announcing the gRPC address")?;
 
     let codec = dora_schema::Codec::new(&settings.registry).context("registry settings")?;
     codec

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dora_config::Secret;
-use dora_kafka::service::{CommonSettings, ServiceSettings};
+use dora_service::{CommonSettings, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
 /// Settings of agent-gateway (defaults < `DORA_CONFIG` file < `DORA_*` env).

@@ -15,7 +15,7 @@ async fn without_a_token_key_or_client_ca_the_gateway_refuses_to_start() -> Resu
         &[
             (
                 "DORA_GATEWAY__GRPC_LISTEN",
-                format!("127.0.0.1:{}", tk::free_port()),
+                "127.0.0.1:0".to_string(),
             ),
             (
                 "DORA_KAFKA__BOOTSTRAP_SERVERS",

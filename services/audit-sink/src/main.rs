@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    dora_kafka::service::main::<audit_sink::Settings, _, _>("audit-sink", audit_sink::run).await
+    dora_service::main::<audit_sink::Settings, _, _>("audit-sink", audit_sink::run).await
 }

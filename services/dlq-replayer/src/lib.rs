@@ -3,7 +3,7 @@
 //! Its pipeline is not built yet: today it boots through the shared sequence,
 //! serves `/healthz`, `/readyz` and `/metrics`, and stops cleanly on SIGTERM.
 
-use dora_kafka::service::{BaseSettings, ServiceContext};
+use dora_service::{BaseSettings, ServiceContext};
 
 /// Settings of dlq-replayer: the common sections, admin on `127.0.0.1:9105` by default.
 pub type Settings = BaseSettings<9105>;

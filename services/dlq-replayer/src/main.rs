@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    dora_kafka::service::main::<dlq_replayer::Settings, _, _>("dlq-replayer", dlq_replayer::run).await
+    dora_service::main::<dlq_replayer::Settings, _, _>("dlq-replayer", dlq_replayer::run).await
 }

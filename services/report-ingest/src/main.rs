@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    dora_kafka::service::main::<report_ingest::Settings, _, _>("report-ingest", report_ingest::run).await
+    dora_service::main::<report_ingest::Settings, _, _>("report-ingest", report_ingest::run).await
 }

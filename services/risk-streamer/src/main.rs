@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    dora_kafka::service::main::<risk_streamer::Settings, _, _>("risk-streamer", risk_streamer::run).await
+    dora_service::main::<risk_streamer::Settings, _, _>("risk-streamer", risk_streamer::run).await
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dora_telemetry::Readiness;
+use dora_telemetry::{Readiness, ServiceContext};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::Producer as _;
@@ -21,7 +21,6 @@ use super::{
 use crate::producer::{
     Delivery, OutboundRecord, ProduceError, Producer, ProducerSettings, CONTENT_TYPE_HEADER,
 };
-use crate::service::ServiceContext;
 use crate::{metrics, topics, KafkaError, KafkaSettings};
 
 /// Where a newly assigned partition starts.
@@ -61,7 +60,7 @@ type OnAssign = Arc<dyn Fn(&str, i32) -> StartAt + Send + Sync>;
 /// # impl Handler for Archive {
 /// #     async fn handle(&self, _r: &Record) -> Result<(), HandlerError> { Ok(()) }
 /// # }
-/// # async fn f<D: dora_kafka::consume::DeadLetterEncoder>(ctx: dora_kafka::service::ServiceContext, codec: std::sync::Arc<D>) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn f<D: dora_kafka::consume::DeadLetterEncoder>(ctx: dora_telemetry::ServiceContext, codec: std::sync::Arc<D>) -> Result<(), Box<dyn std::error::Error>> {
 /// let settings = ConsumerSettings { group_id: "audit-sink".into(), ..Default::default() };
 /// ConsumeLoop::new(&Default::default(), &settings, &ctx, codec)
 ///     .topics(&["user-activities"])
@@ -210,7 +209,7 @@ impl<D: DeadLetterEncoder> ConsumeLoop<D> {
         );
         // The loop's own conditions are registered: the boot sequence's
         // "starting" gate may open (see `ServiceContext::started`).
-        self.readiness.set_ready(crate::service::STARTING);
+        self.readiness.set_ready(dora_telemetry::STARTING);
         let mut cfg = self.settings.client_config(&self.kafka)?;
         if self.kafka.client_id.is_empty() {
             cfg.set("client.id", &self.service);

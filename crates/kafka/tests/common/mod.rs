@@ -6,10 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dora_kafka::service::ServiceContext;
+use dora_telemetry::ServiceContext;
 use dora_kafka::{ConsumerSettings, HandlerError, KafkaSettings, Record, RetryPolicy};
-use dora_telemetry::Readiness;
-use tokio_util::sync::CancellationToken;
 
 /// The local stack's Kafka settings.
 pub fn kafka() -> KafkaSettings {
@@ -36,11 +34,7 @@ pub fn consumer(group: &str) -> ConsumerSettings {
 
 /// A service context with its own readiness and shutdown token.
 pub fn context(name: &'static str) -> ServiceContext {
-    ServiceContext {
-        name,
-        readiness: Readiness::new(),
-        shutdown: CancellationToken::new(),
-    }
+    ServiceContext::new(name)
 }
 
 /// The schema codec on the local registry (encodes the loop's dead letters).

@@ -12,11 +12,10 @@ use agent_gateway::auth::TokenKey;
 use agent_gateway::simulator::{self, AuthedClient};
 use anyhow::{bail, Context, Result};
 use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt};
-use dora_kafka::service::ServiceContext;
+use dora_service::ServiceContext;
 use dora_proto::agent::v1 as pb;
 use dora_schema::{Codec, RegistrySettings};
 use dora_testkit as tk;
-use tokio_util::sync::CancellationToken;
 
 /// The gateway binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-gateway");
@@ -65,9 +64,8 @@ impl Scenario {
 
     /// Starts a gateway replica and waits until it is ready.
     pub async fn start(&self) -> Result<Gateway> {
-        let port = tk::free_port();
         let mut env: Vec<(&str, String)> = vec![
-            ("DORA_GATEWAY__GRPC_LISTEN", format!("127.0.0.1:{port}")),
+            ("DORA_GATEWAY__GRPC_LISTEN", "127.0.0.1:0".to_string()),
             (
                 "DORA_GATEWAY__TOKEN_KEY_FILE",
                 self.key_file.display().to_string(),
@@ -77,10 +75,11 @@ impl Scenario {
             ("DORA_CONSUMER__GROUP_ID", self.group.clone()),
         ];
         env.extend(self.env.iter().cloned());
-        let process = tk::ServiceProcess::spawn(BIN, &env).await?;
+        let mut process = tk::ServiceProcess::spawn(BIN, &env).await?;
+        let grpc = process.wait_announced("grpc", tk::DEADLINE).await?;
         Ok(Gateway {
             process,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{grpc}"),
         })
     }
 
@@ -189,11 +188,7 @@ impl Handler for Collect {
 /// group of its own) until it has seen `at_least` records; returns them in
 /// arrival order (partition order is kept).
 pub async fn read_records(topic: &str, at_least: usize) -> Result<Vec<Record>> {
-    let ctx = ServiceContext {
-        name: "agent-gateway-test-reader",
-        readiness: dora_telemetry::Readiness::new(),
-        shutdown: CancellationToken::new(),
-    };
+    let ctx = ServiceContext::new("agent-gateway-test-reader");
     let settings = ConsumerSettings {
         group_id: tk::unique("test-reader"),
         max_batch_wait_ms: 50,

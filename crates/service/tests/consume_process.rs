@@ -1,19 +1,24 @@
-//! The consume loop as a real process (`kafka-probe`): at-least-once across a
-//! SIGKILL, a clean SIGTERM drain under load, and a transactional crash between
-//! producing and committing.
-
-mod common;
+//! A service built on the boot sequence and the consume loop, as a real
+//! process (`kafka-probe`): at-least-once across a SIGKILL, a clean SIGTERM
+//! drain under load, and a transactional crash between producing and committing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
 use dora_testkit::{
-    committed_offset, create_topic, eventually, read_all, read_committed, unique, ServiceProcess,
-    DEADLINE,
+    committed_offset, create_topic, eventually, kafka, read_all, read_committed, unique,
+    ServiceProcess, DEADLINE,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_kafka-probe");
+
+/// Produces `{"id": n}` for every n in `ids` to `topic` (key = id), awaiting every ack.
+async fn produce_ids(topic: &str, ids: std::ops::Range<u64>) -> anyhow::Result<()> {
+    let records: Vec<(String, Vec<u8>)> = ids
+        .map(|n| (n.to_string(), format!("{{\"id\":{n}}}").into_bytes()))
+        .collect();
+    dora_testkit::produce_all(&kafka(), topic, &records).await
+}
 
 /// `(partition, offset, id)` per line of the probe's output file.
 fn processed(path: &std::path::Path) -> Vec<(i32, i64, u64)> {

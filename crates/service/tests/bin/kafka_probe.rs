@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dora_kafka::consume::DeadLetterEncoder;
-use dora_kafka::service::{CommonSettings, ServiceContext, ServiceSettings};
 use dora_kafka::{
-    ConsumeLoop, ConsumerSettings, Handler, HandlerError, OutboundRecord, Record,
-    Transform,
+    ConsumeLoop, ConsumerSettings, Handler, HandlerError, OutboundRecord, Record, Transform,
 };
+use dora_service::{CommonSettings, ServiceContext, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
 /// What the probe does (section `probe`).
@@ -146,5 +145,5 @@ async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    dora_kafka::service::main::<Settings, _, _>("kafka-probe", run).await
+    dora_service::main::<Settings, _, _>("kafka-probe", run).await
 }
