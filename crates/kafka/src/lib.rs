@@ -36,6 +36,7 @@
 pub mod audit;
 pub mod client;
 pub mod consume;
+pub mod inspect;
 pub mod metrics;
 pub mod producer;
 pub mod retry;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use dora_telemetry::{Readiness, ServiceContext};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -15,9 +14,9 @@ use tracing::Instrument;
 
 use super::context::{LoopContext, Shared, Tp};
 use super::{
-    BatchHandler, ConsumerSettings, DeadLetterEncoder, Handler, HandlerError, Record, RecordHeader,
-    Transform,
+    BatchHandler, ConsumerSettings, DeadLetterEncoder, Handler, HandlerError, Record, Transform,
 };
+use crate::inspect::record_of;
 use crate::producer::{
     Delivery, OutboundRecord, ProduceError, Producer, ProducerSettings, CONTENT_TYPE_HEADER,
 };
@@ -366,29 +365,6 @@ fn tp_list(tp: &Tp, offset: Offset) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     let _ = tpl.add_partition_offset(&tp.0, tp.1, offset);
     tpl
-}
-
-fn record_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| RecordHeader {
-                    key: h.key.to_string(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
-        topic: m.topic().to_string(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
-        headers,
-        timestamp: m.timestamp().to_millis(),
-    }
 }
 
 fn record_span(record: &Record) -> tracing::Span {

@@ -1,0 +1,332 @@
+//! Read-only access to topics for operator commands and state rebuilds: the
+//! topic names of the cluster, and the committed records of a topic (or of
+//! some of its partitions) from given offsets up to the end they had when the
+//! read began.
+//!
+//! A [`TopicReader`] is a plain assigned consumer: no consumer group, nothing
+//! committed, no rebalance, so reading never disturbs a service that consumes
+//! the same topic. It reads `read_committed`: records of aborted transactions
+//! are never returned, and the end of a partition is its last stable offset
+//! when the reader opened (the high watermark, or the first offset of the
+//! oldest transaction still open), so an open transaction never makes a read
+//! wait. Polling runs on a blocking thread and hands records over in batches
+//! through a bounded channel, so a large topic is read in bounded memory.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::consume::{Record, RecordHeader};
+use crate::{KafkaError, KafkaSettings};
+
+/// Records per batch handed to the reader's caller.
+const BATCH: usize = 500;
+/// Batches buffered between the polling thread and the caller.
+const BUFFERED_BATCHES: usize = 4;
+
+/// The names of every topic of the cluster (internal ones excluded), sorted.
+pub async fn topic_names(
+    settings: &KafkaSettings,
+    timeout: Duration,
+) -> Result<Vec<String>, KafkaError> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = settings
+            .client_config()?
+            .create()
+            .map_err(KafkaError::Client)?;
+        let md = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(KafkaError::Client)?;
+        let mut names: Vec<String> = md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.name().starts_with("__"))
+            .map(|t| t.name().to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    })
+    .await
+    .map_err(|e| KafkaError::Admin(format!("metadata task failed: {e}")))?
+}
+
+/// One partition of a read: where it starts and the end it is read up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    /// Partition.
+    pub partition: i32,
+    /// First offset still in the log when the read began.
+    pub low: i64,
+    /// Last stable offset when the read began (the high watermark unless a
+    /// transaction was open): the read stops before it.
+    pub end: i64,
+}
+
+/// What to read: a topic, optionally only some partitions and from given offsets.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    /// Topic.
+    pub topic: String,
+    /// Partitions to read; `None` for all of them.
+    pub partitions: Option<Vec<i32>>,
+    /// Offset to start at per partition; the log start for partitions not listed.
+    pub from: HashMap<i32, i64>,
+    /// Longest a partition may make no progress towards its end (e.g. its
+    /// leader is unavailable) before the read fails.
+    pub stall_timeout: Duration,
+}
+
+impl ReadRequest {
+    /// Every partition of `topic`, from the log start, with a 30 s stall timeout.
+    pub fn whole(topic: &str) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partitions: None,
+            from: HashMap::new(),
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Only `partition`.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partitions = Some(vec![partition]);
+        self
+    }
+}
+
+/// Reads committed records of a topic up to the end its partitions had when
+/// the reader was opened. Dropping it stops the polling thread.
+pub struct TopicReader {
+    ranges: Vec<PartitionRange>,
+    batches: mpsc::Receiver<Result<Vec<Record>, KafkaError>>,
+}
+
+impl TopicReader {
+    /// Looks up the partitions and their watermarks and starts reading.
+    /// A topic that does not exist is [`KafkaError::Admin`] naming it.
+    pub async fn open(settings: &KafkaSettings, request: ReadRequest) -> Result<Self, KafkaError> {
+        let settings = settings.clone();
+        let (tx, rx) = mpsc::channel(BUFFERED_BATCHES);
+        let (ranges_tx, ranges_rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let opened = open_blocking(&settings, &request);
+            let (consumer, ranges) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = ranges_tx.send(Err(e));
+                    return;
+                }
+            };
+            if ranges_tx.send(Ok(ranges.clone())).is_err() {
+                return;
+            }
+            if let Err(e) = poll_blocking(&consumer, &request, &ranges, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let ranges = ranges_rx
+            .await
+            .map_err(|_| KafkaError::Admin("reader task ended before it opened".into()))??;
+        Ok(Self {
+            ranges,
+            batches: rx,
+        })
+    }
+
+    /// The partitions being read, with the end each is read up to.
+    pub fn ranges(&self) -> &[PartitionRange] {
+        &self.ranges
+    }
+
+    /// The next batch of records (in offset order per partition), or `None`
+    /// once every partition reached its end.
+    pub async fn next_batch(&mut self) -> Option<Result<Vec<Record>, KafkaError>> {
+        self.batches.recv().await
+    }
+}
+
+fn open_blocking(
+    settings: &KafkaSettings,
+    request: &ReadRequest,
+) -> Result<(BaseConsumer, Vec<PartitionRange>), KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let mut cfg = settings.client_config()?;
+    // A group id is required by librdkafka even for assign(); nothing is committed.
+    cfg.set(
+        "group.id",
+        format!("dora-inspect-{}", uuid::Uuid::new_v4().simple()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .set("enable.partition.eof", "false")
+    .set("isolation.level", "read_committed")
+    .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = cfg.create().map_err(KafkaError::Client)?;
+    let topic = request.topic.as_str();
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(KafkaError::Client)?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| KafkaError::Admin(format!("topic {topic} not found")))?;
+    if let Some(e) = t.error() {
+        let code = RDKafkaErrorCode::from(e);
+        return Err(KafkaError::Admin(format!("topic {topic}: {code}")));
+    }
+    let mut ranges = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in t.partitions() {
+        let partition = p.id();
+        if request
+            .partitions
+            .as_ref()
+            .is_some_and(|only| !only.contains(&partition))
+        {
+            continue;
+        }
+        let (low, end) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(KafkaError::Client)?;
+        let start = request
+            .from
+            .get(&partition)
+            .copied()
+            .unwrap_or(low)
+            .max(low);
+        ranges.push(PartitionRange {
+            partition,
+            low,
+            end,
+        });
+        if start < end {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+                .map_err(KafkaError::Client)?;
+        }
+    }
+    if let Some(only) = &request.partitions {
+        if let Some(missing) = only
+            .iter()
+            .find(|p| !ranges.iter().any(|r| r.partition == **p))
+        {
+            return Err(KafkaError::Admin(format!(
+                "topic {topic} has no partition {missing}"
+            )));
+        }
+    }
+    ranges.sort_by_key(|r| r.partition);
+    if tpl.count() > 0 {
+        consumer.assign(&tpl).map_err(KafkaError::Client)?;
+    }
+    Ok((consumer, ranges))
+}
+
+fn poll_blocking(
+    consumer: &BaseConsumer,
+    request: &ReadRequest,
+    ranges: &[PartitionRange],
+    tx: &mpsc::Sender<Result<Vec<Record>, KafkaError>>,
+) -> Result<(), KafkaError> {
+    let topic = request.topic.as_str();
+    // Next offset expected per unfinished partition.
+    let mut pending: HashMap<i32, (i64, i64)> = ranges
+        .iter()
+        .map(|r| {
+            let start = request
+                .from
+                .get(&r.partition)
+                .copied()
+                .unwrap_or(r.low)
+                .max(r.low);
+            (r.partition, (start, r.end))
+        })
+        .filter(|(_, (start, end))| start < end)
+        .collect();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut progress_at = Instant::now();
+    while !pending.is_empty() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                progress_at = Instant::now();
+                let partition = m.partition();
+                let Some((next, end)) = pending.get_mut(&partition) else {
+                    continue;
+                };
+                if m.offset() >= *end {
+                    pending.remove(&partition);
+                    continue;
+                }
+                *next = m.offset() + 1;
+                if *next >= *end {
+                    pending.remove(&partition);
+                }
+                batch.push(record_of(&m));
+                if batch.len() >= BATCH {
+                    if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                        return Ok(());
+                    }
+                    progress_at = Instant::now();
+                }
+            }
+            Some(Err(e)) => return Err(KafkaError::Client(e)),
+            None => {
+                // Transaction markers and aborted records are never delivered:
+                // the consumer's position also tells when a partition is done.
+                let position = consumer.position().map_err(KafkaError::Client)?;
+                pending.retain(|p, (_, end)| {
+                    let pos = position
+                        .find_partition(topic, *p)
+                        .and_then(|e| e.offset().to_raw())
+                        .unwrap_or(-1);
+                    pos < *end
+                });
+                if !pending.is_empty() && progress_at.elapsed() > request.stall_timeout {
+                    let (p, (next, end)) = pending
+                        .iter()
+                        .next()
+                        .map(|(p, x)| (*p, *x))
+                        .unwrap_or_default();
+                    return Err(KafkaError::Admin(format!(
+                        "reading {topic}/{p}: no progress from offset {next} towards {end} within {:?}",
+                        request.stall_timeout
+                    )));
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(Ok(batch));
+    }
+    Ok(())
+}
+
+/// A consumed message as the platform's [`Record`].
+pub(crate) fn record_of<M: Message>(m: &M) -> Record {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| RecordHeader {
+                    key: h.key.to_string(),
+                    value: h.value.map(<[u8]>::to_vec),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp: m.timestamp().to_millis(),
+    }
+}

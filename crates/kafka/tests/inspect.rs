@@ -1,0 +1,182 @@
+//! The read-only topic reader against the real broker: committed records only
+//! (aborted transactions skipped, transaction markers crossed), from given
+//! offsets, chosen partitions, up to the end at open.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use dora_kafka::inspect::{topic_names, ReadRequest, TopicReader};
+use dora_kafka::Record;
+use dora_testkit::{create_topic, produce, producer, unique};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::ClientConfig;
+
+fn kafka() -> dora_kafka::KafkaSettings {
+    dora_testkit::kafka()
+}
+
+async fn read(request: ReadRequest) -> Result<Vec<Record>> {
+    let mut reader = TopicReader::open(&kafka(), request).await?;
+    let mut out = Vec::new();
+    while let Some(batch) = reader.next_batch().await {
+        out.extend(batch?);
+    }
+    Ok(out)
+}
+
+fn values(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.payload()).into_owned())
+        .collect()
+}
+
+/// Writes `values` to partition 0 of `topic` in one transaction, committed or aborted.
+fn transaction(topic: &str, values: &[&str], commit: bool) -> Result<BaseProducer> {
+    let mut cfg: ClientConfig = kafka().client_config()?;
+    cfg.set("transactional.id", unique("inspect-tx"));
+    let p: BaseProducer = cfg.create()?;
+    p.init_transactions(Duration::from_secs(30))?;
+    p.begin_transaction()?;
+    for v in values {
+        p.send(BaseRecord::<(), str>::to(topic).partition(0).payload(*v))
+            .map_err(|(e, _)| e)?;
+    }
+    p.flush(Duration::from_secs(30))?;
+    if commit {
+        p.commit_transaction(Duration::from_secs(30))?;
+    } else {
+        p.abort_transaction(Duration::from_secs(30))?;
+    }
+    Ok(p)
+}
+
+#[tokio::test]
+async fn reads_committed_records_only_and_crosses_transaction_markers() -> Result<()> {
+    let topic = unique("inspect");
+    create_topic(&kafka(), &topic, 1).await?;
+    let plain = producer(&kafka())?;
+    produce(&plain, &topic, Some(b"k"), b"a", &[("h", b"1")]).await?;
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        transaction(&t, &["b", "c"], true)?;
+        transaction(&t, &["aborted"], false)?;
+        Ok(())
+    })
+    .await??;
+    produce(&plain, &topic, None, b"d", &[]).await?;
+    // The log ends with a commit marker: the read must still finish.
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || transaction(&t, &["e"], true).map(drop)).await??;
+
+    let all = read(ReadRequest::whole(&topic)).await?;
+    assert_eq!(values(&all), ["a", "b", "c", "d", "e"]);
+    assert_eq!(all[0].key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(all[0].header("h"), Some(&b"1"[..]));
+    assert!(all.windows(2).all(|w| w[0].offset < w[1].offset));
+
+    // From an offset: only what follows it.
+    let from_c = all[2].offset;
+    let mut req = ReadRequest::whole(&topic);
+    req.from = HashMap::from([(0, from_c)]);
+    assert_eq!(values(&read(req).await?), ["c", "d", "e"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reads_chosen_partitions_up_to_the_end_at_open() -> Result<()> {
+    let topic = unique("inspect-parts");
+    create_topic(&kafka(), &topic, 3).await?;
+    let plain = producer(&kafka())?;
+    for p in 0..3 {
+        for i in 0..3 {
+            let value = format!("p{p}-{i}");
+            let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic)
+                .partition(p)
+                .payload(&value);
+            plain
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)?;
+        }
+    }
+    let mut reader = TopicReader::open(&kafka(), ReadRequest::whole(&topic).partition(1)).await?;
+    assert_eq!(reader.ranges().len(), 1);
+    assert_eq!((reader.ranges()[0].low, reader.ranges()[0].end), (0, 3));
+    // Written after the reader opened: beyond its end.
+    produce(&plain, &topic, None, b"late", &[]).await?;
+    let mut got = Vec::new();
+    while let Some(batch) = reader.next_batch().await {
+        got.extend(batch?);
+    }
+    assert_eq!(values(&got), ["p1-0", "p1-1", "p1-2"]);
+    assert!(got.iter().all(|r| r.partition == 1));
+
+    let whole = read(ReadRequest::whole(&topic)).await?;
+    assert_eq!(whole.len(), 10);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_topic_or_partition_is_named() -> Result<()> {
+    let missing = unique("no-such-topic");
+    let err = TopicReader::open(&kafka(), ReadRequest::whole(&missing))
+        .await
+        .err()
+        .expect("missing topic");
+    assert!(err.to_string().contains(&missing), "{err}");
+
+    let topic = unique("inspect-one");
+    create_topic(&kafka(), &topic, 1).await?;
+    let err = TopicReader::open(&kafka(), ReadRequest::whole(&topic).partition(4))
+        .await
+        .err()
+        .expect("missing partition");
+    assert!(err.to_string().contains("no partition 4"), "{err}");
+
+    let names = topic_names(&kafka(), Duration::from_secs(10)).await?;
+    assert!(names.contains(&topic));
+    assert!(!names.iter().any(|n| n.starts_with("__")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_read_ends_at_the_last_stable_offset_before_an_open_transaction() -> Result<()> {
+    let topic = unique("inspect-open");
+    create_topic(&kafka(), &topic, 1).await?;
+    let plain = producer(&kafka())?;
+    produce(&plain, &topic, None, b"before", &[]).await?;
+    let t = topic.clone();
+    // Keep the producer (and its open transaction) alive during the read.
+    let open = tokio::task::spawn_blocking(move || -> Result<BaseProducer> {
+        let mut cfg: ClientConfig = kafka().client_config()?;
+        cfg.set("transactional.id", unique("inspect-open-tx"));
+        let p: BaseProducer = cfg.create()?;
+        p.init_transactions(Duration::from_secs(30))?;
+        p.begin_transaction()?;
+        p.send(BaseRecord::<(), str>::to(&t).partition(0).payload("open"))
+            .map_err(|(e, _)| e)?;
+        p.flush(Duration::from_secs(30))?;
+        Ok(p)
+    })
+    .await??;
+    produce(&plain, &topic, None, b"after", &[]).await?;
+    let mut reader = TopicReader::open(&kafka(), ReadRequest::whole(&topic)).await?;
+    assert_eq!(
+        reader.ranges()[0].end,
+        1,
+        "the end is the last stable offset"
+    );
+    let mut got = Vec::new();
+    while let Some(batch) = reader.next_batch().await {
+        got.extend(batch?);
+    }
+    assert_eq!(values(&got), ["before"]);
+    tokio::task::spawn_blocking(move || open.commit_transaction(Duration::from_secs(30))).await??;
+    assert_eq!(
+        values(&read(ReadRequest::whole(&topic)).await?),
+        ["before", "open", "after"]
+    );
+    Ok(())
+}
