@@ -25,7 +25,9 @@ use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSche
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::record::{decode_body, encode_body, AvroRecord, CompiledSchema};
+use crate::record::{
+    decode_body, decode_body_json, encode_body, writer_name, AvroRecord, CompiledSchema,
+};
 use crate::{legacy, RegistrySettings, SchemaError};
 
 /// The Confluent wire-format magic byte.
@@ -70,6 +72,17 @@ pub fn framing(bytes: &[u8]) -> Result<Framing, SchemaError> {
             _ => Err(SchemaError::UnknownMagicByte { byte: first }),
         },
     }
+}
+
+/// A value decoded without knowing its type ([`Codec::decode_generic`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenericValue {
+    /// How it was framed (Avro with its schema id, or legacy JSON).
+    pub framing: Framing,
+    /// Full name of the Avro record it was written as; `None` for JSON.
+    pub record: Option<String>,
+    /// The value as JSON.
+    pub json: serde_json::Value,
 }
 
 /// Encodes and decodes every Kafka value of the platform. Cheap to clone
@@ -235,6 +248,35 @@ impl Codec {
                         reason: format!("topic {topic}, schema id {id}: {reason}"),
                     },
                     other => other,
+                })
+            }
+        }
+    }
+
+    /// Decodes any value of the platform for display, without knowing its
+    /// type: Confluent-framed Avro with its writer schema (fetched by id,
+    /// cached) or the seed's legacy JSON as it is. For operator tools (e.g.
+    /// showing a dead letter's original value); services decode into their
+    /// own types with [`decode`](Self::decode).
+    pub async fn decode_generic(&self, bytes: &[u8]) -> Result<GenericValue, SchemaError> {
+        match framing(bytes)? {
+            Framing::LegacyJson => {
+                let json = serde_json::from_slice(bytes).map_err(|e| SchemaError::InvalidJson {
+                    reason: e.to_string(),
+                })?;
+                Ok(GenericValue {
+                    framing: Framing::LegacyJson,
+                    record: None,
+                    json,
+                })
+            }
+            Framing::Avro { id } => {
+                let writer = self.writer_schema(id).await?;
+                let json = decode_body_json(&writer, &bytes[HEADER_LEN..])?;
+                Ok(GenericValue {
+                    framing: Framing::Avro { id },
+                    record: Some(writer_name(&writer)),
+                    json,
                 })
             }
         }

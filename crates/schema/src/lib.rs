@@ -58,11 +58,14 @@ mod settings;
 pub mod types;
 
 pub use codec::{
-    encode_framed, framing, value_subject, Codec, Framing, COMPATIBILITY, HEADER_LEN, MAGIC_BYTE,
+    encode_framed, framing, value_subject, Codec, Framing, GenericValue, COMPATIBILITY, HEADER_LEN,
+    MAGIC_BYTE,
 };
 pub use error::SchemaError;
 pub use legacy::decode_json;
-pub use record::{decode_body, encode_body, AvroRecord, CompiledSchema, MAX_ALLOCATION_BYTES};
+pub use record::{
+    decode_body, decode_body_json, encode_body, AvroRecord, CompiledSchema, MAX_ALLOCATION_BYTES,
+};
 pub use settings::{RegistrySettings, DEFAULT_REGISTRY_URL};
 pub use types::{
     AgentEvent, AgentHealth, AgentStatus, AuditEvent, ComplianceReport, DeadLetter,

@@ -197,7 +197,7 @@ pub fn decode_body<T: AvroRecord + DeserializeOwned>(
             .map_err(|e| SchemaError::SchemaMismatch {
                 reason: e.to_string(),
             })?;
-        let resolved = reader.read_value(&mut rest).map_err(|e| {
+        let resolved = read_value_whole(&reader, rest, T::NAME)?.map_err(|e| {
             if is_malformed_input(&e) {
                 invalid(e)
             } else {
@@ -210,6 +210,7 @@ pub fn decode_body<T: AvroRecord + DeserializeOwned>(
                 }
             }
         })?;
+        rest = &[];
         apache_avro::from_value::<T>(&resolved).map_err(|e| SchemaError::SchemaMismatch {
             reason: e.to_string(),
         })?
@@ -220,6 +221,61 @@ pub fn decode_body<T: AvroRecord + DeserializeOwned>(
         });
     }
     Ok(value)
+}
+
+/// Decodes an Avro body written with `writer` into JSON, whatever record it
+/// is (for display: bytes as arrays of numbers, enums as their symbols, unions
+/// as their branch). The whole body must be consumed.
+pub fn decode_body_json(
+    writer: &CompiledSchema,
+    body: &[u8],
+) -> Result<serde_json::Value, SchemaError> {
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+    let invalid = |e: apache_avro::Error| SchemaError::InvalidAvro {
+        reason: e.to_string(),
+    };
+    let reader = GenericDatumReader::builder(&writer.schema)
+        .human_readable(false)
+        .build()
+        .map_err(invalid)?;
+    let value = read_value_whole(&reader, body, &writer_name(writer))?.map_err(invalid)?;
+    serde_json::Value::try_from(value).map_err(invalid)
+}
+
+/// Bytes appended after a body read by apache-avro's generic reader, which
+/// takes an early end of input for a null (a truncated string or union
+/// decodes as null instead of failing): reading must leave exactly these.
+/// 0xFF never ends a varint, so a length read from them overflows.
+const GUARD: [u8; 16] = [0xFF; 16];
+
+/// Reads one value with apache-avro's generic reader; the value must span
+/// `body` exactly. A truncated body or trailing bytes are the outer
+/// [`SchemaError::InvalidAvro`]; the reader's own errors the inner one.
+fn read_value_whole(
+    reader: &GenericDatumReader<'_>,
+    body: &[u8],
+    name: &str,
+) -> Result<Result<apache_avro::types::Value, apache_avro::Error>, SchemaError> {
+    let mut guarded = Vec::with_capacity(body.len() + GUARD.len());
+    guarded.extend_from_slice(body);
+    guarded.extend_from_slice(&GUARD);
+    let mut rest = &guarded[..];
+    let value = match reader.read_value(&mut rest) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    match rest.len().cmp(&GUARD.len()) {
+        std::cmp::Ordering::Equal => Ok(Ok(value)),
+        std::cmp::Ordering::Less => Err(SchemaError::InvalidAvro {
+            reason: format!("the {name} body of {} bytes is truncated", body.len()),
+        }),
+        std::cmp::Ordering::Greater => Err(SchemaError::InvalidAvro {
+            reason: format!(
+                "{} trailing bytes after the {name} record",
+                rest.len() - GUARD.len()
+            ),
+        }),
+    }
 }
 
 /// Errors that come from the bytes rather than from the schemas.
@@ -237,7 +293,8 @@ fn is_malformed_input(e: &apache_avro::Error) -> bool {
     )
 }
 
-fn writer_name(writer: &CompiledSchema) -> String {
+/// The full name of the writer's record (or the kind of a non-record schema).
+pub(crate) fn writer_name(writer: &CompiledSchema) -> String {
     match &writer.schema {
         Schema::Record(r) => r.name.fullname(None),
         other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)),

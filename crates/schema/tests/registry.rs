@@ -194,6 +194,16 @@ async fn newer_writer_is_read_by_older_reader() {
         common::agent_event(),
         "the old reader drops the new field and keeps the rest"
     );
+
+    // apache-avro's generic reader (the resolution path) takes an early end
+    // of input for null; a truncated body must still be an error.
+    let truncated = &bytes[..bytes.len() - 3];
+    let r = old.decode::<AgentEvent>(&topic, truncated).await;
+    assert!(matches!(r, Err(SchemaError::InvalidAvro { .. })), "{r:?}");
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    let r = old.decode::<AgentEvent>(&topic, &trailing).await;
+    assert!(matches!(r, Err(SchemaError::InvalidAvro { .. })), "{r:?}");
 }
 
 #[tokio::test]
@@ -365,4 +375,47 @@ async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
     assert!(err.is_retryable());
     let err = warm.register::<RiskAlert>(&topic).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn decode_generic_shows_any_value_without_its_type() {
+    let writer = codec();
+    let reader = codec();
+    let topic = topic("generic");
+    let event = common::agent_event();
+    let bytes = writer.encode(&topic, &event).await.unwrap();
+    let id = writer.register::<AgentEvent>(&topic).await.unwrap();
+
+    let shown = reader.decode_generic(&bytes).await.unwrap();
+    assert_eq!(shown.framing, Framing::Avro { id });
+    assert_eq!(shown.record.as_deref(), Some("dora.events.AgentEvent"));
+    assert_eq!(shown.json["agentId"], "gap-analyzer-1");
+    assert_eq!(shown.json["eventType"], "TASK_COMPLETED");
+    assert_eq!(shown.json["taskId"], "task-42");
+    assert_eq!(shown.json["timestamp"], 1_795_771_815_123i64);
+
+    let legacy = br#"{"agent_id": "py-1", "status": "healthy"}"#;
+    let shown = reader.decode_generic(legacy).await.unwrap();
+    assert_eq!(shown.framing, Framing::LegacyJson);
+    assert_eq!(shown.record, None);
+    assert_eq!(
+        shown.json,
+        serde_json::json!({"agent_id": "py-1", "status": "healthy"})
+    );
+
+    // Neither: the same errors as a typed decode.
+    assert!(matches!(
+        reader.decode_generic(b"\x07garbage").await,
+        Err(SchemaError::UnknownMagicByte { byte: 7 })
+    ));
+    let mut truncated = bytes.clone();
+    truncated.truncate(bytes.len() - 3);
+    let r = reader.decode_generic(&truncated).await;
+    assert!(matches!(r, Err(SchemaError::InvalidAvro { .. })), "{r:?}");
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(
+        reader.decode_generic(&trailing).await,
+        Err(SchemaError::InvalidAvro { .. })
+    ));
 }
