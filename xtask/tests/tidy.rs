@@ -67,7 +67,7 @@ fn allowed(dep: &str) -> &'static [&'static str] {
         "rdkafka" => &["crates/kafka", "crates/testkit"],
         "apache-avro" | "schema_registry_converter" => &["crates/schema"],
         "tonic" | "prost" | "tonic-prost" | "tonic-prost-build" => {
-            &["crates/proto", "services/agent-gateway", "services/report-ingest"]
+            &["crates/proto", "crates/auth", "services/agent-gateway", "services/report-ingest"]
         }
         _ => &[],
     }

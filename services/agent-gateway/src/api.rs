@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{AgentIdentity, Authenticator};
+use crate::auth::{self, Authenticator, Principal, Role};
 use crate::directory::{AgentDirectory, AgentFilter};
 use crate::health::{AgentState, HealthStatus};
 use crate::metrics;
@@ -138,13 +138,13 @@ impl Inner {
     /// Authorize, take a slot, produce, answer.
     async fn write(
         &self,
-        identity: &AgentIdentity,
+        caller: &Principal,
         draft: Result<EventDraft, validation::Invalid>,
         wait: Option<Duration>,
     ) -> Result<pb::PublishEventResponse, Status> {
         let draft = draft.inspect_err(|_| metrics::rejected("invalid_argument"))?;
-        identity
-            .authorize(&draft.agent_id)
+        caller
+            .require_self("agent_id", &draft.agent_id)
             .inspect_err(|_| metrics::rejected("permission_denied"))?;
         let slot = self
             .queue
@@ -178,7 +178,7 @@ impl Inner {
         })
     }
 
-    fn identify<T>(&self, req: &Request<T>) -> Result<AgentIdentity, Status> {
+    fn identify<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
         self.auth
             .identify(req)
             .inspect_err(|_| metrics::rejected("unauthenticated"))
@@ -312,11 +312,12 @@ impl AgentGateway for GatewayApi {
         &self,
         req: Request<pb::GetAgentRequest>,
     ) -> Result<Response<pb::AgentHealth>, Status> {
-        self.inner.identify(&req)?;
+        let caller = self.inner.identify(&req)?;
         let agent_id = &req.get_ref().agent_id;
         if agent_id.is_empty() {
             return Err(Status::invalid_argument("agent_id: is required"));
         }
+        auth::may_read_agent(&caller, agent_id)?;
         self.inner
             .directory
             .get(agent_id)
@@ -328,7 +329,7 @@ impl AgentGateway for GatewayApi {
         &self,
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        self.inner.identify(&req)?;
+        self.inner.identify(&req)?.require_role(Role::Reader)?;
         let r = req.get_ref();
         let filter = filter(r.status, &r.agent_type)?;
         let agents = self
@@ -347,7 +348,7 @@ impl AgentGateway for GatewayApi {
         &self,
         req: Request<pb::WatchAgentsRequest>,
     ) -> Result<Response<Self::WatchAgentsStream>, Status> {
-        self.inner.identify(&req)?;
+        self.inner.identify(&req)?.require_role(Role::Reader)?;
         let r = req.get_ref();
         let filter = filter(r.status, &r.agent_type)?;
         let (snapshot, mut changes) = self.inner.directory.watch(&filter);
@@ -474,10 +475,14 @@ mod tests {
     use super::*;
     use crate::auth::TokenKey;
 
+    fn key() -> TokenKey {
+        TokenKey::new(&[7; 32]).unwrap()
+    }
+
     fn api(sink: Arc<CountingSink>, key: &TokenKey) -> GatewayApi {
         GatewayApi::new(
             sink,
-            Authenticator::new(Some(key.clone()), false),
+            Authenticator::new(auth::AUDIENCE, Some(key.clone()), false),
             Limits::default(),
             SendQueue::new(8, Duration::from_millis(50)),
             AgentDirectory::default(),
@@ -487,7 +492,7 @@ mod tests {
 
     fn authed<T>(key: &TokenKey, agent: &str, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
-        let t = key.issue(agent, Duration::from_secs(60)).unwrap();
+        let t = auth::agent_token(key, agent, Duration::from_secs(60)).unwrap();
         r.metadata_mut()
             .insert("authorization", format!("Bearer {t}").parse().unwrap());
         r
@@ -503,7 +508,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_accepted_event_is_stamped_and_produced() {
-        let key = TokenKey::new(b"k").unwrap();
+        let key = key();
         let sink = Arc::new(CountingSink::default());
         let resp = api(sink.clone(), &key)
             .heartbeat(authed(&key, "a1", heartbeat("a1")))
@@ -519,7 +524,7 @@ mod tests {
 
     #[tokio::test]
     async fn writing_for_another_agent_is_denied_and_nothing_is_produced() {
-        let key = TokenKey::new(b"k").unwrap();
+        let key = key();
         let sink = Arc::new(CountingSink::default());
         let err = api(sink.clone(), &key)
             .heartbeat(authed(&key, "a1", heartbeat("a2")))
@@ -536,7 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_fields_are_named_and_nothing_is_produced() {
-        let key = TokenKey::new(b"k").unwrap();
+        let key = key();
         let sink = Arc::new(CountingSink::default());
         let req = pb::PublishEventRequest {
             agent_id: "a1".into(),
@@ -556,7 +561,7 @@ mod tests {
 
     #[tokio::test]
     async fn get_agent_reads_the_directory() {
-        let key = TokenKey::new(b"k").unwrap();
+        let key = key();
         let a = api(Arc::new(CountingSink::default()), &key);
         let err = a
             .get_agent(authed(

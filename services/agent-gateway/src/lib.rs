@@ -15,7 +15,6 @@ pub mod queue;
 pub mod server;
 pub mod settings;
 pub mod simulator;
-pub mod tls;
 pub mod validation;
 pub mod wire;
 

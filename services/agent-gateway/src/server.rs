@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use dora_config::ExposeSecret;
 use dora_service::ServiceContext;
 use dora_proto::agent::v1::agent_gateway_server::AgentGatewayServer;
 use tokio::net::TcpListener;
@@ -17,7 +16,7 @@ use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, StartAt};
 use dora_kafka::Producer;
 
 use crate::api::{EventSink, GatewayApi};
-use crate::auth::{Authenticator, TokenKey};
+use crate::auth::Authenticator;
 use crate::directory::AgentDirectory;
 use crate::pipeline::{
     check_liveness, CatchUp, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink,
@@ -30,22 +29,14 @@ use dora_schema::{AgentEvent, AgentHealth};
 /// Longest the gRPC server waits for in-flight calls after shutdown was asked for.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The authenticator the settings describe; an error when agents could not
-/// authenticate at all.
+/// The authenticator the settings describe; an error when the token key is
+/// shorter than 32 bytes or agents could not authenticate at all.
 pub fn authenticator(s: &GatewaySettings) -> anyhow::Result<Authenticator> {
-    let key = match &s.token_key {
-        Some(secret) => {
-            Some(TokenKey::new(secret.expose_secret().as_bytes()).context("gateway.token_key")?)
-        }
-        None => None,
-    };
-    let client_certs = s.tls_client_ca.is_some();
-    if key.is_none() && !client_certs {
-        anyhow::bail!(
-            "gateway: agents cannot authenticate; set DORA_GATEWAY__TOKEN_KEY_FILE and/or gateway.tls_client_ca"
-        );
-    }
-    Ok(Authenticator::new(key, client_certs))
+    Ok(Authenticator::from_settings(
+        crate::auth::AUDIENCE,
+        "gateway",
+        &s.auth,
+    )?)
 }
 
 /// Serves the gRPC API on `listener` until `shutdown`, then waits (at most
@@ -66,7 +57,7 @@ pub async fn serve_grpc(
         .build_v1()
         .context("building the reflection service")?;
     let mut builder = Server::builder();
-    if let Some(tls) = crate::tls::server_config(s)? {
+    if let Some(tls) = s.auth.server_tls("gateway")? {
         builder = builder.tls_config(tls).context("gateway TLS")?;
     }
     let service = AgentGatewayServer::new(api).max_decoding_message_size(s.max_request_bytes);
@@ -126,7 +117,7 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     let s = &settings.gateway;
     // Settings mistakes first, before anything connects.
     let auth = authenticator(s)?;
-    crate::tls::server_config(s)?;
+    s.auth.server_tls("gateway")?;
     let kafka = &settings.common.kafka;
     let listener = TcpListener::bind(s.grpc_listen)
         .await

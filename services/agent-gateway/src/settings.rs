@@ -2,10 +2,8 @@
 //! authentication, limits, health timing, topics).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use dora_config::Secret;
 use dora_service::{CommonSettings, ServiceSettings};
 use serde::{Deserialize, Serialize};
 
@@ -67,18 +65,12 @@ impl ServiceSettings for Settings {
 pub struct GatewaySettings {
     /// gRPC listen address. Default `127.0.0.1:50051`.
     pub grpc_listen: SocketAddr,
-    /// PEM server certificate; with `tls_key` turns on TLS. Default: none (plaintext).
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `tls_cert`.
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA whose client certificates authenticate agents (identity = the
-    /// certificate's subject common name). Default: none (tokens only).
-    pub tls_client_ca: Option<PathBuf>,
-    /// HMAC key the agents' bearer tokens are signed with, normally from
-    /// `DORA_GATEWAY__TOKEN_KEY_FILE`. Never logged. Required unless client
-    /// certificates are configured.
-    #[serde(skip_serializing)]
-    pub token_key: Option<Secret>,
+    /// TLS and token settings (`tls_cert`, `tls_key`, `tls_client_ca`,
+    /// `token_key` from `DORA_GATEWAY__TOKEN_KEY_FILE`): see
+    /// [`dora_auth::AuthSettings`]. Agents authenticate with a token for
+    /// `sub` = their id, or a client certificate whose one CN is their id.
+    #[serde(flatten)]
+    pub auth: dora_auth::AuthSettings,
     /// Interval at which agents are expected to heartbeat, ms. Default 10 000.
     pub heartbeat_interval_ms: u64,
     /// Missed heartbeat intervals after which an agent is UNHEALTHY. Default 3.
@@ -112,10 +104,7 @@ impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            token_key: None,
+            auth: Default::default(),
             heartbeat_interval_ms: 10_000,
             unhealthy_after_intervals: 3,
             liveness_check_ms: 1_000,

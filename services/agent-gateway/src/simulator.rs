@@ -229,7 +229,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     for (i, agent_id) in agent_ids(plan).into_iter().enumerate() {
         let agent_type = AGENT_TYPES[i % AGENT_TYPES.len()];
-        let token = key.issue(&agent_id, Duration::from_secs(3600))?;
+        let token = crate::auth::agent_token(key, &agent_id, Duration::from_secs(3600))?;
         let client = client_with_token(channel.clone(), &token)?;
         let shared = shared.clone();
         let progress = progress.clone();

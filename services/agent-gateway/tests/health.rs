@@ -26,7 +26,7 @@ async fn heartbeat_task_and_error_drive_health_and_watchers_see_them_in_order() 
     let mut client = scenario.client(&gw, &agent).await?;
 
     // A watcher (any authenticated caller) on this agent's type.
-    let mut watcher = scenario.client(&gw, "operator").await?;
+    let mut watcher = scenario.reader(&gw).await?;
     let mut watch = watcher
         .watch_agents(pb::WatchAgentsRequest {
             status: 0,
@@ -210,7 +210,7 @@ async fn a_seed_json_heartbeat_written_straight_to_the_topic_shows_in_get_agent(
     )
     .await?;
 
-    let mut client = scenario.client(&gw, "operator").await?;
+    let mut client = scenario.reader(&gw).await?;
     let h = await_agent(&mut client, &agent, "HEALTHY from legacy JSON", |a| {
         a.status == HEALTHY
     })

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use agent_gateway::auth::TokenKey;
+use agent_gateway::auth::{self, TokenKey};
 use agent_gateway::simulator;
 use anyhow::Result;
 use common::{heartbeat, Scenario};
@@ -75,8 +75,11 @@ async fn refused_writes_get_their_code_and_produce_nothing() -> Result<()> {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
     // A token signed with another key.
-    let forged =
-        TokenKey::new(b"not-the-gateway-key")?.issue("agent-a", Duration::from_secs(60))?;
+    let forged = auth::agent_token(
+        &TokenKey::new(b"not the gateway key, but 32 bytes")?,
+        "agent-a",
+        Duration::from_secs(60),
+    )?;
     let err = simulator::client_with_token(channel.clone(), &forged)?
         .heartbeat(heartbeat("agent-a"))
         .await
@@ -176,7 +179,7 @@ async fn refused_writes_get_their_code_and_produce_nothing() -> Result<()> {
     }
 
     // Invalid UTF-8 in a string field: INVALID_ARGUMENT naming the field.
-    let token = scenario.key.issue("agent-a", Duration::from_secs(60))?;
+    let token = auth::agent_token(&scenario.key, "agent-a", Duration::from_secs(60))?;
     let status = publish_raw(
         &gw.url,
         &token,

@@ -32,7 +32,7 @@ async fn any_replica_answers_for_any_agent_and_state_survives_a_restart() -> Res
             .await?;
     }
 
-    let mut via_b = scenario.client(&b, "operator").await?;
+    let mut via_b = scenario.reader(&b).await?;
     for agent in &agents {
         let h = await_agent(&mut via_b, agent, "tasks=1 via replica B", |h| {
             h.tasks_completed == 1
@@ -62,7 +62,7 @@ async fn any_replica_answers_for_any_agent_and_state_survives_a_restart() -> Res
     let exit = b.process.terminate(Duration::from_secs(30)).await?;
     assert!(exit.success(), "replica B exit {exit}\n{}", b.process.log());
     b = scenario.start().await?;
-    let mut via_new_b = scenario.client(&b, "operator").await?;
+    let mut via_new_b = scenario.reader(&b).await?;
     for agent in &agents {
         let h = via_new_b
             .get_agent(pb::GetAgentRequest {

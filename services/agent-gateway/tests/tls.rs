@@ -1,6 +1,7 @@
 //! Server TLS with client certificates: an agent whose certificate names it
 //! (subject CN) writes without a token; writing for another agent is
-//! PERMISSION_DENIED and produces nothing; a plaintext client gets nowhere.
+//! PERMISSION_DENIED and produces nothing; a certificate naming two CNs is
+//! UNAUTHENTICATED for both; a plaintext client gets nowhere.
 
 mod common;
 
@@ -29,7 +30,8 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate with CN `agent`.
+/// A CA, a server certificate for localhost/127.0.0.1 and a client
+/// certificate `client.pem` with CN `agent`.
 fn certificates(dir: &Path, agent: &str) -> Result<()> {
     openssl(
         dir,
@@ -89,19 +91,20 @@ fn certificates(dir: &Path, agent: &str) -> Result<()> {
             "server.pem",
         ],
     )?;
+    client_certificate(dir, "client", &format!("/O=dora/CN={agent}"))
+}
+
+/// A client certificate `<name>.pem` / `<name>.key` for `subject`, signed by the CA.
+fn client_certificate(dir: &Path, name: &str, subject: &str) -> Result<()> {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
     openssl(
         dir,
         &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/O=dora/CN={agent}"),
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out", &csr,
         ],
     )?;
     openssl(
@@ -110,7 +113,7 @@ fn certificates(dir: &Path, agent: &str) -> Result<()> {
             "x509",
             "-req",
             "-in",
-            "client.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
@@ -121,10 +124,31 @@ fn certificates(dir: &Path, agent: &str) -> Result<()> {
             "-extfile",
             "client.ext",
             "-out",
-            "client.pem",
+            &pem,
         ],
     )?;
     Ok(())
+}
+
+/// A TLS client of the gateway at `https` presenting `<name>.pem`.
+async fn tls_client(
+    dir: &Path,
+    https: &str,
+    name: &str,
+) -> Result<AgentGatewayClient<tonic::transport::Channel>> {
+    let tls = ClientTlsConfig::new()
+        .domain_name("localhost")
+        .ca_certificate(Certificate::from_pem(std::fs::read(dir.join("ca.pem"))?))
+        .identity(Identity::from_pem(
+            std::fs::read(dir.join(format!("{name}.pem")))?,
+            std::fs::read(dir.join(format!("{name}.key")))?,
+        ));
+    let channel = Endpoint::from_shared(https.to_string())?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(AgentGatewayClient::new(channel))
 }
 
 #[tokio::test]
@@ -143,21 +167,7 @@ async fn a_client_certificate_authenticates_its_agent_only() -> Result<()> {
     let gw = scenario.start().await?;
     let https = gw.url.replace("http://127.0.0.1", "https://localhost");
 
-    let tls = ClientTlsConfig::new()
-        .domain_name("localhost")
-        .ca_certificate(Certificate::from_pem(std::fs::read(
-            dir.path().join("ca.pem"),
-        )?))
-        .identity(Identity::from_pem(
-            std::fs::read(dir.path().join("client.pem"))?,
-            std::fs::read(dir.path().join("client.key"))?,
-        ));
-    let channel = Endpoint::from_shared(https)?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    let mut client = AgentGatewayClient::new(channel);
+    let mut client = tls_client(dir.path(), &https, "client").await?;
 
     client
         .heartbeat(heartbeat(&agent))
@@ -168,6 +178,16 @@ async fn a_client_certificate_authenticates_its_agent_only() -> Result<()> {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // A certificate whose subject names two CNs names nobody.
+    let (first, second) = (tk::unique("cn-a"), tk::unique("cn-b"));
+    client_certificate(dir.path(), "two-cns", &format!("/CN={first}/CN={second}"))?;
+    let mut two = tls_client(dir.path(), &https, "two-cns").await?;
+    for cn in [&first, &second] {
+        let err = two.heartbeat(heartbeat(cn)).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "as {cn}: {err:?}");
+        assert!(err.message().contains("exactly one CN"), "{err:?}");
+    }
 
     // Plaintext to a TLS port does not get a gRPC answer.
     let plain = Endpoint::from_shared(gw.url.clone())?

@@ -51,9 +51,8 @@ struct Connections {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let conn: Connections = dora_config::load()?;
-    let key = std::fs::read_to_string(&args.key_file)
-        .with_context(|| format!("reading {}", args.key_file.display()))?;
-    let key = TokenKey::new(key.trim_end_matches(['\n', '\r']).as_bytes())?;
+    let key = TokenKey::from_file(&args.key_file)
+        .with_context(|| format!("token key file {}", args.key_file.display()))?;
     let codec = dora_schema::Codec::new(&conn.registry)?;
     let duration = Duration::from_secs_f64(args.duration_secs);
 

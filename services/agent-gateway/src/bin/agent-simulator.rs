@@ -59,9 +59,8 @@ async fn main() -> anyhow::Result<()> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         format!("sim-{}", &run[..6])
     });
-    let key = std::fs::read_to_string(&args.key_file)
-        .with_context(|| format!("reading {}", args.key_file.display()))?;
-    let key = TokenKey::new(key.trim_end_matches(['\n', '\r']).as_bytes())?;
+    let key = TokenKey::from_file(&args.key_file)
+        .with_context(|| format!("token key file {}", args.key_file.display()))?;
     let plan = SimulationPlan {
         gateway: args.gateway.clone(),
         agents: args.agents,
@@ -92,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         let channel = simulator::connect(&args.gateway).await?;
         let mut client = simulator::client_with_token(
             channel,
-            &key.issue("agent-simulator", Duration::from_secs(60))?,
+            &agent_gateway::auth::reader_token(&key, "agent-simulator", Duration::from_secs(60))?,
         )?;
         let agents = client
             .list_agents(pb::ListAgentsRequest::default())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::{Arc, Mutex};
 
-use agent_gateway::auth::TokenKey;
+use agent_gateway::auth::{self, TokenKey};
 use agent_gateway::simulator::{self, AuthedClient};
 use anyhow::{bail, Context, Result};
 use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt};
@@ -49,8 +49,12 @@ impl Scenario {
         tk::create_topic_with(&kafka, &health_topic, 3, &[("cleanup.policy", "compact")]).await?;
         let dir = tempfile::tempdir()?;
         let key_file = dir.path().join("token-key");
-        let secret = uuid::Uuid::new_v4().simple().to_string();
-        std::fs::write(&key_file, format!("{secret}\n"))?;
+        // 32 random bytes, hex-encoded (64 bytes of key), no trailing newline.
+        let secret: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(&key_file, &secret)?;
         Ok(Self {
             events_topic,
             health_topic,
@@ -85,13 +89,22 @@ impl Scenario {
 
     /// A client authenticated as `agent_id`.
     pub async fn client(&self, gw: &Gateway, agent_id: &str) -> Result<AuthedClient> {
+        let token = auth::agent_token(&self.key, agent_id, Duration::from_secs(600))?;
+        self.client_with(gw, &token).await
+    }
+
+    /// A client with the reader role (reads every agent's health).
+    pub async fn reader(&self, gw: &Gateway) -> Result<AuthedClient> {
+        let token = auth::reader_token(&self.key, "operator", Duration::from_secs(600))?;
+        self.client_with(gw, &token).await
+    }
+
+    /// A client presenting `token`.
+    pub async fn client_with(&self, gw: &Gateway, token: &str) -> Result<AuthedClient> {
         let channel = simulator::connect(&gw.url)
             .await
             .context("connecting to the gateway")?;
-        simulator::client_with_token(
-            channel,
-            &self.key.issue(agent_id, Duration::from_secs(600))?,
-        )
+        simulator::client_with_token(channel, token)
     }
 
     /// Records on the events topic.
