@@ -2,6 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    dora_service::main::<agent_gateway::Settings, _, _>("agent-gateway", agent_gateway::run)
-        .await
+    dora_service::main::<agent_gateway::Settings, _, _>("agent-gateway", agent_gateway::run).await
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use dora_service::ServiceContext;
 use dora_proto::agent::v1::agent_gateway_server::AgentGatewayServer;
+use dora_service::ServiceContext;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;

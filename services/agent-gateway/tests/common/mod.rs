@@ -12,9 +12,9 @@ use agent_gateway::auth::{self, TokenKey};
 use agent_gateway::simulator::{self, AuthedClient};
 use anyhow::{bail, Context, Result};
 use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt};
-use dora_service::ServiceContext;
 use dora_proto::agent::v1 as pb;
 use dora_schema::{Codec, RegistrySettings};
+use dora_service::ServiceContext;
 use dora_testkit as tk;
 
 /// The gateway binary under test.
