@@ -177,7 +177,8 @@ impl Future for Delivery {
 }
 
 /// One outgoing record: raw bytes plus extra headers. The producer adds the
-/// trace-context and `producer` headers.
+/// trace-context and `producer` headers, unless the record carries headers
+/// to write exactly ([`with_exact_headers`](Self::with_exact_headers)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundRecord {
     /// Target topic.
@@ -188,6 +189,11 @@ pub struct OutboundRecord {
     pub payload: Vec<u8>,
     /// Extra headers, e.g. `content-type`.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to write to; `None` lets the partitioner choose by key.
+    pub partition: Option<i32>,
+    /// Headers written first, exactly as given (order, duplicates, null
+    /// values), instead of the producer's own; `headers` follow them.
+    pub exact_headers: Option<Vec<crate::consume::RecordHeader>>,
 }
 
 impl OutboundRecord {
@@ -198,12 +204,28 @@ impl OutboundRecord {
             key: key.map(|k| k.as_bytes().to_vec()),
             payload,
             headers: Vec::new(),
+            partition: None,
+            exact_headers: None,
         }
     }
 
     /// Adds a header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Writes to `partition` instead of the one the partitioner chooses.
+    pub fn to_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Writes `headers` exactly, before [`headers`](Self::headers), and no
+    /// trace-context or `producer` header: for a record that must reproduce
+    /// another byte-exact (a dead letter's replay).
+    pub fn with_exact_headers(mut self, headers: Vec<crate::consume::RecordHeader>) -> Self {
+        self.exact_headers = Some(headers);
         self
     }
 }
@@ -393,8 +415,8 @@ impl Producer {
     }
 
     /// Enqueues already-encoded bytes, adding the trace-context headers of the
-    /// current span and the `producer` header. Waits (without blocking) while
-    /// librdkafka's queue is full.
+    /// current span and the `producer` header (or the record's exact headers
+    /// instead). Waits (without blocking) while librdkafka's queue is full.
     pub async fn enqueue_raw(&self, record: OutboundRecord) -> Result<Delivery, ProduceError> {
         let topic = record.topic.clone();
         if let Some(reason) = self.fatal_error() {
@@ -404,16 +426,28 @@ impl Producer {
             return Err(ProduceError::Fatal(reason));
         }
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 3);
-        for (name, value) in dora_telemetry::propagation::current_headers() {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
+        match &record.exact_headers {
+            Some(exact) => {
+                for h in exact {
+                    headers = headers.insert(Header {
+                        key: &h.key,
+                        value: h.value.as_deref(),
+                    });
+                }
+            }
+            None => {
+                for (name, value) in dora_telemetry::propagation::current_headers() {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    });
+                }
+                headers = headers.insert(Header {
+                    key: PRODUCER_HEADER,
+                    value: Some(self.service.as_bytes()),
+                });
+            }
         }
-        headers = headers.insert(Header {
-            key: PRODUCER_HEADER,
-            value: Some(self.service.as_bytes()),
-        });
         for (name, value) in &record.headers {
             headers = headers.insert(Header {
                 key: name,
@@ -428,6 +462,9 @@ impl Producer {
                 .headers(headers.clone());
             if let Some(k) = &record.key {
                 fr = fr.key(k.as_slice());
+            }
+            if let Some(p) = record.partition {
+                fr = fr.partition(p);
             }
             match self.inner.send_result(fr) {
                 Ok(f) => break f,
