@@ -3,10 +3,10 @@
 //! bucket `YYYY-MM-DD-HH`.
 
 use chrono::{DateTime, Utc};
-use dora_schema::{AuditEvent, Codec};
+use dora_schema::{AuditEvent, Codec, SchemaError};
 use serde_json::Value;
 
-use crate::producer::{Delivery, ProduceError, Producer};
+use crate::producer::{Delivery, OutboundRecord, ProduceError, Producer};
 use crate::topics::USER_ACTIVITIES;
 
 /// The partition key of an audit event at `at`: the UTC hour bucket `YYYY-MM-DD-HH`.
@@ -87,13 +87,24 @@ impl AuditProducer {
         .await
     }
 
+    /// The record of `event` (keyed by the hour bucket of its timestamp) for
+    /// a consume-transform-produce step, whose transaction produces it.
+    pub async fn record(&self, event: &AuditEvent) -> Result<OutboundRecord, SchemaError> {
+        OutboundRecord::avro(&self.codec, &self.topic, Some(&key_of(event)), event).await
+    }
+
     /// Records `event`, keyed by the hour bucket of its timestamp.
     pub async fn send(&self, event: &AuditEvent) -> Result<Delivery, ProduceError> {
-        let at = DateTime::<Utc>::from_timestamp_millis(event.timestamp).unwrap_or_else(Utc::now);
         self.producer
-            .enqueue(&self.codec, &self.topic, Some(&hour_bucket(at)), event)
+            .enqueue(&self.codec, &self.topic, Some(&key_of(event)), event)
             .await
     }
+}
+
+/// The partition key of `event`: the hour bucket of its timestamp.
+fn key_of(event: &AuditEvent) -> String {
+    let at = DateTime::<Utc>::from_timestamp_millis(event.timestamp).unwrap_or_else(Utc::now);
+    hour_bucket(at)
 }
 
 #[cfg(test)]

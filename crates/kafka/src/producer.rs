@@ -209,6 +209,22 @@ impl OutboundRecord {
         }
     }
 
+    /// `value` encoded with the topic's registered Avro schema, with
+    /// `content-type: application/vnd.confluent.avro` (as [`Producer::enqueue`]
+    /// writes it), for a transactional output or a batch.
+    pub async fn avro<T>(
+        codec: &dora_schema::Codec,
+        topic: &str,
+        key: Option<&str>,
+        value: &T,
+    ) -> Result<Self, dora_schema::SchemaError>
+    where
+        T: dora_schema::AvroRecord + Serialize + Sync,
+    {
+        let payload = codec.encode(topic, value).await?;
+        Ok(Self::new(topic, key, payload).with_header(CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE))
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.headers.push((name.into(), value.into()));

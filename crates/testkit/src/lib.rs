@@ -168,6 +168,10 @@ where
     }
 }
 
+/// The plain producer [`producer`] builds, nameable by tests of crates that
+/// may not depend on rdkafka themselves.
+pub type TestProducer = FutureProducer;
+
 /// A plain producer for test input (acks=all, idempotent).
 pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer> {
     let mut cfg = settings.client_config()?;

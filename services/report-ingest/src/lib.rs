@@ -1,16 +1,24 @@
-//! report-ingest: Gap and risk assessments in -> gap-assessments / risk-assessments.
-//!
-//! Its pipeline is not built yet: today it boots through the shared sequence,
-//! serves `/healthz`, `/readyz` and `/metrics`, and stops cleanly on SIGTERM.
+//! report-ingest: gap and risk assessments in, `ComplianceReport`s out on
+//! `gap-assessments` and `risk-assessments` (Avro, key organizationId), with an
+//! audit event on `user-activities` for each. Two doors: people and systems
+//! submit over gRPC (answered after the broker's ack, report id derived from
+//! the caller and its request id), and AI agents' TASK_COMPLETED events on
+//! `agent-events` that carry an assessment become reports in Kafka
+//! transactions (report id derived from the event id): exactly one report per
+//! such event across crashes and rebalances.
 
-use dora_service::{BaseSettings, ServiceContext};
+pub mod articles;
+pub mod assessment;
+pub mod derive;
+pub mod metrics;
+pub mod server;
+pub mod settings;
 
-/// Settings of report-ingest: the common sections, admin on `127.0.0.1:9102` by default.
-pub type Settings = BaseSettings<9102>;
+pub use settings::{IngestSettings, Settings};
+
+use dora_service::ServiceContext;
 
 /// Runs report-ingest until shutdown is requested.
-pub async fn run(_settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
-    ctx.started();
-    ctx.shutdown.cancelled().await;
-    Ok(())
+pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
+    server::run(settings, ctx).await
 }
