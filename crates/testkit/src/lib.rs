@@ -5,10 +5,16 @@
 //! - every test gets its own topics and groups ([`unique`]);
 //! - conditions are awaited with deadlines ([`eventually`]), never fixed sleeps;
 //! - a service binary runs as a real process ([`ServiceProcess`]) and is awaited
-//!   on its `/readyz`.
+//!   on its `/readyz`;
+//! - PostgreSQL: a database per test on the stack's server ([`TempDatabase`]),
+//!   or a private server a test may stop and start ([`PrivatePostgres`]).
 //!
 //! The harness observes topics with plain rdkafka clients built from the same
 //! [`KafkaSettings`], independently of the runtime under test.
+
+mod postgres;
+
+pub use postgres::{PrivatePostgres, TempDatabase};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,335 @@
+//! The tamper-evident chain: one link per consumed record of a (topic,
+//! partition), `hash = SHA-256(previous hash || canonical bytes)`, where the
+//! canonical bytes cover the record's position, its original bytes and every
+//! column stored for it. The same code builds the bytes at ingest (from the
+//! values written) and in `verify` (from the values read back), so any stored
+//! value that changes changes the hash.
+//!
+//! # Canonical bytes, version 1
+//!
+//! The tag `dora-audit-link/1`, then the fields below in order. A string or
+//! byte string is its length as a big-endian u32 followed by its bytes; an
+//! integer is big-endian (i32 or i64); a float is its IEEE-754 bits as a
+//! big-endian u64; an optional value is a byte 0 (absent) or 1 followed by the
+//! value. Timestamps are microseconds since the epoch (i64).
+//!
+//! 1. topic, partition (i32), chain position `seq` (i64), Kafka offset (i64);
+//! 2. outcome (`stored`, `duplicate`, `rejected`), entity id (optional),
+//!    reason (optional), consumed-at timestamp;
+//! 3. the record: Kafka timestamp (optional), key (optional), value (optional);
+//! 4. a byte 0 (no row), 1 (an `audit_events` row) or 2 (a
+//!    `compliance_reports` row), followed by that row's typed columns in
+//!    table order: `event_id, occurred_at, user_id, action, resource, details,
+//!    ip_address, user_agent, session_id, value_format` or `report_id,
+//!    organization_id, reported_at, report_type, risk_score, risk_level, data,
+//!    version, value_format` (JSON columns as their exact text).
+//!
+//! The first link's previous hash is 32 zero bytes.
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// The previous hash of a chain's first link.
+pub const GENESIS: Hash = [0; 32];
+
+const TAG: &[u8] = b"dora-audit-link/1";
+
+/// What became of a consumed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored as a new row.
+    Stored,
+    /// Its id was already stored (a producer's duplicate): no new row.
+    Duplicate,
+    /// Undecodable, or the database refused a value: dead-lettered.
+    Rejected,
+}
+
+impl Outcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Rejected => "rejected",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stored" => Some(Outcome::Stored),
+            "duplicate" => Some(Outcome::Duplicate),
+            "rejected" => Some(Outcome::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// Typed columns of an `audit.audit_events` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditColumns {
+    /// `event_id`.
+    pub event_id: String,
+    /// `occurred_at`, microseconds.
+    pub occurred_at_us: i64,
+    /// `user_id`.
+    pub user_id: String,
+    /// `action`.
+    pub action: String,
+    /// `resource`.
+    pub resource: String,
+    /// `details`, JSON text.
+    pub details: String,
+    /// `ip_address`.
+    pub ip_address: Option<String>,
+    /// `user_agent`.
+    pub user_agent: Option<String>,
+    /// `session_id`.
+    pub session_id: Option<String>,
+    /// `value_format`: `avro` or `json`.
+    pub value_format: String,
+}
+
+/// Typed columns of an `audit.compliance_reports` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportColumns {
+    /// `report_id`.
+    pub report_id: String,
+    /// `organization_id`.
+    pub organization_id: String,
+    /// `reported_at`, microseconds.
+    pub reported_at_us: i64,
+    /// `report_type`.
+    pub report_type: String,
+    /// `risk_score`.
+    pub risk_score: Option<f64>,
+    /// `risk_level`.
+    pub risk_level: Option<String>,
+    /// `data`, JSON text.
+    pub data: String,
+    /// `version`.
+    pub version: String,
+    /// `value_format`: `avro` or `json`.
+    pub value_format: String,
+}
+
+/// The typed row a link's record was stored as, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    /// An audit event.
+    Audit(AuditColumns),
+    /// A compliance report.
+    Report(ReportColumns),
+}
+
+impl Row {
+    /// The row's id (`event_id` or `report_id`).
+    pub fn id(&self) -> &str {
+        match self {
+            Row::Audit(a) => &a.event_id,
+            Row::Report(r) => &r.report_id,
+        }
+    }
+}
+
+/// Everything one link covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Position in the chain, from 0.
+    pub seq: i64,
+    /// Kafka offset.
+    pub offset: i64,
+    /// What became of the record.
+    pub outcome: Outcome,
+    /// The event or report id, when known.
+    pub entity_id: Option<&'a str>,
+    /// Why it was rejected.
+    pub reason: Option<&'a str>,
+    /// When the sink consumed it, microseconds.
+    pub consumed_at_us: i64,
+    /// The record's Kafka timestamp, microseconds.
+    pub kafka_timestamp_us: Option<i64>,
+    /// The record's key.
+    pub key: Option<&'a [u8]>,
+    /// The record's value.
+    pub value: Option<&'a [u8]>,
+    /// The row stored for it (outcome `stored`).
+    pub row: Option<&'a Row>,
+}
+
+/// Builder of canonical bytes (see the module docs).
+#[derive(Default)]
+struct Canon(Vec<u8>);
+
+impl Canon {
+    fn bytes(&mut self, b: &[u8]) {
+        // Values are bounded by Kafka's message size, far below 4 GiB.
+        self.0.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        self.0.extend_from_slice(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
+        match v {
+            None => self.0.push(0),
+            Some(v) => {
+                self.0.push(1);
+                f(self, v);
+            }
+        }
+    }
+}
+
+impl Link<'_> {
+    /// The canonical bytes of this link.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut c = Canon(Vec::with_capacity(256 + self.value.map_or(0, <[u8]>::len)));
+        c.0.extend_from_slice(TAG);
+        c.str(self.topic);
+        c.i32(self.partition);
+        c.i64(self.seq);
+        c.i64(self.offset);
+        c.str(self.outcome.as_str());
+        c.opt(self.entity_id, Canon::str);
+        c.opt(self.reason, Canon::str);
+        c.i64(self.consumed_at_us);
+        c.opt(self.kafka_timestamp_us, Canon::i64);
+        c.opt(self.key, Canon::bytes);
+        c.opt(self.value, Canon::bytes);
+        match self.row {
+            None => c.0.push(0),
+            Some(Row::Audit(a)) => {
+                c.0.push(1);
+                c.str(&a.event_id);
+                c.i64(a.occurred_at_us);
+                c.str(&a.user_id);
+                c.str(&a.action);
+                c.str(&a.resource);
+                c.str(&a.details);
+                c.opt(a.ip_address.as_deref(), Canon::str);
+                c.opt(a.user_agent.as_deref(), Canon::str);
+                c.opt(a.session_id.as_deref(), Canon::str);
+                c.str(&a.value_format);
+            }
+            Some(Row::Report(r)) => {
+                c.0.push(2);
+                c.str(&r.report_id);
+                c.str(&r.organization_id);
+                c.i64(r.reported_at_us);
+                c.str(&r.report_type);
+                c.opt(r.risk_score, |c, v| c.0.extend_from_slice(&v.to_bits().to_be_bytes()));
+                c.opt(r.risk_level.as_deref(), Canon::str);
+                c.str(&r.data);
+                c.str(&r.version);
+                c.str(&r.value_format);
+            }
+        }
+        c.0
+    }
+
+    /// `SHA-256(prev || canonical bytes)`.
+    pub fn hash(&self, prev: &Hash) -> Hash {
+        let mut h = Sha256::new();
+        h.update(prev);
+        h.update(self.canonical());
+        h.finalize().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit() -> Row {
+        Row::Audit(AuditColumns {
+            event_id: "e1".into(),
+            occurred_at_us: 1_795_771_815_123_000,
+            user_id: "user-7".into(),
+            action: "LOGIN".into(),
+            resource: "auth".into(),
+            details: "{}".into(),
+            ip_address: None,
+            user_agent: Some("ua".into()),
+            session_id: None,
+            value_format: "json".into(),
+        })
+    }
+
+    fn link(row: &Row) -> Link<'_> {
+        Link {
+            topic: "user-activities",
+            partition: 0,
+            seq: 0,
+            offset: 10,
+            outcome: Outcome::Stored,
+            entity_id: Some("e1"),
+            reason: None,
+            consumed_at_us: 1,
+            kafka_timestamp_us: Some(2),
+            key: Some(b"2026-11-27-09"),
+            value: Some(b"{}"),
+            row: Some(row),
+        }
+    }
+
+    #[test]
+    fn every_field_changes_the_hash() {
+        let row = audit();
+        let base = link(&row).hash(&GENESIS);
+        assert_ne!(base, link(&row).hash(&[1; 32]), "previous hash");
+        let mut l = link(&row);
+        l.offset = 11;
+        assert_ne!(base, l.hash(&GENESIS), "offset");
+        let mut l = link(&row);
+        l.seq = 1;
+        assert_ne!(base, l.hash(&GENESIS), "seq");
+        let mut l = link(&row);
+        l.value = Some(b"{ }");
+        assert_ne!(base, l.hash(&GENESIS), "value");
+        let mut l = link(&row);
+        l.outcome = Outcome::Duplicate;
+        assert_ne!(base, l.hash(&GENESIS), "outcome");
+        let Row::Audit(mut a) = audit() else { unreachable!() };
+        a.user_id = "user-8".into();
+        let changed = Row::Audit(a);
+        assert_ne!(base, link(&changed).hash(&GENESIS), "typed column");
+        let Row::Audit(mut a) = audit() else { unreachable!() };
+        a.ip_address = Some(String::new());
+        let changed = Row::Audit(a);
+        assert_ne!(base, link(&changed).hash(&GENESIS), "absent vs empty");
+    }
+
+    #[test]
+    fn length_prefixes_keep_fields_apart() {
+        let row = audit();
+        let mut a = link(&row);
+        a.key = Some(b"ab");
+        a.value = Some(b"c");
+        let mut b = link(&row);
+        b.key = Some(b"a");
+        b.value = Some(b"bc");
+        assert_ne!(a.hash(&GENESIS), b.hash(&GENESIS));
+    }
+
+    #[test]
+    fn outcome_names_round_trip() {
+        for o in [Outcome::Stored, Outcome::Duplicate, Outcome::Rejected] {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(Outcome::parse("x"), None);
+    }
+}

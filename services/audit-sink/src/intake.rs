@@ -1,0 +1,153 @@
+//! From a consumed record to the typed row it is stored as: which table a
+//! topic feeds, decoding (Confluent Avro or the seed's JSON) and the mapping
+//! of the seed's fields onto columns.
+
+use std::collections::HashSet;
+
+use dora_kafka::{HandlerError, Record};
+use dora_schema::{framing, AuditEvent, Codec, ComplianceReport, Framing};
+
+use crate::chain::{AuditColumns, ReportColumns, Row};
+
+/// Which table a topic's records go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `AuditEvent` -> `audit.audit_events`.
+    Audit,
+    /// `ComplianceReport` -> `audit.compliance_reports`.
+    Report,
+}
+
+/// The topics the sink reads, by table.
+#[derive(Debug, Clone, Default)]
+pub struct Topics {
+    audit: HashSet<String>,
+    report: HashSet<String>,
+}
+
+impl Topics {
+    /// Audit-event topics and report topics.
+    pub fn new(audit: &[String], report: &[String]) -> Self {
+        Self {
+            audit: audit.iter().cloned().collect(),
+            report: report.iter().cloned().collect(),
+        }
+    }
+
+    /// Every topic, for the subscription.
+    pub fn all(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.audit.iter().chain(&self.report).cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The table `topic` feeds.
+    pub fn kind(&self, topic: &str) -> Option<Kind> {
+        if self.audit.contains(topic) {
+            Some(Kind::Audit)
+        } else if self.report.contains(topic) {
+            Some(Kind::Report)
+        } else {
+            None
+        }
+    }
+}
+
+/// A record decoded into the row it will be stored as.
+#[derive(Debug)]
+pub struct Item<'r> {
+    /// The consumed record.
+    pub record: &'r Record,
+    /// Its typed columns.
+    pub row: Row,
+}
+
+/// Decodes `record` into its row. Registry outages are retryable; anything
+/// undecodable, a tombstone or a timestamp outside what PostgreSQL stores is
+/// permanent (dead-lettered with the reason).
+pub async fn decode<'r>(
+    codec: &Codec,
+    topics: &Topics,
+    record: &'r Record,
+) -> Result<Item<'r>, HandlerError> {
+    let Some(bytes) = record.payload.as_deref() else {
+        return Err(HandlerError::rejected("Tombstone", "record has no value"));
+    };
+    let kind = topics.kind(&record.topic).ok_or_else(|| {
+        HandlerError::rejected("UnknownTopic", format!("no table for topic {}", record.topic))
+    })?;
+    let format = match framing(bytes)? {
+        Framing::Avro { .. } => "avro",
+        Framing::LegacyJson => "json",
+    };
+    let row = match kind {
+        Kind::Audit => {
+            let e: AuditEvent = codec.decode(&record.topic, bytes).await?;
+            Row::Audit(audit_columns(e, format)?)
+        }
+        Kind::Report => {
+            let r: ComplianceReport = codec.decode(&record.topic, bytes).await?;
+            Row::Report(report_columns(r, format)?)
+        }
+    };
+    Ok(Item { record, row })
+}
+
+/// Epoch milliseconds -> microseconds within PostgreSQL's and chrono's range.
+pub fn micros(field: &str, ms: i64) -> Result<i64, HandlerError> {
+    ms.checked_mul(1000)
+        .filter(|us| chrono::DateTime::from_timestamp_micros(*us).is_some())
+        .ok_or_else(|| {
+            HandlerError::rejected("InvalidTimestamp", format!("{field} {ms} ms is out of range"))
+        })
+}
+
+fn audit_columns(e: AuditEvent, format: &str) -> Result<AuditColumns, HandlerError> {
+    Ok(AuditColumns {
+        occurred_at_us: micros("timestamp", e.timestamp)?,
+        details: e.details.to_string(),
+        event_id: e.event_id,
+        user_id: e.user_id,
+        action: e.action,
+        resource: e.resource,
+        ip_address: e.ip_address,
+        user_agent: e.user_agent,
+        session_id: e.session_id,
+        value_format: format.to_string(),
+    })
+}
+
+fn report_columns(r: ComplianceReport, format: &str) -> Result<ReportColumns, HandlerError> {
+    Ok(ReportColumns {
+        reported_at_us: micros("timestamp", r.timestamp)?,
+        data: r.data.to_string(),
+        report_id: r.report_id,
+        organization_id: r.organization_id,
+        report_type: r.report_type.as_str().to_string(),
+        risk_score: r.risk_score,
+        risk_level: r.risk_level.map(|l| l.as_str().to_string()),
+        version: r.version,
+        value_format: format.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_map_to_tables() {
+        let t = Topics::new(&["ua".into()], &["gap".into(), "risk".into()]);
+        assert_eq!(t.kind("ua"), Some(Kind::Audit));
+        assert_eq!(t.kind("risk"), Some(Kind::Report));
+        assert_eq!(t.kind("other"), None);
+        assert_eq!(t.all(), vec!["gap", "risk", "ua"]);
+    }
+
+    #[test]
+    fn timestamps_outside_the_range_are_rejected() {
+        assert_eq!(micros("t", 1_795_771_815_123).unwrap(), 1_795_771_815_123_000);
+        assert!(micros("t", i64::MAX).is_err());
+        assert!(!micros("t", i64::MAX / 1000).unwrap_err().is_retryable());
+    }
+}
