@@ -400,6 +400,22 @@ pub async fn committed_offset(settings: &KafkaSettings, group: &str, topic: &str
     .await?
 }
 
+/// Sets the committed offset of `group` on `topic`/`partition` (e.g. to
+/// rewind a stopped group and make its consumer read records again). The
+/// group must have no active member.
+pub async fn commit_offset(settings: &KafkaSettings, group: &str, topic: &str, partition: i32, offset: i64) -> Result<()> {
+    let mut cfg = settings.client_config()?;
+    cfg.set("group.id", group).set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    tokio::task::spawn_blocking(move || {
+        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+        Ok(())
+    })
+    .await?
+}
+
 /// A service binary running as a real process. Killed (SIGKILL) when dropped.
 ///
 /// The harness never picks ports: the process binds its admin server (and any

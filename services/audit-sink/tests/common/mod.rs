@@ -79,6 +79,8 @@ impl Harness {
             ("DORA_AUDIT_SINK__REPORT_TOPICS", format!("[\"{}\",\"{}\"]", self.gap_topic, self.risk_topic)),
             ("DORA_CONSUMER__GROUP_ID", self.group.clone()),
             ("DORA_CONSUMER__FETCH_MIN_BYTES", "1".into()),
+            // a crashed instance leaves the group quickly
+            ("DORA_CONSUMER__SESSION_TIMEOUT_MS", "6000".into()),
             ("DORA_CONSUMER__MAX_BATCH_WAIT_MS", "200".into()),
             ("DORA_CONSUMER__RETRY__BASE_DELAY_MS", "200".into()),
             ("DORA_CONSUMER__RETRY__MAX_DELAY_MS", "2000".into()),
@@ -183,4 +185,54 @@ pub fn risk_report(n: usize) -> ComplianceReport {
 /// Waits up to `deadline` for the process to exit by itself; returns its status.
 pub async fn exited(p: &mut tk::ServiceProcess, deadline: Duration) -> Result<std::process::ExitStatus> {
     p.wait_exit(deadline).await
+}
+
+impl Harness {
+    /// Links in the chain of `topic`/`partition`.
+    pub async fn links(&self, topic: &str, partition: i32) -> Result<i64> {
+        let c = self.owner().await?;
+        Ok(c.query_one(
+            "SELECT count(*) FROM audit.chain WHERE topic = $1 AND kafka_partition = $2",
+            &[&topic, &partition],
+        )
+        .await?
+        .get(0))
+    }
+
+    /// The next offset the database expects on `topic`/`partition` (its fence), if any.
+    pub async fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let c = self.owner().await?;
+        Ok(c.query_opt(
+            "SELECT next_offset FROM audit.sink_offsets WHERE topic = $1 AND kafka_partition = $2",
+            &[&topic, &partition],
+        )
+        .await?
+        .map(|r| r.get(0)))
+    }
+
+    /// The group's committed offset on `topic`/`partition`.
+    pub async fn committed(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        tk::committed_offset(&self.kafka, &self.group, topic, partition).await
+    }
+
+    /// Waits until the group committed `offset` on `topic`/`partition`.
+    pub async fn wait_committed(&self, topic: &str, partition: i32, offset: i64) -> Result<()> {
+        tk::eventually(tk::DEADLINE, || async move {
+            self.committed(topic, partition).await.ok().flatten().filter(|o| *o == offset).map(|_| ())
+        })
+        .await
+        .with_context(|| format!("{topic}/{partition}: committed offset did not reach {offset}"))
+    }
+
+    /// Runs `audit-sink verify`; returns (exit code, stdout).
+    pub async fn verify(&self) -> Result<(Option<i32>, String)> {
+        let (code, out, err) = self.command(&["verify"]).await?;
+        Ok((code, format!("{out}{err}")))
+    }
+}
+
+/// A metric's value from a running sink's `/metrics`.
+pub async fn metric(p: &tk::ServiceProcess, name: &str, labels: &[(&str, &str)]) -> Result<Option<f64>> {
+    let (_, body) = p.admin_get("/metrics").await?;
+    Ok(tk::metric_value(&body, name, labels))
 }
