@@ -2,6 +2,8 @@
 # Installs the OS packages the build and the local stack need, when missing
 # (Debian/Ubuntu; needs root or sudo). Everything else is fetched by cargo,
 # Maven and deploy/local/stack.sh into the project's ignored folders.
+# `cargo xtask demo` and `cargo xtask test` run it first; when everything is
+# present it only looks (well under a second).
 set -euo pipefail
 
 need=()
@@ -14,6 +16,7 @@ have_cmd pkg-config || need+=(pkg-config)
 have_pkg libssl-dev || need+=(libssl-dev)
 have_cmd openssl || need+=(openssl)
 have_cmd curl || need+=(curl)
+have_cmd ps || need+=(procps)
 have_cmd mvn || need+=(maven)
 have_cmd java || need+=(openjdk-17-jre-headless)
 have_cmd python3 || need+=(python3 python3-pip)

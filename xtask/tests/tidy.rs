@@ -1,8 +1,12 @@
 //! House rules that are checked, not remembered (STYLE.md): every `.rs` file
 //! opens with a `//!` line; only the kafka crate (and the test harness) depend
 //! on rdkafka; only the schema crate touches Avro and the registry; only the
-//! proto crate and the services that own a gRPC API touch tonic/prost; every
-//! member inherits the workspace lints and is unpublished.
+//! proto crate and the services that own a gRPC API touch tonic/prost (in
+//! sources, tests and benches alike); xtask stays light enough to compile in
+//! seconds on a fresh machine; every member inherits the workspace lints and
+//! is unpublished. Manifests are read with a TOML parser, so no spelling of a
+//! dependency (`[dependencies.rdkafka]`, a renamed package, a target table)
+//! escapes.
 
 use std::path::{Path, PathBuf};
 
@@ -61,31 +65,72 @@ fn every_rust_file_opens_with_a_module_doc() {
     assert!(offenders.is_empty(), "files without a leading `//!` line: {offenders:#?}");
 }
 
-/// Which members may declare a dependency on a crate.
-fn allowed(dep: &str) -> &'static [&'static str] {
+/// The layer a dependency belongs to, if it is layered.
+fn layer(dep: &str) -> Option<&'static str> {
     match dep {
+        "rdkafka" | "rdkafka-sys" => Some("rdkafka"),
+        "apache-avro" | "schema_registry_converter" => Some("avro"),
+        _ if dep.starts_with("tonic") || dep.starts_with("prost") || dep == "protox" => Some("grpc"),
+        _ => None,
+    }
+}
+
+/// Which members may depend on a layer's crates.
+fn allowed(layer: &str) -> &'static [&'static str] {
+    match layer {
         "rdkafka" => &["crates/kafka", "crates/testkit"],
-        "apache-avro" | "schema_registry_converter" => &["crates/schema"],
-        "tonic" | "prost" | "tonic-prost" | "tonic-prost-build" => {
-            &["crates/proto", "crates/auth", "services/agent-gateway", "services/report-ingest"]
-        }
+        "avro" => &["crates/schema"],
+        "grpc" => &["crates/proto", "crates/auth", "services/agent-gateway", "services/report-ingest"],
         _ => &[],
     }
+}
+
+/// Every dependency a manifest declares, in any table (`dependencies`,
+/// `dev-dependencies`, `build-dependencies`, and their `target.*` forms), by
+/// package name (a renamed dependency counts under the package it names).
+fn declared_dependencies(manifest: &toml::Table) -> Vec<(String, String)> {
+    const KINDS: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
+    let mut tables: Vec<(String, &toml::Table)> = Vec::new();
+    for kind in KINDS {
+        if let Some(t) = manifest.get(kind).and_then(toml::Value::as_table) {
+            tables.push((kind.to_string(), t));
+        }
+    }
+    if let Some(targets) = manifest.get("target").and_then(toml::Value::as_table) {
+        for (cfg, target) in targets {
+            for kind in KINDS {
+                if let Some(t) = target.get(kind).and_then(toml::Value::as_table) {
+                    tables.push((format!("target.{cfg}.{kind}"), t));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (kind, table) in tables {
+        for (key, spec) in table {
+            let package = spec.get("package").and_then(toml::Value::as_str).unwrap_or(key);
+            out.push((kind.clone(), package.to_string()));
+        }
+    }
+    out
+}
+
+fn manifest(dir: &Path) -> toml::Table {
+    let path = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.parse().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
 fn layering_dependencies_stay_inside_their_crates() {
     let mut offenders = Vec::new();
     for member in members() {
-        let manifest = std::fs::read_to_string(member.join("Cargo.toml")).unwrap();
         let name = rel(&member);
-        for dep in ["rdkafka", "apache-avro", "schema_registry_converter", "tonic", "prost", "tonic-prost", "tonic-prost-build"] {
-            let declared = manifest.lines().any(|l| {
-                let l = l.trim_start();
-                l.starts_with(&format!("{dep} ")) || l.starts_with(&format!("{dep}.")) || l.starts_with(&format!("{dep}="))
-            });
-            if declared && !allowed(dep).contains(&name.as_str()) {
-                offenders.push(format!("{name} depends on {dep}"));
+        for (kind, dep) in declared_dependencies(&manifest(&member)) {
+            if let Some(layer) = layer(&dep) {
+                if !allowed(layer).contains(&name.as_str()) {
+                    offenders.push(format!("{name} depends on {dep} ({kind})"));
+                }
             }
         }
     }
@@ -93,25 +138,120 @@ fn layering_dependencies_stay_inside_their_crates() {
 }
 
 #[test]
+fn the_manifest_check_sees_every_spelling_of_a_dependency() {
+    let text = r#"
+        [dependencies.rdkafka]
+        version = "0.39"
+        [dev-dependencies]
+        kafka = { package = "rdkafka", version = "0.39" }
+        [target.'cfg(unix)'.build-dependencies]
+        tonic-prost-build = "0.14"
+    "#;
+    let deps = declared_dependencies(&text.parse().unwrap());
+    let layered: Vec<_> = deps.iter().filter_map(|(_, d)| layer(d)).collect();
+    assert_eq!(layered, ["rdkafka", "rdkafka", "grpc"], "{deps:?}");
+}
+
+#[test]
 fn no_source_uses_crates_outside_its_layer() {
-    // Belt and braces for the manifest check: a `use rdkafka` in a service would
-    // also need the dependency, but re-exports could smuggle it in.
+    // Belt and braces for the manifest check: a re-export could smuggle a
+    // layered crate into a member that does not declare it.
     let mut offenders = Vec::new();
     for member in members() {
         let name = rel(&member);
         let mut rs = Vec::new();
-        files(&member.join("src"), ".rs", &mut rs);
+        for dir in ["src", "tests", "benches", "examples"] {
+            files(&member.join(dir), ".rs", &mut rs);
+        }
+        // This file names every needle.
+        rs.retain(|f| !f.ends_with("xtask/tests/tidy.rs"));
         for file in rs {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            for (needle, dep) in [("rdkafka::", "rdkafka"), ("apache_avro::", "apache-avro"), ("schema_registry_converter::", "schema_registry_converter")] {
-                let via_reexport = text.contains(&format!("dora_kafka::{needle}")) || text.contains(&format!("dora_schema::{needle}"));
-                if (text.contains(needle) || via_reexport) && !allowed(dep).contains(&name.as_str()) {
-                    offenders.push(format!("{} uses {dep}", rel(&file)));
+            for (needle, layer) in [
+                ("rdkafka::", "rdkafka"),
+                ("apache_avro::", "avro"),
+                ("schema_registry_converter::", "avro"),
+                ("tonic::", "grpc"),
+                ("tonic_health::", "grpc"),
+                ("tonic_reflection::", "grpc"),
+                ("prost::", "grpc"),
+                ("prost_types::", "grpc"),
+            ] {
+                let via_reexport = ["dora_kafka::", "dora_schema::", "dora_proto::", "dora_testkit::"]
+                    .iter()
+                    .any(|krate| text.contains(&format!("{krate}{needle}")));
+                let used = text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(needle));
+                if (used || via_reexport) && !allowed(layer).contains(&name.as_str()) {
+                    offenders.push(format!("{} uses {needle}", rel(&file)));
                 }
             }
         }
     }
     assert!(offenders.is_empty(), "layering violations (see ARCHITECTURE.md): {offenders:#?}");
+}
+
+/// What `cargo xtask` may compile before it prints its first line.
+const XTASK_MAY_DEPEND_ON: &[&str] = &["anyhow"];
+
+/// Every package `names` pull in, following Cargo.lock (which lists each
+/// package's dependencies; the closure over-approximates, never misses).
+fn closure(lock: &toml::Table, names: &[String]) -> std::collections::BTreeSet<String> {
+    let packages = lock["package"].as_array().expect("Cargo.lock packages");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = names.to_vec();
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        for p in packages.iter().filter(|p| p["name"].as_str() == Some(name.as_str())) {
+            for dep in p.get("dependencies").and_then(toml::Value::as_array).into_iter().flatten() {
+                let dep = dep.as_str().unwrap_or_default();
+                todo.push(dep.split(' ').next().unwrap_or(dep).to_string());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn xtask_compiles_in_seconds_on_a_fresh_machine() {
+    // `cargo xtask` (cargo run --quiet) prints nothing until xtask is built, and
+    // runs deploy/local/prereqs.sh, which installs what librdkafka's build
+    // needs: xtask itself must build without any of it, and fast.
+    let direct: Vec<String> = declared_dependencies(&manifest(&root().join("xtask")))
+        .into_iter()
+        .filter(|(kind, _)| !kind.ends_with("dev-dependencies"))
+        .map(|(_, dep)| dep)
+        .collect();
+    let lock: toml::Table = std::fs::read_to_string(root().join("Cargo.lock")).unwrap().parse().unwrap();
+    let pulled = closure(&lock, &direct);
+    let heavy: Vec<&String> = pulled.iter().filter(|d| !XTASK_MAY_DEPEND_ON.contains(&d.as_str())).collect();
+    assert!(
+        heavy.is_empty(),
+        "xtask must compile in seconds before it can print anything: it may depend only on \
+         {XTASK_MAY_DEPEND_ON:?}, but pulls in {heavy:?}; put the work in a binary xtask runs"
+    );
+}
+
+#[test]
+fn the_xtask_check_follows_dependencies_through_the_lock_file() {
+    let lock: toml::Table = r#"
+        [[package]]
+        name = "dora-kafka"
+        dependencies = ["rdkafka", "tokio 1.0.0"]
+        [[package]]
+        name = "rdkafka"
+        dependencies = ["rdkafka-sys"]
+        [[package]]
+        name = "rdkafka-sys"
+        [[package]]
+        name = "tokio"
+        version = "1.0.0"
+    "#
+    .parse()
+    .unwrap();
+    let pulled = closure(&lock, &["dora-kafka".to_string()]);
+    assert_eq!(pulled.into_iter().collect::<Vec<_>>(), ["dora-kafka", "rdkafka", "rdkafka-sys", "tokio"]);
 }
 
 #[test]

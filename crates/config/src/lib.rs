@@ -8,9 +8,13 @@
 //! 3. environment variables `DORA_<SECTION>__<KEY>` (double underscore separates
 //!    nesting levels, e.g. `DORA_KAFKA__BOOTSTRAP_SERVERS=broker:9092`);
 //! 4. secret files: `DORA_<SECTION>__<KEY>_FILE=/run/secrets/x` sets `<section>.<key>`
-//!    to the file's contents with trailing newlines removed.
+//!    to the file's contents, unchanged: text when they are UTF-8, else bytes.
 //!
-//! Secret values are typed [`Secret`], which never prints its contents.
+//! Secret values are typed [`Secret`] (text: a password; one trailing newline
+//! of the file is dropped) or [`SecretBytes`] (a key: every byte kept, any
+//! bytes, e.g. `head -c 32 /dev/urandom > key`); neither ever prints its
+//! contents. `*_FILE` is for secrets: read into a plain `String`, a file keeps
+//! its trailing newline.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +23,10 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use secrecy::{ExposeSecret, SecretString as Secret};
+mod secret;
+
+pub use secrecy::ExposeSecret;
+pub use secret::{Secret, SecretBytes};
 
 /// Environment variable prefix for every setting.
 pub const ENV_PREFIX: &str = "DORA_";
@@ -87,16 +94,14 @@ where
         .collect();
     figment = figment.merge(env_provider(plain));
 
-    let mut secrets = Vec::new();
     for (var, path) in vars {
         let Some(stripped) = var.strip_suffix("_FILE") else { continue };
         if !var.starts_with(ENV_PREFIX) || var == CONFIG_FILE_ENV {
             continue;
         }
-        let value = read_secret(var, Path::new(path))?;
-        secrets.push((stripped.to_string(), value));
+        let Some(key) = settings_key(stripped) else { continue };
+        figment = figment.merge((key, read_secret(var, Path::new(path))?));
     }
-    figment = figment.merge(env_provider(secrets));
 
     figment.extract().map_err(|e| {
         let key = if e.path.is_empty() { "<root>".to_string() } else { e.path.join(".") };
@@ -104,10 +109,21 @@ where
     })
 }
 
-fn read_secret(var: &str, path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|source| ConfigError::SecretFile { var: var.to_string(), path: path.to_path_buf(), source })
+/// A secret file's contents as a settings value: a string when they are
+/// UTF-8, else an array of bytes (the secret types take either).
+fn read_secret(var: &str, path: &Path) -> Result<figment::value::Value, ConfigError> {
+    use figment::value::Value;
+    let bytes = std::fs::read(path)
+        .map_err(|source| ConfigError::SecretFile { var: var.to_string(), path: path.to_path_buf(), source })?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => Value::from(text),
+        Err(e) => Value::from(e.into_bytes()),
+    })
+}
+
+/// `DORA_SECTION__KEY` -> `section.key`.
+fn settings_key(var: &str) -> Option<String> {
+    var.strip_prefix(ENV_PREFIX).map(|rest| rest.to_ascii_lowercase().replace("__", "."))
 }
 
 /// An `Env` provider over an explicit list of variables instead of the process environment.
@@ -116,8 +132,7 @@ fn env_provider(vars: Vec<(String, String)>) -> Figment {
     // list, so nested keys are built here the same way (`__` -> `.`, lower case).
     let mut figment = Figment::new();
     for (var, value) in vars {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
-        let key = rest.to_ascii_lowercase().replace("__", ".");
+        let Some(key) = settings_key(&var) else { continue };
         figment = figment.merge((key, parse_scalar(&value)));
     }
     figment
@@ -189,6 +204,66 @@ mod tests {
         let pw = s.kafka.password.as_ref().unwrap();
         assert_eq!(pw.expose_secret(), "s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"));
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Gateway {
+        #[serde(skip_serializing)]
+        token_key: Option<SecretBytes>,
+        #[serde(skip_serializing)]
+        password: Option<Secret>,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct WithKey {
+        gateway: Gateway,
+    }
+
+    fn load_secret_file(var: &str, contents: &[u8]) -> Result<WithKey, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, contents).unwrap();
+        load_from(&vars(&[(var, file.to_str().unwrap())]))
+    }
+
+    #[test]
+    fn a_binary_key_file_is_read_byte_for_byte() {
+        // What `head -c 32 /dev/urandom > key` makes: not UTF-8, any byte,
+        // here ending in a newline byte that must be kept.
+        let mut key: Vec<u8> = (0..31u8).map(|i| i.wrapping_mul(97).wrapping_add(0x80)).collect();
+        key[3] = 0;
+        key.push(b'\n');
+        assert!(std::str::from_utf8(&key).is_err());
+        let s = load_secret_file("DORA_GATEWAY__TOKEN_KEY_FILE", &key).unwrap();
+        let got = s.gateway.token_key.as_ref().unwrap();
+        assert_eq!(got.expose_secret(), key.as_slice());
+        assert!(!format!("{s:?}").contains("128"), "{s:?}");
+    }
+
+    #[test]
+    fn a_key_file_that_happens_to_be_text_keeps_its_newline() {
+        let s = load_secret_file("DORA_GATEWAY__TOKEN_KEY_FILE", b"0123456789abcdef\n").unwrap();
+        assert_eq!(s.gateway.token_key.unwrap().expose_secret(), b"0123456789abcdef\n");
+    }
+
+    #[test]
+    fn a_text_secret_drops_one_trailing_line_end_only() {
+        let s = load_secret_file("DORA_GATEWAY__PASSWORD_FILE", b"pw\r\n").unwrap();
+        assert_eq!(s.gateway.password.unwrap().expose_secret(), "pw");
+        let s = load_secret_file("DORA_GATEWAY__PASSWORD_FILE", b"pw \n\n").unwrap();
+        assert_eq!(s.gateway.password.unwrap().expose_secret(), "pw \n");
+        // a password of digits stays text
+        let s = load_secret_file("DORA_GATEWAY__PASSWORD_FILE", b"12345\n").unwrap();
+        assert_eq!(s.gateway.password.unwrap().expose_secret(), "12345");
+    }
+
+    #[test]
+    fn a_text_secret_from_a_binary_file_is_refused_naming_the_key() {
+        let err = load_secret_file("DORA_GATEWAY__PASSWORD_FILE", &[0xff, 0xfe, 0x00]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "gateway.password"), "{err}");
+        assert!(err.to_string().contains("UTF-8"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! `cargo xtask demo`: the pipeline end to end on the local stack. Starts every
-//! service binary as a real process, drives it with the agent simulator, then
-//! prints what reached each topic and stops the services with SIGTERM.
+//! `dora-demo`, the last step of `cargo xtask demo`: the pipeline end to end on
+//! the local stack (up, topics provisioned). Starts every service binary built
+//! next to it as a real process, drives agent-gateway with the agent simulator,
+//! then prints what reached each topic and stops the services with SIGTERM.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,13 +21,26 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-fn bin_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("debug")
+/// The folder this binary was built into, where cargo put the services too.
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating dora-demo")?;
+    Ok(exe.parent().context("dora-demo has no folder")?.to_path_buf())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dora-demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs the demo against an already running stack with provisioned topics.
-pub async fn run(root: &Path) -> Result<()> {
-    let bins = bin_dir(root);
+async fn run() -> Result<()> {
+    let bins = bin_dir()?;
     let settings = tk::kafka();
     let topics: Vec<String> = dora_kafka::topics::catalog().into_iter().map(|t| t.name).collect();
     let mut before = Vec::new();
@@ -41,16 +56,25 @@ pub async fn run(root: &Path) -> Result<()> {
         std::fs::write(&key_file, key)?;
     }
     let key_path = key_file.to_string_lossy().into_owned();
-    let env = [("DORA_GATEWAY__TOKEN_KEY_FILE", key_path.clone())];
+    // Every listener on port 0: the demo runs beside anything else on the machine.
+    let env = [
+        ("DORA_GATEWAY__TOKEN_KEY_FILE", key_path.clone()),
+        ("DORA_GATEWAY__GRPC_LISTEN", "127.0.0.1:0".to_string()),
+    ];
 
     let mut running = Vec::new();
+    let mut gateway = None;
     for name in SERVICES {
-        let process = tk::ServiceProcess::spawn(bins.join(name), &env)
+        let mut process = tk::ServiceProcess::spawn(bins.join(name), &env)
             .await
             .with_context(|| format!("starting {name}"))?;
         println!("started {name:<14} admin http://{}/readyz", process.admin()?);
+        if *name == "agent-gateway" {
+            gateway = Some(process.wait_announced("grpc", tk::DEADLINE).await?);
+        }
         running.push((name, process));
     }
+    let gateway = gateway.context("agent-gateway announced no gRPC address")?;
 
     let simulator = bins.join("agent-simulator");
     if simulator.exists() {
@@ -58,6 +82,7 @@ pub async fn run(root: &Path) -> Result<()> {
         let status = tokio::process::Command::new(&simulator)
             .args(["--agents", "8", "--duration-secs", "15", "--rate", "20", "--print-health"])
             .args(["--key-file", &key_path])
+            .args(["--gateway", &format!("http://{gateway}")])
             .status()
             .await
             .context("running agent-simulator")?;
