@@ -15,10 +15,12 @@
 //! (`aud`), unexpired; `alg: none` and every other algorithm are refused.
 
 pub mod certificate;
+pub mod client;
 pub mod principal;
 pub mod server;
 pub mod token;
 
+pub use client::BearerToken;
 pub use principal::{Credential, Principal, Role};
 pub use server::{AuthSettings, Authenticator, TlsError};
 pub use token::{Claims, Grant, TokenError, TokenKey, MIN_KEY_BYTES};

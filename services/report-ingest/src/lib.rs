@@ -7,8 +7,10 @@
 //! transactions (report id derived from the event id): exactly one report per
 //! such event across crashes and rebalances.
 
+pub mod api;
 pub mod articles;
 pub mod assessment;
+pub mod client;
 pub mod derive;
 pub mod metrics;
 pub mod server;

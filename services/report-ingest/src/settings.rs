@@ -74,6 +74,13 @@ fn hostname() -> String {
 pub struct IngestSettings {
     /// gRPC listen address. Default `127.0.0.1:50052`.
     pub grpc_listen: SocketAddr,
+    /// TLS and token settings (`tls_cert`, `tls_key`, `tls_client_ca`,
+    /// `token_key` from `DORA_INGEST__TOKEN_KEY_FILE`): see
+    /// [`dora_auth::AuthSettings`]. Callers authenticate with a token for
+    /// audience `report-ingest` whose `orgs` name the organisations they may
+    /// submit for, or a client certificate (CN = name, O = organisations).
+    #[serde(flatten)]
+    pub auth: dora_auth::AuthSettings,
     /// Largest `organization_id` and `request_id`, bytes. Default 128.
     pub max_id_bytes: usize,
     /// Largest assessment (`data_json`, or an agent's assessment as JSON), bytes.
@@ -98,6 +105,7 @@ impl Default for IngestSettings {
         use dora_kafka::topics;
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            auth: Default::default(),
             max_id_bytes: 128,
             max_data_bytes: 65_536,
             max_request_bytes: 131_072,

@@ -14,6 +14,7 @@ use dora_schema::{
     RegistrySettings,
 };
 use dora_testkit as tk;
+use report_ingest::client;
 use serde_json::Value;
 
 /// The report-ingest binary under test.
@@ -107,6 +108,36 @@ impl Scenario {
     pub async fn start(&self, transactional_id: &str) -> Result<Ingest> {
         let process = tk::ServiceProcess::spawn(BIN, &self.env(transactional_id)).await?;
         Ok(Ingest { process })
+    }
+
+    /// A token of this scenario's key for `name`, submitting for `orgs`.
+    pub fn token(&self, name: &str, orgs: &[&str]) -> Result<String> {
+        let mut grant =
+            dora_auth::Grant::new(name, "report-ingest", std::time::Duration::from_secs(600));
+        for org in orgs {
+            grant = grant.with_org(*org);
+        }
+        Ok(dora_auth::TokenKey::new(&self.key)?.issue(&grant)?)
+    }
+
+    /// A client of `ingest` authenticated as `name`, submitting for `orgs`.
+    pub async fn client(
+        &self,
+        ingest: &mut Ingest,
+        name: &str,
+        orgs: &[&str],
+    ) -> Result<client::ReportClient> {
+        let channel = client::connect(&ingest.grpc_url().await?).await?;
+        client::with_token(channel, &self.token(name, orgs)?)
+    }
+
+    /// Records on the gap, risk and audit topics (committed or not).
+    pub async fn records_on_outputs(&self) -> Result<i64> {
+        let mut n = 0;
+        for t in [&self.gap_topic, &self.risk_topic, &self.audit_topic] {
+            n += tk::record_count(&tk::kafka(), t).await?;
+        }
+        Ok(n)
     }
 
     /// Every committed report on the gap and risk topics, decoded, with its key.

@@ -1,0 +1,328 @@
+//! The gRPC door: authenticate the caller, check it may submit for the
+//! organisation, validate the assessment (naming the field), derive the report
+//! id from the caller and its request id, produce the report and its audit
+//! event, and answer once the broker acknowledged both.
+
+use std::sync::Arc;
+
+use dora_auth::{Authenticator, Principal};
+use dora_kafka::audit::{user_activity, AuditProducer};
+use dora_kafka::{Delivered, ProduceError, Producer};
+use dora_proto::report::v1 as pb;
+use dora_proto::report::v1::report_ingest_server::ReportIngest;
+use dora_proto::validate::{identifier, json_object, Invalid};
+use dora_schema::{AuditEvent, Codec, ComplianceReport, ReportType};
+use serde_json::{json, Map, Value};
+use tonic::{Request, Response, Status};
+
+use crate::assessment::{submitted_report_id, Assessment, Kind, Limits};
+use crate::metrics;
+use crate::settings::ReportTopics;
+
+/// The audience report-ingest's tokens are issued for.
+pub const AUDIENCE: &str = "report-ingest";
+
+/// The audit action of a report submitted over gRPC.
+pub fn submit_action(report_type: ReportType) -> &'static str {
+    match report_type {
+        ReportType::RiskAssessment => "SUBMIT_RISK_ASSESSMENT",
+        _ => "SUBMIT_GAP_ASSESSMENT",
+    }
+}
+
+/// Writes a report and its audit event; resolves once the broker has both.
+#[derive(Clone)]
+pub struct ReportWriter {
+    producer: Producer,
+    codec: Codec,
+    audit: AuditProducer,
+}
+
+impl ReportWriter {
+    /// Reports through `producer`, audit events through `audit`.
+    pub fn new(producer: Producer, codec: Codec, audit: AuditProducer) -> Self {
+        Self {
+            producer,
+            codec,
+            audit,
+        }
+    }
+
+    /// Enqueues both records, then awaits both acknowledgements.
+    pub async fn write(
+        &self,
+        topic: &str,
+        report: &ComplianceReport,
+        activity: &AuditEvent,
+    ) -> Result<Delivered, ProduceError> {
+        let key = Some(report.organization_id.as_str());
+        let report = self
+            .producer
+            .enqueue(&self.codec, topic, key, report)
+            .await?;
+        let audit = self.audit.send(activity).await?;
+        let (delivered, _) = tokio::try_join!(report, audit)?;
+        Ok(delivered)
+    }
+}
+
+/// The gRPC service of report-ingest.
+#[derive(Clone)]
+pub struct IngestApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    auth: Authenticator,
+    writer: ReportWriter,
+    topics: ReportTopics,
+    limits: Limits,
+}
+
+impl IngestApi {
+    /// A service authenticating with `auth` and writing through `writer`.
+    pub fn new(
+        auth: Authenticator,
+        writer: ReportWriter,
+        topics: ReportTopics,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                auth,
+                writer,
+                topics,
+                limits,
+            }),
+        }
+    }
+}
+
+/// INVALID_ARGUMENT, counted.
+fn invalid(e: Invalid) -> Status {
+    metrics::rejected(tonic::Code::InvalidArgument);
+    e.into()
+}
+
+fn counted(s: Status) -> Status {
+    metrics::rejected(s.code());
+    s
+}
+
+impl Inner {
+    /// The caller, its request id and the organisation, once it may submit for it.
+    fn admit<T>(
+        &self,
+        req: &Request<T>,
+        org: &str,
+        request_id: &str,
+    ) -> Result<(Principal, String), Status> {
+        let principal = self.auth.identify(req).map_err(counted)?;
+        let org = identifier("organization_id", org, self.limits.max_id_bytes).map_err(invalid)?;
+        principal
+            .require_org("organization_id", &org)
+            .map_err(counted)?;
+        let request_id =
+            identifier("request_id", request_id, self.limits.max_id_bytes).map_err(invalid)?;
+        Ok((principal, request_id))
+    }
+
+    async fn submit(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+        assessment: Assessment,
+        client: Map<String, Value>,
+    ) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        let report_type = assessment.kind.report_type();
+        let report_id = submitted_report_id(
+            &principal.name,
+            report_type,
+            &assessment.organization_id,
+            request_id,
+        );
+        let now = chrono::Utc::now();
+        let report = assessment.report(report_id, now.timestamp_millis());
+        let mut details = client;
+        details.insert("organization_id".into(), json!(report.organization_id));
+        details.insert("request_id".into(), json!(request_id));
+        details.insert("report_type".into(), json!(report_type.as_str()));
+        let activity = user_activity(
+            &principal.name,
+            submit_action(report_type),
+            &report.report_id,
+            Value::Object(details),
+            now,
+        );
+        let topic = self.topics.of(assessment.kind);
+        let delivered = self
+            .writer
+            .write(topic, &report, &activity)
+            .await
+            .map_err(|e| counted(unavailable(&e)))?;
+        metrics::accepted(report_type, "grpc");
+        Ok(Response::new(pb::SubmitReportResponse {
+            report_id: report.report_id,
+            timestamp: report.timestamp,
+            topic: topic.to_string(),
+            partition: delivered.partition,
+            offset: delivered.offset,
+        }))
+    }
+}
+
+/// UNAVAILABLE when trying again (here or at another replica) may succeed, INTERNAL otherwise.
+fn unavailable(e: &ProduceError) -> Status {
+    tracing::warn!(error = %e, "report not written");
+    match e {
+        ProduceError::Fatal(_) => Status::unavailable("this replica cannot produce; retry"),
+        e if e.is_retryable() => {
+            Status::unavailable(format!("{e}; retry with the same request_id"))
+        }
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// What the audit trail keeps of the client: its address and user agent
+/// (lifted into the audit event's `ipAddress` and `userAgent`, as the seed does).
+fn client_details<T>(req: &Request<T>) -> Map<String, Value> {
+    let mut d = Map::new();
+    if let Some(addr) = req.remote_addr() {
+        d.insert("ip_address".into(), json!(addr.ip().to_string()));
+    }
+    if let Some(ua) = req
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+    {
+        d.insert("user_agent".into(), json!(ua));
+    }
+    d.insert("channel".into(), json!("grpc"));
+    d
+}
+
+/// The data of a risk assessment: `data_json` with `overall_score` and
+/// `risk_level` set from the fields (if present, they must agree).
+fn risk_data(
+    mut data: Map<String, Value>,
+    score: f64,
+    level: dora_schema::RiskLevel,
+) -> Result<Map<String, Value>, Invalid> {
+    match data.get("overall_score") {
+        None | Some(Value::Null) => {}
+        Some(v) if v.as_f64() == Some(score) => {}
+        Some(v) => {
+            return Err(Invalid::new(
+                "data_json.overall_score",
+                format!("{v} disagrees with overall_score {score}"),
+            ))
+        }
+    }
+    match data.get("risk_level") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.eq_ignore_ascii_case(level.as_str()) => {}
+        Some(v) => {
+            return Err(Invalid::new(
+                "data_json.risk_level",
+                format!("{v} disagrees with risk_level {level}"),
+            ))
+        }
+    }
+    data.entry("overall_score").or_insert(json!(score));
+    data.entry("risk_level").or_insert(json!(level.as_str()));
+    Ok(data)
+}
+
+#[tonic::async_trait]
+impl ReportIngest for IngestApi {
+    async fn submit_gap_assessment(
+        &self,
+        req: Request<pb::SubmitGapAssessmentRequest>,
+    ) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        let inner = &self.inner;
+        let r = req.get_ref();
+        let (principal, request_id) = inner.admit(&req, &r.organization_id, &r.request_id)?;
+        let limits = &inner.limits;
+        let data =
+            json_object("data_json", &r.data_json, limits.max_data_bytes).map_err(invalid)?;
+        let assessment = Assessment::gap(
+            ("organization_id", &r.organization_id),
+            data,
+            "data_json",
+            limits,
+        )
+        .map_err(invalid)?;
+        inner
+            .submit(&principal, &request_id, assessment, client_details(&req))
+            .await
+    }
+
+    async fn submit_risk_assessment(
+        &self,
+        req: Request<pb::SubmitRiskAssessmentRequest>,
+    ) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        let inner = &self.inner;
+        let r = req.get_ref();
+        let (principal, request_id) = inner.admit(&req, &r.organization_id, &r.request_id)?;
+        let limits = &inner.limits;
+        let data =
+            json_object("data_json", &r.data_json, limits.max_data_bytes).map_err(invalid)?;
+        let mut assessment = Assessment::risk(
+            ("organization_id", &r.organization_id),
+            ("overall_score", r.overall_score),
+            ("risk_level", &r.risk_level),
+            data,
+            "data_json",
+            limits,
+        )
+        .map_err(invalid)?;
+        if let Kind::Risk { score, level } = assessment.kind {
+            assessment.data =
+                risk_data(std::mem::take(&mut assessment.data), score, level).map_err(invalid)?;
+        }
+        inner
+            .submit(&principal, &request_id, assessment, client_details(&req))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dora_schema::RiskLevel;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn risk_data_takes_score_and_level_from_the_fields() {
+        let d = risk_data(obj(json!({"factors": {}})), 0.9, RiskLevel::High).unwrap();
+        assert_eq!(
+            Value::Object(d),
+            json!({"factors": {}, "overall_score": 0.9, "risk_level": "HIGH"})
+        );
+        let same = risk_data(
+            obj(json!({"overall_score": 0.9, "risk_level": "high"})),
+            0.9,
+            RiskLevel::High,
+        );
+        assert!(same.is_ok());
+        let e = risk_data(obj(json!({"overall_score": 0.2})), 0.9, RiskLevel::High).unwrap_err();
+        assert_eq!(e.field, "data_json.overall_score");
+        let e = risk_data(obj(json!({"risk_level": "LOW"})), 0.9, RiskLevel::High).unwrap_err();
+        assert_eq!(e.field, "data_json.risk_level");
+    }
+
+    #[test]
+    fn audit_actions_follow_the_report_type() {
+        assert_eq!(
+            submit_action(ReportType::GapAssessment),
+            "SUBMIT_GAP_ASSESSMENT"
+        );
+        assert_eq!(
+            submit_action(ReportType::RiskAssessment),
+            "SUBMIT_RISK_ASSESSMENT"
+        );
+    }
+}
