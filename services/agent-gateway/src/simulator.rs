@@ -27,6 +27,80 @@ pub const AGENT_TYPES: &[&str] = &[
     "INCIDENT_REPORTER",
 ];
 
+/// The organisations simulated assessments are about; the first
+/// `high_risk` of them are assessed with sustained risk above 0.8 (so
+/// risk-streamer has something to alert on), the others below 0.75.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organizations {
+    /// Organisation ids.
+    pub names: Vec<String>,
+    /// How many of `names` (from the first) are high-risk.
+    pub high_risk: usize,
+}
+
+impl Default for Organizations {
+    /// `org-0` .. `org-6`, of which `org-0` and `org-1` are high-risk.
+    fn default() -> Self {
+        Self {
+            names: (0..7).map(|i| format!("org-{i}")).collect(),
+            high_risk: 2,
+        }
+    }
+}
+
+impl Organizations {
+    /// The organisation of an agent's `task`-th task, and whether it is high-risk.
+    fn pick(&self, agent_id: &str, task: u64) -> (&str, bool) {
+        let seed = agent_id
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let i = (seed.wrapping_add(task) % self.names.len().max(1) as u64) as usize;
+        match self.names.get(i) {
+            Some(name) => (name, i < self.high_risk),
+            None => ("org-0", false),
+        }
+    }
+}
+
+/// The result of a completed task: an assessment in the shape report-ingest
+/// reads (`organization_id` + `assessment`, the seed's snake_case keys; see
+/// services/report-ingest/src/derive.rs); other agent types report a summary.
+fn task_result(
+    agent_id: &str,
+    agent_type: &str,
+    task: u64,
+    rng: &mut impl Rng,
+    orgs: &Organizations,
+) -> serde_json::Value {
+    let (org, high_risk) = orgs.pick(agent_id, task);
+    match agent_type {
+        "RISK_ASSESSOR" => {
+            let score: f64 = if high_risk {
+                rng.random_range(0.82..0.98)
+            } else {
+                rng.random_range(0.05..0.75)
+            };
+            let level = match score {
+                s if s > 0.9 => "CRITICAL",
+                s if s > 0.8 => "HIGH",
+                s if s > 0.5 => "MEDIUM",
+                _ => "LOW",
+            };
+            let third_party = (score * 100.0).round() / 100.0;
+            serde_json::json!({"organization_id": org, "assessment": {
+                "overall_score": score, "risk_level": level,
+                "factors": {"third_party": third_party, "ict_incidents": rng.random_range(0.0..1.0f64)}}})
+        }
+        "GAP_ANALYZER" => {
+            let article = |rng: &mut _| format!("Art. {}", Rng::random_range(rng, 5..=45));
+            serde_json::json!({"organization_id": org, "assessment": {
+                "framework": "DORA", "gaps_found": 2,
+                "gaps": [{"article": article(rng), "status": "partial"}, {"article": article(rng), "status": "missing"}]}})
+        }
+        _ => serde_json::json!({"checks_run": rng.random_range(1..50), "organization_id": org}),
+    }
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimulationPlan {
@@ -44,6 +118,8 @@ pub struct SimulationPlan {
     pub window: usize,
     /// Fraction of task completions followed by an error report.
     pub error_ratio: f64,
+    /// The organisations assessments are about.
+    pub organizations: Organizations,
 }
 
 /// What happened.
@@ -142,6 +218,25 @@ pub fn scripted_event(
     rng: &mut impl Rng,
     error_ratio: f64,
 ) -> pb::PublishEventRequest {
+    scripted_event_for(
+        agent_id,
+        agent_type,
+        n,
+        rng,
+        error_ratio,
+        &Organizations::default(),
+    )
+}
+
+/// [`scripted_event`] with assessments about `orgs`.
+pub fn scripted_event_for(
+    agent_id: &str,
+    agent_type: &str,
+    n: u64,
+    rng: &mut impl Rng,
+    error_ratio: f64,
+    orgs: &Organizations,
+) -> pb::PublishEventRequest {
     let task_id = format!("{agent_id}-task-{}", n / 5);
     let base = pb::PublishEventRequest {
         agent_id: agent_id.to_string(),
@@ -157,19 +252,7 @@ pub fn scripted_event(
             ..base
         },
         2 => {
-            let result = if agent_type == "RISK_ASSESSOR" {
-                let score: f64 = rng.random_range(0.0..1.0);
-                let level = if score > 0.8 {
-                    "HIGH"
-                } else if score > 0.5 {
-                    "MEDIUM"
-                } else {
-                    "LOW"
-                };
-                serde_json::json!({"risk_assessment": {"organizationId": format!("org-{}", n % 7), "overall_score": score, "risk_level": level}})
-            } else {
-                serde_json::json!({"gap_assessment": {"organizationId": format!("org-{}", n % 7), "gaps_found": rng.random_range(0..12), "articles": ["Art. 6", "Art. 11"]}})
-            };
+            let result = task_result(agent_id, agent_type, n / 5, rng, orgs);
             pb::PublishEventRequest {
                 event_type: pb::EventType::TaskCompleted as i32,
                 task_id: Some(task_id),
@@ -307,7 +390,14 @@ async fn agent(
                         return;
                     };
                     permit.forget();
-                    let ev = scripted_event(&agent_id, agent_type, n, &mut rng, plan.error_ratio);
+                    let ev = scripted_event_for(
+                        &agent_id,
+                        agent_type,
+                        n,
+                        &mut rng,
+                        plan.error_ratio,
+                        &plan.organizations,
+                    );
                     sent_at
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -424,6 +514,7 @@ mod tests {
             duration: Duration::ZERO,
             window: 1,
             error_ratio: 0.0,
+            organizations: Organizations::default(),
         };
         let listed = [
             "sim-agent-11",
@@ -441,6 +532,48 @@ mod tests {
             .map(|a| a.agent_id)
             .collect();
         assert_eq!(ids, ["sim-agent-0", "sim-agent-3"]);
+    }
+
+    #[test]
+    fn assessments_carry_organisations_and_high_risk_ones_stay_above_0_8() {
+        let mut rng = rand::rng();
+        let orgs = Organizations {
+            names: vec!["hot".into(), "calm".into()],
+            high_risk: 1,
+        };
+        let mut seen = std::collections::BTreeMap::new();
+        for agent in 0..4 {
+            for n in (2..200).step_by(5) {
+                let ev = scripted_event_for(
+                    &format!("sim-{agent}"),
+                    "RISK_ASSESSOR",
+                    n,
+                    &mut rng,
+                    0.0,
+                    &orgs,
+                );
+                let md: serde_json::Value = serde_json::from_str(&ev.metadata_json).unwrap();
+                let r = &md["result_summary"];
+                let score = r["assessment"]["overall_score"].as_f64().unwrap();
+                let org = r["organization_id"].as_str().unwrap().to_string();
+                assert!(
+                    if org == "hot" {
+                        score > 0.8
+                    } else {
+                        score < 0.8
+                    },
+                    "{org}: {score}"
+                );
+                *seen.entry(org).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let gap = scripted_event_for("g", "GAP_ANALYZER", 2, &mut rng, 0.0, &orgs);
+        let md: serde_json::Value = serde_json::from_str(&gap.metadata_json).unwrap();
+        assert!(md["result_summary"]["assessment"]["gaps"][0]["article"]
+            .as_str()
+            .unwrap()
+            .starts_with("Art. "));
     }
 
     #[test]

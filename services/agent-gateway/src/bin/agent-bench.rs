@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         duration,
         window: args.window,
         error_ratio: 0.1,
+        organizations: Default::default(),
     };
     let half_rate = (bare.rate() / 2.0).max(1.0);
     let half = simulator::run(&plan(half_rate), &key, |_| {}).await?;

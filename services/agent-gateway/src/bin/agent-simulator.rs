@@ -35,6 +35,16 @@ struct Args {
     /// Events a stream may have waiting for acks.
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// Organisations the gap and risk assessments are about (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "org-0,org-1,org-2,org-3,org-4,org-5,org-6"
+    )]
+    orgs: Vec<String>,
+    /// How many of `--orgs` (from the first) are assessed with sustained risk above 0.8.
+    #[arg(long, default_value_t = 2)]
+    high_risk_orgs: usize,
     /// Fraction of task completions followed by an error report.
     #[arg(long, default_value_t = 0.1)]
     error_ratio: f64,
@@ -69,6 +79,10 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration_secs),
         window: args.window,
         error_ratio: args.error_ratio,
+        organizations: simulator::Organizations {
+            names: args.orgs.clone(),
+            high_risk: args.high_risk_orgs,
+        },
     };
     let bar = if args.quiet || args.rate <= 0.0 {
         ProgressBar::hidden()
