@@ -9,7 +9,12 @@
 //! schema of each id are kept for the life of the codec (ids are immutable in
 //! a registry), so once a topic's type is registered and each writer schema id
 //! has been seen once, encode and decode never touch the network again — a
-//! registry outage after warm-up stops neither.
+//! registry outage after warm-up stops neither. Ids the registry answered 404
+//! for are remembered for `registry.unknown_id_cache_ms` (a negative cache).
+//!
+//! Registry answers a consumer should retry (see [`retryable_status`]): 5xx,
+//! 408, 429, 401 and 403 (credentials rotating), and 404 for a schema id (a
+//! replica that has not caught up). Everything else is the record's fault.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,6 +33,7 @@ use serde::Serialize;
 use crate::record::{
     decode_body, decode_body_json, encode_body, writer_name, AvroRecord, CompiledSchema,
 };
+use crate::unknown_ids::UnknownIds;
 use crate::{legacy, RegistrySettings, SchemaError};
 
 /// The Confluent wire-format magic byte.
@@ -104,6 +110,8 @@ struct Inner {
     ids: RwLock<HashMap<String, Vec<(u64, u32)>>>,
     /// schema id -> parsed writer schema.
     writers: RwLock<HashMap<u32, WriterSchema>>,
+    /// Ids the registry recently did not know.
+    unknown: UnknownIds,
 }
 
 /// A writer schema in the cache: one of ours (static) or fetched by id.
@@ -180,6 +188,7 @@ impl Codec {
                     .map(|u| (u, settings.password.clone())),
                 ids: RwLock::new(HashMap::new()),
                 writers: RwLock::new(HashMap::new()),
+                unknown: UnknownIds::new(Duration::from_millis(settings.unknown_id_cache_ms)),
             }),
         })
     }
@@ -232,8 +241,8 @@ impl Codec {
 
     /// Decodes a value of `topic`: Confluent-framed Avro (writer schema by id,
     /// cached; resolved against `T`'s schema when it differs) or the seed's
-    /// legacy JSON. Anything else is an error; only
-    /// [`SchemaError::RegistryUnavailable`] is worth retrying.
+    /// legacy JSON. Anything else is an error; only registry trouble
+    /// ([`SchemaError::is_retryable`]) is worth retrying.
     pub async fn decode<T: AvroRecord + DeserializeOwned>(
         &self,
         topic: &str,
@@ -293,13 +302,19 @@ impl Codec {
         {
             return Ok(s.clone());
         }
-        let registered =
-            get_schema_by_id(id, &self.inner.sr)
-                .await
-                .map_err(|e| match status_of(&e) {
-                    Some(404) => SchemaError::UnknownSchemaId { id },
-                    _ => registry_error(e),
-                })?;
+        if self.inner.unknown.recently_unknown(id) {
+            return Err(SchemaError::UnknownSchemaId { id });
+        }
+        let registered = get_schema_by_id(id, &self.inner.sr)
+            .await
+            .map_err(|e| match status_of(&e) {
+                Some(404) => {
+                    self.inner.unknown.remember(id);
+                    SchemaError::UnknownSchemaId { id }
+                }
+                _ => registry_error(e),
+            })?;
+        self.inner.unknown.forget(id);
         if registered.schema_type != SchemaType::Avro {
             return Err(SchemaError::SchemaMismatch {
                 reason: format!(
@@ -396,7 +411,7 @@ impl Codec {
         let body = response.text().await.unwrap_or_default();
         match status.as_u16() {
             404 => Ok(false),
-            s if s >= 500 => Err(SchemaError::RegistryUnavailable {
+            s if retryable_status(s) => Err(SchemaError::RegistryUnavailable {
                 reason: format!("PUT {url}: {status} {body}"),
             }),
             _ => Err(SchemaError::Registry {
@@ -418,6 +433,14 @@ pub fn encode_framed<T: AvroRecord + Serialize>(
     Ok(out)
 }
 
+/// Whether a registry answer with this HTTP status is worth retrying: the
+/// registry is down or overloaded (5xx, 408, 429) or refuses our credentials
+/// for now (401, 403: a rotation in progress). A 404 is decided by the caller
+/// (an unknown schema id is retried, an unknown subject is not an error).
+pub fn retryable_status(status: u16) -> bool {
+    status >= 500 || matches!(status, 401 | 403 | 408 | 429)
+}
+
 /// The HTTP status in a converter error, if it came from a response.
 fn status_of(e: &SRCError) -> Option<u16> {
     let rest = e.error.split("failed with status ").nth(1)?;
@@ -429,7 +452,7 @@ fn registry_error(e: SRCError) -> SchemaError {
         Some(cause) => format!("{}: {cause}", e.error),
         None => e.error.clone(),
     };
-    if e.retriable || status_of(&e).is_some_and(|s| s >= 500) {
+    if e.retriable || status_of(&e).is_some_and(retryable_status) {
         SchemaError::RegistryUnavailable { reason }
     } else {
         SchemaError::Registry { reason }

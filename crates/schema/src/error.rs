@@ -21,13 +21,18 @@ pub enum SchemaError {
         /// Length of the value in bytes.
         len: usize,
     },
-    /// The registry does not know the schema id in the frame.
-    #[error("schema id {id} is not known to the schema registry")]
+    /// The registry does not know the schema id in the frame. Retryable: the
+    /// producer registered it somewhere, and the replica asked may not have it
+    /// yet; a consume loop retries and, past its retry cap, reports the
+    /// partition stuck on `/readyz` rather than dead-letter a valid record.
+    #[error("schema id {id} is not known to the schema registry (yet)")]
     UnknownSchemaId {
         /// The schema id from the frame.
         id: u32,
     },
-    /// The registry could not be reached or answered 5xx. Retry later.
+    /// The registry could not be reached, or answered 5xx, 408, 429 (rate
+    /// limited) or 401/403 (our credentials refused, e.g. during a rotation).
+    /// Retry later.
     #[error("schema registry unavailable: {reason}")]
     RegistryUnavailable {
         /// What failed (connection refused, timeout, status).
@@ -121,11 +126,12 @@ pub enum SchemaError {
 }
 
 impl SchemaError {
-    /// True when retrying later can succeed (the registry was unreachable);
-    /// false when the value itself is bad and belongs in the dead-letter topic.
+    /// True when retrying later can succeed (the registry was unreachable,
+    /// refused us for now, or does not know the schema id yet); false when the
+    /// value itself is bad and belongs in the dead-letter topic.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RegistryUnavailable { .. } => true,
+            Self::RegistryUnavailable { .. } | Self::UnknownSchemaId { .. } => true,
             Self::InRecord { source, .. } => source.is_retryable(),
             _ => false,
         }
@@ -182,15 +188,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_registry_unavailable_is_retryable_even_with_context() {
+    fn only_registry_trouble_is_retryable_even_with_context() {
         let down = SchemaError::RegistryUnavailable {
             reason: "connection refused".into(),
         };
         assert!(down.is_retryable());
         assert!(down.with_context("agent-events", 3, 42).is_retryable());
+        assert!(SchemaError::UnknownSchemaId { id: 9 }
+            .with_context("t", 0, 0)
+            .is_retryable());
         let bad = SchemaError::UnknownMagicByte { byte: 7 };
         assert!(!bad.is_retryable());
-        assert!(!SchemaError::UnknownSchemaId { id: 9 }
+        assert!(!SchemaError::InvalidAvro { reason: "x".into() }
             .with_context("t", 0, 0)
             .is_retryable());
     }

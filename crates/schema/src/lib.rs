@@ -56,10 +56,11 @@ mod pyjson;
 mod record;
 mod settings;
 pub mod types;
+mod unknown_ids;
 
 pub use codec::{
-    encode_framed, framing, value_subject, Codec, Framing, GenericValue, COMPATIBILITY, HEADER_LEN,
-    MAGIC_BYTE,
+    encode_framed, framing, retryable_status, value_subject, Codec, Framing, GenericValue,
+    COMPATIBILITY, HEADER_LEN, MAGIC_BYTE,
 };
 pub use error::SchemaError;
 pub use legacy::decode_json;

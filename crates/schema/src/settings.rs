@@ -25,6 +25,11 @@ pub struct RegistrySettings {
     /// serialized or printed. Default unset.
     #[serde(skip_serializing)]
     pub password: Option<Secret>,
+    /// How long a schema id the registry answered 404 for is answered from
+    /// memory (still an unknown, retryable id) before the registry is asked
+    /// again, milliseconds; 0 asks every time. Default 5000. Keeps records
+    /// with made-up ids from costing one registry request per retry.
+    pub unknown_id_cache_ms: u64,
 }
 
 impl Default for RegistrySettings {
@@ -35,6 +40,7 @@ impl Default for RegistrySettings {
             connect_timeout_ms: 2_000,
             username: None,
             password: None,
+            unknown_id_cache_ms: 5_000,
         }
     }
 }

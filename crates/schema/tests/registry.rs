@@ -250,18 +250,72 @@ async fn registry_rejects_an_incompatible_schema_and_says_so() {
     );
 }
 
+/// A frame with a schema id no registry of ours has handed out.
+fn frame_with_unknown_id(id: u32) -> Vec<u8> {
+    let mut frame = vec![MAGIC_BYTE];
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.push(0x02);
+    frame
+}
+
 #[tokio::test]
-async fn unknown_schema_id_is_permanent() {
-    let frame = [MAGIC_BYTE, 0x7f, 0xff, 0xff, 0xf0, 0x02];
+async fn an_unknown_schema_id_is_retryable_not_a_bad_record() {
+    // A replica may not have the id the producer registered yet: retry, do not
+    // dead-letter (the consume loop's retry cap reports the partition stuck).
     let err = codec()
-        .decode::<AgentEvent>("agent-events", &frame)
+        .decode::<AgentEvent>("agent-events", &frame_with_unknown_id(0x7fff_fff0))
         .await
         .unwrap_err();
     assert!(
         matches!(err, SchemaError::UnknownSchemaId { id: 0x7fff_fff0 }),
         "{err:?}"
     );
-    assert!(!err.is_retryable());
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn an_unknown_schema_id_is_answered_from_memory_until_its_time_is_up() {
+    let (proxy, url) = proxied_registry().await;
+    let remembering = Codec::new(&RegistrySettings {
+        unknown_id_cache_ms: 60_000,
+        ..settings(url.clone())
+    })
+    .unwrap();
+    let forgetting = Codec::new(&RegistrySettings {
+        unknown_id_cache_ms: 300,
+        ..settings(url)
+    })
+    .unwrap();
+    let (a, b) = (frame_with_unknown_id(0x7fff_ffe1), frame_with_unknown_id(0x7fff_ffe2));
+    for codec in [&remembering, &forgetting] {
+        let err = codec.decode::<AgentEvent>("agent-events", &a).await.unwrap_err();
+        assert!(matches!(err, SchemaError::UnknownSchemaId { .. }), "{err:?}");
+    }
+
+    proxy.cut().await;
+
+    // Asking now would fail as unavailable: an unknown id means no request was made.
+    for _ in 0..3 {
+        let err = remembering.decode::<AgentEvent>("agent-events", &a).await.unwrap_err();
+        assert!(matches!(err, SchemaError::UnknownSchemaId { .. }), "{err:?}");
+    }
+    // Another id is asked for (and the registry is really gone).
+    let err = remembering.decode::<AgentEvent>("agent-events", &b).await.unwrap_err();
+    assert!(matches!(err, SchemaError::RegistryUnavailable { .. }), "{err:?}");
+    // Once its time is up, the id is asked for again.
+    let asked_again = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match forgetting.decode::<AgentEvent>("agent-events", &a).await {
+                Err(SchemaError::RegistryUnavailable { .. }) => break,
+                Err(SchemaError::UnknownSchemaId { .. }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(asked_again.is_ok(), "the unknown id was never asked for again");
 }
 
 #[tokio::test]
@@ -319,8 +373,9 @@ impl CuttableProxy {
     }
 }
 
-#[tokio::test]
-async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
+/// The real registry behind a proxy that can be cut; returns the proxy and
+/// the registry URL through it.
+async fn proxied_registry() -> (CuttableProxy, String) {
     let url = reqwest::Url::parse(&registry_url()).unwrap();
     let upstream = tokio::net::lookup_host((
         url.host_str().unwrap(),
@@ -334,7 +389,12 @@ async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
     let mut via_proxy = url.clone();
     via_proxy.set_port(Some(proxy.addr.port())).unwrap();
     via_proxy.set_host(Some("127.0.0.1")).unwrap();
-    let via_proxy = via_proxy.as_str().trim_end_matches('/').to_string();
+    (proxy, via_proxy.as_str().trim_end_matches('/').to_string())
+}
+
+#[tokio::test]
+async fn registry_outage_after_warm_up_stops_neither_encode_nor_decode() {
+    let (proxy, via_proxy) = proxied_registry().await;
 
     let topic = topic("outage");
     // another producer wrote a value with a newer schema; our codec has to fetch it once
