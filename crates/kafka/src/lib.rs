@@ -34,6 +34,7 @@
 //! | `RetryHandler(max_retries=3, base_delay=1.0)` | [`RetryPolicy`] (`consumer.retry`) | same formula, delay capped at `max_delay_ms`; the loop pauses the partition instead of sleeping |
 
 pub mod audit;
+pub mod baseline;
 pub mod client;
 pub mod consume;
 pub mod inspect;
