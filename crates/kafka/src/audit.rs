@@ -90,7 +90,7 @@ impl AuditProducer {
     /// The record of `event` (keyed by the hour bucket of its timestamp) for
     /// a consume-transform-produce step, whose transaction produces it.
     pub async fn record(&self, event: &AuditEvent) -> Result<OutboundRecord, SchemaError> {
-        OutboundRecord::avro(&self.codec, &self.topic, Some(&key_of(event)), event).await
+        event_record(&self.codec, &self.topic, event).await
     }
 
     /// Records `event`, keyed by the hour bucket of its timestamp.
@@ -99,6 +99,18 @@ impl AuditProducer {
             .enqueue(&self.codec, &self.topic, Some(&key_of(event)), event)
             .await
     }
+}
+
+/// The record of `event` on `topic` (keyed by the hour bucket of its
+/// timestamp) for a consume-transform-produce step whose transaction
+/// produces it, when there is no [`AuditProducer`] (e.g. dlq-replayer writes
+/// each replay's audit event in the replay's transaction).
+pub async fn event_record(
+    codec: &Codec,
+    topic: &str,
+    event: &AuditEvent,
+) -> Result<OutboundRecord, SchemaError> {
+    OutboundRecord::avro(codec, topic, Some(&key_of(event)), event).await
 }
 
 /// The partition key of `event`: the hour bucket of its timestamp.

@@ -12,7 +12,7 @@ pub mod propagation;
 mod tracing_setup;
 
 pub use context::{read_announcements, ServiceContext, STARTING};
-pub use tracing_setup::{init, otel_layer, TelemetryGuard};
+pub use tracing_setup::{init, init_for_command, otel_layer, TelemetryGuard};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

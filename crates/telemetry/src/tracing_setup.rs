@@ -54,6 +54,16 @@ where
 /// With `otlp_endpoint` unset nothing is exported and nothing is logged about
 /// it. A subscriber installed earlier (e.g. by a test) is left in place.
 pub fn init(service: &str, settings: &TelemetrySettings) -> TelemetryGuard {
+    install(service, settings, false)
+}
+
+/// [`init`] for a one-shot command whose standard output is its result
+/// (e.g. `dlq-replayer list --json`): logs go to standard error.
+pub fn init_for_command(service: &str, settings: &TelemetrySettings) -> TelemetryGuard {
+    install(service, settings, true)
+}
+
+fn install(service: &str, settings: &TelemetrySettings, to_stderr: bool) -> TelemetryGuard {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
 
@@ -71,13 +81,20 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> TelemetryGuard {
             }
         });
     let otel = provider.as_ref().map(|p| otel_layer(p, service));
-    let fmt = if settings.log_format == "pretty" {
-        tracing_subscriber::fmt::layer().boxed()
-    } else {
-        tracing_subscriber::fmt::layer()
+    let fmt = match (settings.log_format == "pretty", to_stderr) {
+        (true, false) => tracing_subscriber::fmt::layer().boxed(),
+        (true, true) => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        (false, false) => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
-            .boxed()
+            .boxed(),
+        (false, true) => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
     let result = tracing_subscriber::registry()
         .with(filter)

@@ -385,6 +385,16 @@ pub async fn record_count(settings: &KafkaSettings, topic: &str) -> Result<i64> 
     .await?
 }
 
+/// The names of the cluster's consumer groups.
+pub async fn group_names(settings: &KafkaSettings) -> Result<Vec<String>> {
+    let consumer = base_consumer(settings, None)?;
+    tokio::task::spawn_blocking(move || {
+        let groups = consumer.fetch_group_list(None, Duration::from_secs(10))?;
+        Ok(groups.groups().iter().map(|g| g.name().to_string()).collect())
+    })
+    .await?
+}
+
 /// The committed offset of `group` on `topic`/`partition`, if any.
 pub async fn committed_offset(settings: &KafkaSettings, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
     let mut cfg = settings.client_config()?;
@@ -445,6 +455,12 @@ impl ServiceProcess {
 
     /// Starts `binary` without waiting for readiness.
     pub fn start(binary: impl AsRef<Path>, env: &[(&str, String)]) -> Result<Self> {
+        Self::start_with_args(binary, &[], env)
+    }
+
+    /// Starts `binary` with command-line `args` (e.g. a one-shot subcommand to
+    /// kill in the middle) without waiting for readiness.
+    pub fn start_with_args(binary: impl AsRef<Path>, args: &[&str], env: &[(&str, String)]) -> Result<Self> {
         let binary = binary.as_ref();
         let base = std::env::temp_dir().join(format!(
             "{}-{}",
@@ -455,7 +471,8 @@ impl ServiceProcess {
         let announce_path = base.with_extension("addresses");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(binary);
-        cmd.env("DORA_ADMIN__LISTEN", "127.0.0.1:0")
+        cmd.args(args)
+            .env("DORA_ADMIN__LISTEN", "127.0.0.1:0")
             .env("DORA_ADMIN__ANNOUNCE_PATH", &announce_path)
             .env("DORA_KAFKA__BOOTSTRAP_SERVERS", kafka().bootstrap_servers)
             .env("DORA_REGISTRY__URL", registry_url())
@@ -599,8 +616,19 @@ pub async fn run_to_exit(
     env: &[(&str, String)],
     deadline: Duration,
 ) -> Result<(ExitStatus, String, String)> {
+    run_with_args(binary, &[], env, deadline).await
+}
+
+/// Like [`run_to_exit`], with command-line `args` (e.g. a subcommand).
+pub async fn run_with_args(
+    binary: impl AsRef<Path>,
+    args: &[&str],
+    env: &[(&str, String)],
+    deadline: Duration,
+) -> Result<(ExitStatus, String, String)> {
     let mut cmd = tokio::process::Command::new(binary.as_ref());
-    cmd.env("DORA_ADMIN__LISTEN", "127.0.0.1:0")
+    cmd.args(args)
+        .env("DORA_ADMIN__LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
