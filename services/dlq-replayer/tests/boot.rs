@@ -32,12 +32,28 @@ async fn wrong_scram_password_exits_77_with_one_line() -> Result<()> {
     let (status, _stdout, stderr) = tk::run_to_exit(
         BIN,
         &[
-            ("DORA_KAFKA__BOOTSTRAP_SERVERS", sasl.bootstrap_servers.clone()),
+            (
+                "DORA_KAFKA__BOOTSTRAP_SERVERS",
+                sasl.bootstrap_servers.clone(),
+            ),
             ("DORA_KAFKA__SECURITY_PROTOCOL", "SASL_SSL".into()),
             ("DORA_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512".into()),
-            ("DORA_KAFKA__SASL_USERNAME", sasl.sasl_username.clone().unwrap_or_default()),
-            ("DORA_KAFKA__SASL_PASSWORD_FILE", pw.to_string_lossy().into_owned()),
-            ("DORA_KAFKA__SSL_CA_LOCATION", sasl.ssl_ca_location.as_ref().unwrap().to_string_lossy().into_owned()),
+            (
+                "DORA_KAFKA__SASL_USERNAME",
+                sasl.sasl_username.clone().unwrap_or_default(),
+            ),
+            (
+                "DORA_KAFKA__SASL_PASSWORD_FILE",
+                pw.to_string_lossy().into_owned(),
+            ),
+            (
+                "DORA_KAFKA__SSL_CA_LOCATION",
+                sasl.ssl_ca_location
+                    .as_ref()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
             ("DORA_TELEMETRY__LOG_FILTER", "off".into()),
         ],
         Duration::from_secs(45),
@@ -47,7 +63,10 @@ async fn wrong_scram_password_exits_77_with_one_line() -> Result<()> {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
     assert!(lines[0].contains("authentication failed"), "{stderr}");
-    assert!(!stderr.contains("definitely-wrong"), "password leaked: {stderr}");
+    assert!(
+        !stderr.contains("definitely-wrong"),
+        "password leaked: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(40));
     Ok(())
