@@ -21,6 +21,20 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// A secret of the demo in the stack's secrets folder (32 random bytes as
+/// hex, made once, mode 0600); returns its path.
+fn demo_secret(name: &str) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = tk::stack_dir().join("secrets").join(format!("demo-{name}"));
+    if !file.exists() {
+        let value: String = random_bytes::<32>()?.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::create_dir_all(file.parent().context("secrets folder")?)?;
+        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?;
+        std::io::Write::write_all(&mut out, value.as_bytes())?;
+    }
+    Ok(file.to_string_lossy().into_owned())
+}
+
 /// The folder this binary was built into, where cargo put the services too.
 fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating dora-demo")?;
@@ -48,18 +62,21 @@ async fn run() -> Result<()> {
         before.push(tk::record_count(&settings, t).await?);
     }
 
-    // Agents authenticate with tokens signed by this key (a secret file, never in git).
-    let key_file = tk::stack_dir().join("secrets/gateway-token-key");
-    if !key_file.exists() {
-        let key: String = random_bytes::<32>()?.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::create_dir_all(key_file.parent().expect("secrets folder"))?;
-        std::fs::write(&key_file, key)?;
-    }
-    let key_path = key_file.to_string_lossy().into_owned();
+    // Callers authenticate with tokens signed by this key (a secret file, never in git).
+    let key_path = demo_secret("token-key")?;
+    // audit-sink writes as its own login, which it creates as the stack's
+    // database owner on start (`postgres.admin_user`).
+    let owner = tk::postgres();
     // Every listener on port 0: the demo runs beside anything else on the machine.
     let env = [
         ("DORA_GATEWAY__TOKEN_KEY_FILE", key_path.clone()),
+        ("DORA_INGEST__TOKEN_KEY_FILE", key_path.clone()),
         ("DORA_GATEWAY__GRPC_LISTEN", "127.0.0.1:0".to_string()),
+        ("DORA_INGEST__GRPC_LISTEN", "127.0.0.1:0".to_string()),
+        ("DORA_POSTGRES__ADMIN_USER", owner.user.clone()),
+        ("DORA_POSTGRES__ADMIN_PASSWORD_FILE", owner.password_file.display().to_string()),
+        ("DORA_POSTGRES__USER", "audit_sink".to_string()),
+        ("DORA_POSTGRES__PASSWORD_FILE", demo_secret("audit-sink-password")?),
     ];
 
     let mut running = Vec::new();
