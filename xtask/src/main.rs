@@ -46,21 +46,18 @@ fn demo() -> anyhow::Result<()> {
     let mut steps = Steps::new("demo", 5);
     steps.prerequisites()?;
     let stack = steps.stack_up()?;
-    steps.cargo(&stack, "building the services", &["build", "--workspace", "--bins", "--locked"])?;
+    steps.build_binaries(&stack)?;
     steps.provision(&stack)?;
-    steps.cargo(
-        &stack,
-        "running the pipeline with simulated agents",
-        &["run", "--quiet", "--locked", "-p", "dora-testkit", "--bin", "dora-demo"],
-    )?;
+    steps.binary(&stack, "running the pipeline with simulated agents", "dora-demo", &[])?;
     steps.done();
     Ok(())
 }
 
 fn test() -> anyhow::Result<()> {
-    let mut steps = Steps::new("test", 6);
+    let mut steps = Steps::new("test", 7);
     steps.prerequisites()?;
     let stack = steps.stack_up()?;
+    steps.build_binaries(&stack)?;
     steps.provision(&stack)?;
     steps.cargo(
         &stack,
@@ -81,9 +78,10 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn provision() -> anyhow::Result<()> {
-    let mut steps = Steps::new("provision", 3);
+    let mut steps = Steps::new("provision", 4);
     steps.prerequisites()?;
     let stack = steps.stack_up()?;
+    steps.build_binaries(&stack)?;
     steps.provision(&stack)?;
     steps.done();
     Ok(())

@@ -44,6 +44,10 @@ impl StackEnv {
         }
         Ok(Self(vars))
     }
+
+    fn vars(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
 }
 
 /// Numbered, timed steps of one task, printed as they start.
@@ -88,13 +92,23 @@ impl Steps {
         StackEnv::parse(&String::from_utf8(out.stdout)?)
     }
 
-    /// Creates the platform's topics (`dora-topics provision`, built here).
+    /// Builds every binary of the workspace, with the workspace's feature set
+    /// (what `cargo test --workspace` builds too: `cargo run -p <one crate>`
+    /// would build that crate's dependencies a second time with its own).
+    pub fn build_binaries(&mut self, stack: &StackEnv) -> Result<()> {
+        self.cargo(stack, "building the services and tools", &["build", "--workspace", "--bins", "--locked"])
+    }
+
+    /// Creates the platform's topics (`dora-topics provision`).
     pub fn provision(&mut self, stack: &StackEnv) -> Result<()> {
-        self.cargo(
-            stack,
-            "topics: dora-topics provision",
-            &["run", "--quiet", "--locked", "-p", "dora-kafka", "--bin", "dora-topics", "--", "provision"],
-        )
+        self.binary(stack, "topics: dora-topics provision", "dora-topics", &["provision"])
+    }
+
+    /// Runs a binary [`Self::build_binaries`] built, with the stack's addresses.
+    pub fn binary(&mut self, stack: &StackEnv, what: &str, name: &str, args: &[&str]) -> Result<()> {
+        self.begin(what);
+        let target = root().join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()));
+        run(Command::new(target.join("debug").join(name)).args(args).current_dir(root()).envs(stack.vars()))
     }
 
     /// Runs `cargo <args>` with the stack's addresses in its environment.
@@ -112,7 +126,7 @@ impl Steps {
     ) -> Result<()> {
         self.begin(what);
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(root()).args(args).envs(stack.0.iter().map(|(k, v)| (k, v)));
+        cmd.current_dir(root()).args(args).envs(stack.vars());
         for (k, v) in env {
             cmd.env(k, v);
         }
