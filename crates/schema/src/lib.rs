@@ -70,5 +70,5 @@ pub use record::{
 pub use settings::{RegistrySettings, DEFAULT_REGISTRY_URL};
 pub use types::{
     AgentEvent, AgentHealth, AgentStatus, AuditEvent, ComplianceReport, DeadLetter,
-    DeadLetterHeader, EventType, ReportType, RiskAlert, RiskLevel,
+    DeadLetterHeader, EventType, ReportType, RiskAlert, RiskAlertState, RiskLevel,
 };

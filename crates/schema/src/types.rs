@@ -107,6 +107,16 @@ avro_enum! {
     }
 }
 
+avro_enum! {
+    /// Which edge of a breach a [`RiskAlert`] is (`state`).
+    pub enum RiskAlertState {
+        /// The window's average went above the threshold.
+        Raised = "RAISED",
+        /// The average fell below the clear threshold, or the window emptied.
+        Cleared = "CLEARED",
+    }
+}
+
 /// An agent event (topic `agent-events`, key `agentId`): what the seed's
 /// `AgentEventProducer.send_event` writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,27 +233,56 @@ pub struct AuditEvent {
     pub session_id: Option<String>,
 }
 
-/// An organisation's average risk score over a window crossed the threshold
-/// (topic `risk-alerts`, key `organizationId`).
+/// A transition of an organisation's risk window (topic `risk-alerts`, key
+/// `organizationId`): RAISED when the window's average rises above the
+/// threshold, CLEARED when it falls below the clear threshold or the window
+/// empties. One record per transition, never one per assessment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RiskAlert {
-    /// Deterministic id of this alert (organisation + window).
+    /// Deterministic id of this transition (organisation, state, window end).
     pub alert_id: String,
     /// Organisation at risk; also the Kafka key.
     pub organization_id: String,
-    /// Mean `riskScore` of the window's assessments.
+    /// Mean `riskScore` of the window's assessments (0 when the window is empty).
     pub average_risk_score: f64,
-    /// Threshold that was exceeded.
+    /// Threshold the average must exceed to raise.
     pub threshold: f64,
-    /// Start of the window (inclusive), epoch milliseconds.
+    /// Start of the window (inclusive), event time, epoch milliseconds.
     pub window_start: i64,
-    /// End of the window (exclusive), epoch milliseconds.
+    /// End of the window (exclusive), event time, epoch milliseconds.
     pub window_end: i64,
     /// Number of assessments averaged.
     pub sample_count: i32,
-    /// When the alert was raised, epoch milliseconds.
+    /// When the alert was produced (wall clock), epoch milliseconds.
     pub timestamp: i64,
+    /// Which edge this is; alerts written before the field existed were raises.
+    #[serde(default = "raised")]
+    pub state: RiskAlertState,
+    /// The average must fall below this to clear (threshold minus the margin).
+    #[serde(default)]
+    pub clear_threshold: Option<f64>,
+    /// Highest `riskScore` in the window; `None` when the window is empty.
+    #[serde(default)]
+    pub peak_risk_score: Option<f64>,
+    /// `reportId`s of the highest scores in the window, highest first.
+    #[serde(default)]
+    pub top_report_ids: Vec<String>,
+    /// When the breach was detected (wall clock of the RAISED), epoch
+    /// milliseconds; a CLEARED repeats its breach's value. A hint for the DORA
+    /// clock, not a classification.
+    #[serde(default)]
+    pub detected_at: Option<i64>,
+    /// Latest time an initial notification would be due if the breach is
+    /// classified as a major ICT-related incident (RTS (EU) 2025/301 Art. 5:
+    /// within 4 h of classification, no later than 24 h after becoming aware):
+    /// `detected_at` + 24 h. A hint, not a classification.
+    #[serde(default)]
+    pub initial_notification_due_by: Option<i64>,
+}
+
+fn raised() -> RiskAlertState {
+    RiskAlertState::Raised
 }
 
 /// One Kafka header of a dead-lettered record.

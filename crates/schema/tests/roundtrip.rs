@@ -68,6 +68,45 @@ fn audit_event() {
 #[test]
 fn risk_alert() {
     roundtrip(&common::risk_alert());
+    roundtrip(&common::risk_alert_minimal());
+}
+
+/// A RiskAlert written with the first released schema (no state, no DORA
+/// clock) reads as a raise with the new fields at their defaults.
+#[test]
+fn risk_alert_v1_reads_as_a_raise() {
+    let v1_text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/baseline/RiskAlert/v1.avsc"),
+    )
+    .unwrap();
+    let v1 = CompiledSchema::parse("RiskAlert v1", &v1_text).unwrap();
+    let old = common::risk_alert();
+    let value = apache_avro::types::Value::Record(vec![
+        ("alertId".into(), old.alert_id.clone().into()),
+        ("organizationId".into(), old.organization_id.clone().into()),
+        ("averageRiskScore".into(), old.average_risk_score.into()),
+        ("threshold".into(), old.threshold.into()),
+        ("windowStart".into(), apache_avro::types::Value::TimestampMillis(old.window_start)),
+        ("windowEnd".into(), apache_avro::types::Value::TimestampMillis(old.window_end)),
+        ("sampleCount".into(), old.sample_count.into()),
+        ("timestamp".into(), apache_avro::types::Value::TimestampMillis(old.timestamp)),
+    ]);
+    let body = apache_avro::writer::datum::GenericDatumWriter::builder(v1.schema())
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap();
+    let read: RiskAlert = decode_body(&v1, &body).unwrap();
+    let expected = RiskAlert {
+        state: RiskAlertState::Raised,
+        clear_threshold: None,
+        peak_risk_score: None,
+        top_report_ids: Vec::new(),
+        detected_at: None,
+        initial_notification_due_by: None,
+        ..old
+    };
+    assert_eq!(read, expected);
 }
 
 #[test]

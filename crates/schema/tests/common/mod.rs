@@ -116,6 +116,26 @@ pub fn risk_alert() -> RiskAlert {
         window_end: 1_795_771_800_000,
         sample_count: 3,
         timestamp: 1_795_771_815_123,
+        state: RiskAlertState::Raised,
+        clear_threshold: Some(0.75),
+        peak_risk_score: Some(0.91),
+        top_report_ids: vec!["5eed0000-0000-4000-8000-000000000007".into(), "r-2".into()],
+        detected_at: Some(1_795_771_815_120),
+        initial_notification_due_by: Some(1_795_858_215_120),
+    }
+}
+
+pub fn risk_alert_minimal() -> RiskAlert {
+    RiskAlert {
+        state: RiskAlertState::Cleared,
+        average_risk_score: 0.0,
+        sample_count: 0,
+        clear_threshold: None,
+        peak_risk_score: None,
+        top_report_ids: Vec::new(),
+        detected_at: None,
+        initial_notification_due_by: None,
+        ..risk_alert()
     }
 }
 
