@@ -30,15 +30,40 @@ pub async fn produce_all(
     settings: &ProducerSettings,
     records: &[RawRecord],
 ) -> Result<Duration, KafkaError> {
+    let timed: Vec<(&RawRecord, Option<i64>)> = records.iter().map(|r| (r, None)).collect();
+    produce(kafka, settings, &timed).await
+}
+
+/// [`produce_all`] with each record's timestamp (epoch ms) set: input whose
+/// event time a benchmark controls.
+pub async fn produce_timed(
+    kafka: &KafkaSettings,
+    settings: &ProducerSettings,
+    records: &[(RawRecord, i64)],
+) -> Result<Duration, KafkaError> {
+    let timed: Vec<(&RawRecord, Option<i64>)> =
+        records.iter().map(|(r, t)| (r, Some(*t))).collect();
+    produce(kafka, settings, &timed).await
+}
+
+async fn produce(
+    kafka: &KafkaSettings,
+    settings: &ProducerSettings,
+    records: &[(&RawRecord, Option<i64>)],
+) -> Result<Duration, KafkaError> {
     let producer: FutureProducer = settings
         .client_config(kafka)?
         .create()
         .map_err(KafkaError::Client)?;
     let started = Instant::now();
     let mut pending = Vec::with_capacity(records.len());
-    for (topic, key, value) in records {
+    for ((topic, key, value), timestamp) in records {
         loop {
-            match producer.send_result(FutureRecord::to(topic).key(key).payload(value)) {
+            let mut record = FutureRecord::to(topic).key(key).payload(value);
+            if let Some(t) = timestamp {
+                record = record.timestamp(*t);
+            }
+            match producer.send_result(record) {
                 Ok(delivery) => {
                     pending.push(delivery);
                     break;
@@ -75,28 +100,8 @@ pub fn transactional_passthrough(
     expected: u64,
     batch: u64,
 ) -> Result<Duration, KafkaError> {
-    let timeout = Duration::from_secs(30);
-    let consumer: BaseConsumer = settings
-        .client_config(kafka)?
-        .create()
-        .map_err(KafkaError::Client)?;
-    consumer.subscribe(&[input]).map_err(KafkaError::Client)?;
-    let mut cfg = producer_settings.client_config(kafka)?;
-    cfg.set("transactional.id", transactional_id);
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        cfg.create().map_err(KafkaError::Client)?;
-    let client = |e| KafkaError::Client(e);
-    producer.init_transactions(timeout).map_err(client)?;
-    producer.begin_transaction().map_err(client)?;
-    let (mut done, mut in_txn) = (0u64, 0u64);
-    let mut positions: std::collections::HashMap<i32, i64> = Default::default();
-    let mut started = None;
-    while done < expected {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m.map_err(client)?;
-        started.get_or_insert_with(Instant::now);
+    let txn = Transactional::open(kafka, settings, producer_settings, transactional_id, input)?;
+    txn.run((expected, batch), |m, producer| {
         let mut record = BaseRecord::to(output).payload(m.payload().unwrap_or_default());
         if let Some(k) = m.key() {
             record = record.key(k);
@@ -105,33 +110,123 @@ pub fn transactional_passthrough(
         while let Some(r) = record.take() {
             if let Err((e, r)) = producer.send(r) {
                 if e != RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) {
-                    return Err(client(e));
+                    return Err(KafkaError::Client(e));
                 }
                 producer.poll(Duration::from_millis(1));
                 record = Some(r);
             }
         }
-        positions.insert(m.partition(), m.offset() + 1);
-        done += 1;
-        in_txn += 1;
-        if in_txn >= batch || done >= expected {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &positions {
-                tpl.add_partition_offset(input, *p, Offset::Offset(*o))
-                    .map_err(client)?;
-            }
-            let gm = consumer
-                .group_metadata()
-                .ok_or_else(|| KafkaError::Admin("no group metadata".into()))?;
-            producer
-                .send_offsets_to_transaction(&tpl, &gm, timeout)
-                .map_err(client)?;
-            producer.commit_transaction(timeout).map_err(client)?;
-            in_txn = 0;
-            if done < expected {
-                producer.begin_transaction().map_err(client)?;
+        Ok(())
+    })
+}
+
+/// A bare transactional consumer (blocking; run it on a blocking thread): as
+/// [`transactional_passthrough`], but each value is only `decode`d and
+/// nothing is produced — the consume-decode-commit skeleton of a windowed
+/// transform, without the window.
+pub fn transactional_decode_commit(
+    kafka: &KafkaSettings,
+    settings: &ConsumerSettings,
+    producer_settings: &ProducerSettings,
+    transactional_id: &str,
+    input: &str,
+    (expected, batch): (u64, u64),
+    mut decode: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<Duration, KafkaError> {
+    let txn = Transactional::open(kafka, settings, producer_settings, transactional_id, input)?;
+    txn.run((expected, batch), |m, _| {
+        decode(m.payload().unwrap_or_default()).map_err(KafkaError::Admin)
+    })
+}
+
+/// A subscribed `BaseConsumer` and a transactional `ThreadedProducer`.
+struct Transactional {
+    consumer: BaseConsumer,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    input: String,
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Transactional {
+    fn open(
+        kafka: &KafkaSettings,
+        settings: &ConsumerSettings,
+        producer_settings: &ProducerSettings,
+        transactional_id: &str,
+        input: &str,
+    ) -> Result<Self, KafkaError> {
+        let consumer: BaseConsumer = settings
+            .client_config(kafka)?
+            .create()
+            .map_err(KafkaError::Client)?;
+        consumer.subscribe(&[input]).map_err(KafkaError::Client)?;
+        let mut cfg = producer_settings.client_config(kafka)?;
+        cfg.set("transactional.id", transactional_id);
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            cfg.create().map_err(KafkaError::Client)?;
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(KafkaError::Client)?;
+        Ok(Self {
+            consumer,
+            producer,
+            input: input.to_string(),
+        })
+    }
+
+    /// Hands each record to `each`, committing the offsets in a transaction
+    /// every `batch` records and after the `expected`th. Returns the time from
+    /// the first record to the last commit.
+    fn run<M>(self, (expected, batch): (u64, u64), mut each: M) -> Result<Duration, KafkaError>
+    where
+        M: FnMut(
+            &rdkafka::message::BorrowedMessage<'_>,
+            &ThreadedProducer<DefaultProducerContext>,
+        ) -> Result<(), KafkaError>,
+    {
+        let client = |e| KafkaError::Client(e);
+        self.producer.begin_transaction().map_err(client)?;
+        let (mut done, mut in_txn) = (0u64, 0u64);
+        let mut positions: std::collections::HashMap<i32, i64> = Default::default();
+        let mut started = None;
+        while done < expected {
+            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m.map_err(client)?;
+            started.get_or_insert_with(Instant::now);
+            each(&m, &self.producer)?;
+            positions.insert(m.partition(), m.offset() + 1);
+            done += 1;
+            in_txn += 1;
+            if in_txn >= batch || done >= expected {
+                self.commit(&positions)?;
+                in_txn = 0;
+                if done < expected {
+                    self.producer.begin_transaction().map_err(client)?;
+                }
             }
         }
+        Ok(started.map(|s| s.elapsed()).unwrap_or_default())
     }
-    Ok(started.map(|s| s.elapsed()).unwrap_or_default())
+
+    fn commit(&self, positions: &std::collections::HashMap<i32, i64>) -> Result<(), KafkaError> {
+        let client = |e| KafkaError::Client(e);
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in positions {
+            tpl.add_partition_offset(&self.input, *p, Offset::Offset(*o))
+                .map_err(client)?;
+        }
+        let gm = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| KafkaError::Admin("no group metadata".into()))?;
+        self.producer
+            .send_offsets_to_transaction(&tpl, &gm, TXN_TIMEOUT)
+            .map_err(client)?;
+        self.producer
+            .commit_transaction(TXN_TIMEOUT)
+            .map_err(client)
+    }
 }

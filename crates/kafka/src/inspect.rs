@@ -80,6 +80,12 @@ pub struct ReadRequest {
     /// Longest a partition may make no progress towards its end (e.g. its
     /// leader is unavailable) before the read fails.
     pub stall_timeout: Duration,
+    /// Read up to the high watermark at open instead of the last stable
+    /// offset: transactions open at that moment are waited for (at most
+    /// `stall_timeout` without progress) and their records returned if they
+    /// commit. For state rebuilds that must see every transaction a previous
+    /// owner committed, whose markers may still be on their way.
+    pub through_open_transactions: bool,
 }
 
 impl ReadRequest {
@@ -90,7 +96,14 @@ impl ReadRequest {
             partitions: None,
             from: HashMap::new(),
             stall_timeout: Duration::from_secs(30),
+            through_open_transactions: false,
         }
+    }
+
+    /// Reads through transactions open at the start (see the field).
+    pub fn through_open_transactions(mut self) -> Self {
+        self.through_open_transactions = true;
+        self
     }
 
     /// Only `partition`.
@@ -181,6 +194,15 @@ fn open_blocking(
         let code = RDKafkaErrorCode::from(e);
         return Err(KafkaError::Admin(format!("topic {topic}: {code}")));
     }
+    // read_committed watermarks end at the last stable offset; a
+    // read_uncommitted client sees the high watermark.
+    let high_watermarks: Option<BaseConsumer> = if request.through_open_transactions {
+        let mut cfg = settings.client_config()?;
+        cfg.set("isolation.level", "read_uncommitted");
+        Some(cfg.create().map_err(KafkaError::Client)?)
+    } else {
+        None
+    };
     let mut ranges = Vec::new();
     let mut tpl = TopicPartitionList::new();
     for p in t.partitions() {
@@ -192,7 +214,9 @@ fn open_blocking(
         {
             continue;
         }
-        let (low, end) = consumer
+        let (low, end) = high_watermarks
+            .as_ref()
+            .unwrap_or(&consumer)
             .fetch_watermarks(topic, partition, timeout)
             .map_err(KafkaError::Client)?;
         let start = request

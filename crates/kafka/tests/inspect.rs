@@ -141,26 +141,31 @@ async fn a_missing_topic_or_partition_is_named() -> Result<()> {
     Ok(())
 }
 
+/// A producer with a transaction left open, holding `value` on partition 0 of `topic`.
+async fn open_transaction(topic: &str, value: &'static str) -> Result<BaseProducer> {
+    let t = topic.to_string();
+    tokio::task::spawn_blocking(move || -> Result<BaseProducer> {
+        let mut cfg: ClientConfig = kafka().client_config()?;
+        cfg.set("transactional.id", unique("inspect-open-tx"));
+        let p: BaseProducer = cfg.create()?;
+        p.init_transactions(Duration::from_secs(30))?;
+        p.begin_transaction()?;
+        p.send(BaseRecord::<(), str>::to(&t).partition(0).payload(value))
+            .map_err(|(e, _)| e)?;
+        p.flush(Duration::from_secs(30))?;
+        Ok(p)
+    })
+    .await?
+}
+
 #[tokio::test]
 async fn the_read_ends_at_the_last_stable_offset_before_an_open_transaction() -> Result<()> {
     let topic = unique("inspect-open");
     create_topic(&kafka(), &topic, 1).await?;
     let plain = producer(&kafka())?;
     produce(&plain, &topic, None, b"before", &[]).await?;
-    let t = topic.clone();
     // Keep the producer (and its open transaction) alive during the read.
-    let open = tokio::task::spawn_blocking(move || -> Result<BaseProducer> {
-        let mut cfg: ClientConfig = kafka().client_config()?;
-        cfg.set("transactional.id", unique("inspect-open-tx"));
-        let p: BaseProducer = cfg.create()?;
-        p.init_transactions(Duration::from_secs(30))?;
-        p.begin_transaction()?;
-        p.send(BaseRecord::<(), str>::to(&t).partition(0).payload("open"))
-            .map_err(|(e, _)| e)?;
-        p.flush(Duration::from_secs(30))?;
-        Ok(p)
-    })
-    .await??;
+    let open = open_transaction(&topic, "open").await?;
     produce(&plain, &topic, None, b"after", &[]).await?;
     let mut reader = TopicReader::open(&kafka(), ReadRequest::whole(&topic)).await?;
     assert_eq!(
@@ -178,5 +183,30 @@ async fn the_read_ends_at_the_last_stable_offset_before_an_open_transaction() ->
         values(&read(ReadRequest::whole(&topic)).await?),
         ["before", "open", "after"]
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn through_open_transactions_waits_for_them_and_returns_what_commits() -> Result<()> {
+    let topic = unique("inspect-through");
+    create_topic(&kafka(), &topic, 1).await?;
+    let plain = producer(&kafka())?;
+    produce(&plain, &topic, None, b"before", &[]).await?;
+    let open = open_transaction(&topic, "open").await?;
+    let reader = TopicReader::open(&kafka(), ReadRequest::whole(&topic).through_open_transactions()).await?;
+    assert_eq!(reader.ranges()[0].end, 2, "the end is the high watermark");
+    let read = tokio::spawn(async move {
+        let mut reader = reader;
+        let mut got = Vec::new();
+        while let Some(batch) = reader.next_batch().await {
+            got.extend(batch?);
+        }
+        anyhow::Ok(got)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!read.is_finished(), "the read waits for the open transaction");
+    tokio::task::spawn_blocking(move || open.commit_transaction(Duration::from_secs(30))).await??;
+    let got = tokio::time::timeout(Duration::from_secs(30), read).await???;
+    assert_eq!(values(&got), ["before", "open"]);
     Ok(())
 }

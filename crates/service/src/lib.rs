@@ -29,6 +29,18 @@ pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit code for a failure while running (`EX_SOFTWARE`).
 pub const EXIT_FAILURE: u8 = 70;
 
+/// The machine's host name (a pod's name in Kubernetes), or `local`: what
+/// makes a default `transactional.id` stable across restarts of one host or
+/// pod and distinct between them.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
+
 /// Runs a service binary: see the crate docs for the sequence and exit codes.
 pub async fn main<S, F, Fut>(name: &'static str, run: F) -> ExitCode
 where

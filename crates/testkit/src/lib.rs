@@ -208,10 +208,40 @@ pub async fn produce(
 /// Produces every `(key, value)` to `topic` with a plain producer, all in
 /// flight at once, and waits for every acknowledgement.
 pub async fn produce_all(settings: &KafkaSettings, topic: &str, records: &[(String, Vec<u8>)]) -> Result<()> {
+    let records: Vec<Outgoing> = records
+        .iter()
+        .map(|(key, value)| Outgoing { key: key.clone(), value: value.clone(), timestamp_ms: None, partition: None })
+        .collect();
+    produce_records(settings, topic, &records).await
+}
+
+/// A record for [`produce_records`]: key, value, and optionally its own
+/// timestamp (event time a test controls) and partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Key.
+    pub key: String,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// Record timestamp, epoch ms; `None`: the time of sending.
+    pub timestamp_ms: Option<i64>,
+    /// Partition; `None`: by key.
+    pub partition: Option<i32>,
+}
+
+/// Produces `records` to `topic` with a plain idempotent producer, all in
+/// flight at once (in order per partition), and waits for every acknowledgement.
+pub async fn produce_records(settings: &KafkaSettings, topic: &str, records: &[Outgoing]) -> Result<()> {
     let producer = producer(settings)?;
     let mut pending = Vec::with_capacity(records.len());
-    for (key, value) in records {
-        let record = FutureRecord::to(topic).key(key.as_str()).payload(value.as_slice());
+    for r in records {
+        let mut record = FutureRecord::to(topic).key(r.key.as_str()).payload(r.value.as_slice());
+        if let Some(ts) = r.timestamp_ms {
+            record = record.timestamp(ts);
+        }
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
         pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
     }
     for delivery in pending {

@@ -42,7 +42,7 @@ impl Default for Settings {
             },
             consumer: dora_kafka::consume::ConsumerSettings {
                 group_id: "report-ingest".into(),
-                transactional_id: Some(format!("report-ingest-{}", hostname())),
+                transactional_id: Some(format!("report-ingest-{}", dora_service::host_name())),
                 fetch_min_bytes: 1,
                 max_batch_wait_ms: 100,
                 ..Default::default()
@@ -56,16 +56,6 @@ impl ServiceSettings for Settings {
     fn common(&self) -> &CommonSettings {
         &self.common
     }
-}
-
-/// The machine's host name (a pod's name in Kubernetes), or `local`.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".into())
 }
 
 /// Section `ingest` (env `DORA_INGEST__<KEY>`).
