@@ -81,6 +81,22 @@ impl Principal {
         }
     }
 
+    /// How long the credential stays valid from now (`None`: as long as the
+    /// connection, for a certificate). Long calls end when it runs out.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        match self.credential {
+            Credential::Token { expires_at } => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let end = expires_at.saturating_add(crate::token::LEEWAY_SECS);
+                Some(std::time::Duration::from_secs(end.saturating_sub(now)))
+            }
+            Credential::Certificate => None,
+        }
+    }
+
     /// UNAUTHENTICATED once a token-authenticated principal's token expired
     /// (long-lived calls such as streams check this as they go).
     pub fn check_still_valid(&self) -> Result<(), Status> {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dora_config::{ExposeSecret, Secret};
+use dora_config::{ExposeSecret, SecretBytes};
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -27,11 +27,12 @@ pub struct AuthSettings {
     /// certificate's one subject CN; organisations = its subject O values).
     /// Default: none (tokens only).
     pub tls_client_ca: Option<PathBuf>,
-    /// HMAC key bearer tokens are signed with (at least 32 bytes), normally
-    /// from `DORA_<SECTION>__TOKEN_KEY_FILE`. Never logged. Required unless
-    /// client certificates are configured.
+    /// HMAC key bearer tokens are signed with (at least 32 bytes, any bytes:
+    /// the file is read as it is), normally from
+    /// `DORA_<SECTION>__TOKEN_KEY_FILE`. Never logged. Required unless client
+    /// certificates are configured.
     #[serde(skip_serializing)]
-    pub token_key: Option<Secret>,
+    pub token_key: Option<SecretBytes>,
 }
 
 /// Why TLS could not be configured.
@@ -143,15 +144,16 @@ impl Authenticator {
         section: &str,
         settings: &AuthSettings,
     ) -> Result<Self, SetupError> {
-        let key = match &settings.token_key {
-            Some(secret) => Some(TokenKey::new(secret.expose_secret().as_bytes()).map_err(
-                |source| SetupError::Key {
-                    section: section.to_string(),
-                    source,
-                },
-            )?),
-            None => None,
-        };
+        let key =
+            match &settings.token_key {
+                Some(secret) => Some(TokenKey::new(secret.expose_secret()).map_err(|source| {
+                    SetupError::Key {
+                        section: section.to_string(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let client_certs = settings.tls_client_ca.is_some();
         if key.is_none() && !client_certs {
             return Err(SetupError::NoCredentials {
@@ -277,11 +279,11 @@ mod tests {
             err.to_string().contains("DORA_GATEWAY__TOKEN_KEY_FILE"),
             "{err}"
         );
-        s.token_key = Some(Secret::from("too short"));
+        s.token_key = Some(b"too short".to_vec().into());
         let err = Authenticator::from_settings("agent-gateway", "gateway", &s).unwrap_err();
         assert!(err.to_string().contains("gateway.token_key"), "{err}");
         assert!(err.to_string().contains("at least 32"), "{err}");
-        s.token_key = Some(Secret::from("x".repeat(32)));
+        s.token_key = Some(vec![0xff; 32].into());
         assert!(Authenticator::from_settings("agent-gateway", "gateway", &s).is_ok());
     }
 

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use rand::SeedableRng;
 use tokio::sync::Semaphore;
 
-use crate::api::StampedEvent;
+use crate::intake::StampedEvent;
 use crate::simulator::{scripted_event, AGENT_TYPES};
 use crate::validation::{publish_request, Limits};
 use crate::wire::agent_event;

@@ -26,11 +26,20 @@ impl AgentFilter {
     }
 }
 
+/// One change of the directory, in the order they were applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// An agent's state changed (or it appeared).
+    Updated(AgentState),
+    /// An agent was retired (a tombstone on agent-health).
+    Retired(String),
+}
+
 /// Latest health per agent, plus a feed of changes.
 #[derive(Debug, Clone)]
 pub struct AgentDirectory {
     agents: Arc<RwLock<HashMap<String, AgentState>>>,
-    changes: broadcast::Sender<AgentState>,
+    changes: broadcast::Sender<Change>,
 }
 
 impl Default for AgentDirectory {
@@ -61,17 +70,17 @@ impl AgentDirectory {
         agents.insert(state.agent_id.clone(), state.clone());
         // Sent under the lock so watchers see changes in the order they were applied.
         if changed {
-            let _ = self.changes.send(state);
+            let _ = self.changes.send(Change::Updated(state));
         }
         changed
     }
 
-    /// Forgets an agent (a tombstone in the compacted topic).
+    /// Forgets an agent (a tombstone in the compacted topic) and tells the watchers.
     pub fn remove(&self, agent_id: &str) {
-        self.agents
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(agent_id);
+        let mut agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
+        if agents.remove(agent_id).is_some() {
+            let _ = self.changes.send(Change::Retired(agent_id.to_string()));
+        }
     }
 
     /// One agent's health.
@@ -96,20 +105,28 @@ impl AgentDirectory {
     }
 
     /// A consistent snapshot of matching agents and a receiver of every change after it.
-    pub fn watch(
+    pub fn watch(&self, filter: &AgentFilter) -> (Vec<AgentState>, broadcast::Receiver<Change>) {
+        self.watch_with(|agents| {
+            let mut snapshot: Vec<AgentState> = agents
+                .values()
+                .filter(|s| filter.matches(s))
+                .cloned()
+                .collect();
+            snapshot.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+            snapshot
+        })
+    }
+
+    /// What `read` makes of the agents, and a receiver of every change after
+    /// that moment (both taken under one lock).
+    pub fn watch_with<T>(
         &self,
-        filter: &AgentFilter,
-    ) -> (Vec<AgentState>, broadcast::Receiver<AgentState>) {
+        read: impl FnOnce(&HashMap<String, AgentState>) -> T,
+    ) -> (T, broadcast::Receiver<Change>) {
         // Holding the write lock orders the subscription exactly between changes.
         let agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
         let rx = self.changes.subscribe();
-        let mut snapshot: Vec<AgentState> = agents
-            .values()
-            .filter(|s| filter.matches(s))
-            .cloned()
-            .collect();
-        snapshot.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        (snapshot, rx)
+        (read(&agents), rx)
     }
 
     /// Agents that are not UNHEALTHY (candidates for the silence check).
@@ -198,7 +215,13 @@ mod tests {
         assert_eq!(snap.len(), 1);
         d.merge(state("a", HealthStatus::Degraded, 2, 2));
         d.merge(state("a", HealthStatus::Healthy, 3, 3));
-        assert_eq!(rx.recv().await.unwrap().status, HealthStatus::Degraded);
-        assert_eq!(rx.recv().await.unwrap().status, HealthStatus::Healthy);
+        d.remove("a");
+        let status = |c: Change| match c {
+            Change::Updated(s) => s.status,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(rx.recv().await.unwrap()), HealthStatus::Degraded);
+        assert_eq!(status(rx.recv().await.unwrap()), HealthStatus::Healthy);
+        assert_eq!(rx.recv().await.unwrap(), Change::Retired("a".into()));
     }
 }

@@ -7,8 +7,10 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod callers;
 pub mod directory;
 pub mod health;
+pub mod intake;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;
@@ -16,6 +18,7 @@ pub mod server;
 pub mod settings;
 pub mod simulator;
 pub mod validation;
+pub mod watch;
 pub mod wire;
 
 pub use settings::{GatewaySettings, Settings};

@@ -14,9 +14,9 @@ use dora_kafka::{Delivery, ProduceError, Producer};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Delivered, EventSink, SinkError, StampedEvent};
 use crate::directory::AgentDirectory;
 use crate::health::{self, AgentState, Transition};
+use crate::intake::{Delivered, EventSink, PendingDelivery, SinkError, StampedEvent};
 use crate::metrics;
 use crate::wire::{agent_event, agent_health, agent_state, observation, status_name, WireError};
 use dora_schema::{AgentEvent, AgentHealth, Codec};
@@ -53,7 +53,7 @@ fn sink_error(e: ProduceError) -> SinkError {
 }
 
 impl EventSink for KafkaEventSink {
-    fn publish(&self, event: StampedEvent) -> BoxFuture<'_, Result<Delivered, SinkError>> {
+    fn enqueue(&self, event: StampedEvent) -> BoxFuture<'_, Result<PendingDelivery, SinkError>> {
         Box::pin(async move {
             let value = agent_event(&event);
             let delivery = self
@@ -61,11 +61,14 @@ impl EventSink for KafkaEventSink {
                 .enqueue(&self.codec, &self.topic, Some(&value.agent_id), &value)
                 .await
                 .map_err(sink_error)?;
-            let d = delivery.await.map_err(sink_error)?;
-            Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            })
+            let pending: PendingDelivery = Box::pin(async move {
+                let d = delivery.await.map_err(sink_error)?;
+                Ok(Delivered {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            });
+            Ok(pending)
         })
     }
 }

@@ -100,9 +100,18 @@ pub fn api(
         sink,
         auth,
         s.limits(),
-        SendQueue::new(s.send_queue_capacity, s.send_queue_wait()),
+        SendQueue::new(
+            s.send_queue_capacity,
+            s.max_in_flight_bytes,
+            s.send_queue_wait(),
+        ),
         directory,
         shutdown,
+        crate::api::CallLimits {
+            streams_per_caller: s.max_streams_per_caller,
+            watches_per_caller: s.max_watches_per_caller,
+            ..Default::default()
+        },
     ))
 }
 

@@ -91,9 +91,16 @@ pub struct GatewaySettings {
     /// Events that may wait for a broker ack at once (the bounded send queue).
     /// Default 4 096.
     pub send_queue_capacity: usize,
+    /// Bytes of events that may wait for a broker ack at once (the send
+    /// queue's memory bound). Default 67 108 864 (64 MiB).
+    pub max_in_flight_bytes: usize,
     /// Longest a write waits for a queue slot when the call has no deadline, ms;
     /// then RESOURCE_EXHAUSTED. Default 5 000.
     pub send_queue_wait_ms: u64,
+    /// Event streams one caller may hold open at once (more: RESOURCE_EXHAUSTED). Default 8.
+    pub max_streams_per_caller: usize,
+    /// WatchAgents calls one caller may hold open at once. Default 4.
+    pub max_watches_per_caller: usize,
     /// Topic agent events are written to. Default `agent-events`.
     pub events_topic: String,
     /// Compacted topic of agent health. Default `agent-health`.
@@ -114,7 +121,10 @@ impl Default for GatewaySettings {
             max_metadata_bytes: 16_384,
             max_request_bytes: 65_536,
             send_queue_capacity: 4_096,
+            max_in_flight_bytes: 64 << 20,
             send_queue_wait_ms: 5_000,
+            max_streams_per_caller: 8,
+            max_watches_per_caller: 4,
             events_topic: dora_kafka::topics::AGENT_EVENTS.to_string(),
             health_topic: dora_kafka::topics::AGENT_HEALTH.to_string(),
         }

@@ -6,8 +6,8 @@
 use dora_schema::{AgentEvent, AgentHealth, AgentStatus, EventType, SchemaError};
 use serde_json::Value;
 
-use crate::api::StampedEvent;
 use crate::health::{AgentState, HealthStatus, Observation};
+use crate::intake::StampedEvent;
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Who gets in and what they may read, against the gateway as a real process:
 //! a token for another service, an unsigned (`alg: none`) token and an expired
-//! token are UNAUTHENTICATED; an agent reads only its own health, and listing
-//! or watching every agent needs the reader role.
+//! token are UNAUTHENTICATED; a stream ends with UNAUTHENTICATED when its
+//! token expires; an agent reads only its own health, and listing or watching
+//! every agent needs the reader role.
 
 mod common;
 
@@ -115,5 +116,31 @@ async fn an_agent_reads_only_itself_and_a_reader_reads_everyone() -> Result<()> 
         .await?
         .into_inner();
     assert!(listed.agents.iter().any(|h| h.agent_id == a));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_ends_unauthenticated_when_its_token_expires() -> Result<()> {
+    let scenario = Scenario::new().await?;
+    let gw = scenario.start().await?;
+    let agent = tk::unique("agent");
+    let token = auth::agent_token(&scenario.key, &agent, Duration::from_secs(1))?;
+    let mut client = scenario.client_with(&gw, &token).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut acks = client
+        .stream_events(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    tx.send(common::stream_event(&agent)).await?;
+    let first = acks.message().await?.expect("an ack");
+    assert!(first.accepted.is_some(), "{first:?}");
+    // The agent keeps its side open; the token (1 s, plus the verifier's
+    // 5 s leeway) runs out: the gateway ends the stream.
+    let end = tokio::time::timeout(tk::DEADLINE, acks.message())
+        .await
+        .expect("the stream must end once the token expired");
+    let status = end.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    drop(tx);
     Ok(())
 }

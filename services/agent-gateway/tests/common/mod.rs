@@ -49,17 +49,16 @@ impl Scenario {
         tk::create_topic_with(&kafka, &health_topic, 3, &[("cleanup.policy", "compact")]).await?;
         let dir = tempfile::tempdir()?;
         let key_file = dir.path().join("token-key");
-        // 32 random bytes, hex-encoded (64 bytes of key), no trailing newline.
-        let secret: String = rand::random::<[u8; 32]>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        std::fs::write(&key_file, &secret)?;
+        // A key is bytes: 32 random ones, the first never valid UTF-8, as
+        // `head -c 32 /dev/urandom` makes them.
+        let mut secret: [u8; 32] = rand::random();
+        secret[0] = 0xff;
+        std::fs::write(&key_file, secret)?;
         Ok(Self {
             events_topic,
             health_topic,
             group: tk::unique("agent-event-processor"),
-            key: TokenKey::new(secret.as_bytes())?,
+            key: TokenKey::new(&secret)?,
             key_file,
             _dir: dir,
             env: Vec::new(),
@@ -131,6 +130,18 @@ pub fn heartbeat(agent: &str) -> pb::HeartbeatRequest {
             memory_mb: Some(512.0),
             ..Default::default()
         }),
+    }
+}
+
+/// A streamed HEARTBEAT event for `agent`.
+pub fn stream_event(agent: &str) -> pb::PublishEventRequest {
+    pb::PublishEventRequest {
+        agent_id: agent.into(),
+        event_type: pb::EventType::Heartbeat as i32,
+        agent_type: "GAP_ANALYZER".into(),
+        status: pb::AgentStatus::Healthy as i32,
+        metadata_json: "{}".into(),
+        ..Default::default()
     }
 }
 

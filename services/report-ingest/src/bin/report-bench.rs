@@ -121,7 +121,7 @@ async fn grpc_vs_bare(
     );
     let mut settings = settings.clone();
     settings.ingest.grpc_listen = "127.0.0.1:0".parse()?;
-    settings.ingest.auth.token_key = Some(key.clone().into());
+    settings.ingest.auth.token_key = Some(key.clone().into_bytes().into());
     settings.consumer.group_id = unique("bench-report-ingest");
     settings.consumer.transactional_id = Some(unique("bench-report-ingest"));
     let announce = std::env::temp_dir().join(unique("report-bench-announce"));

@@ -1,0 +1,198 @@
+//! The write path: an authorized, validated event takes room in the send
+//! queue, is stamped and enqueued to the [`EventSink`] — in the order the
+//! caller sent it — and a task of its own holds the room until the broker
+//! answered. Only the waiting for acks runs concurrently; enqueueing never
+//! does, so one agent's events reach the topic in the order it sent them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dora_proto::agent::v1 as pb;
+use futures::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::auth::Principal;
+use crate::metrics;
+use crate::queue::SendQueue;
+use crate::validation::{EventDraft, Invalid};
+
+/// The version the gateway stamps on every event, as the seed does.
+pub const EVENT_VERSION: &str = "1.0.0";
+
+/// An event ready to be produced: the draft plus what the gateway fills in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StampedEvent {
+    /// `eventId`: a random UUID.
+    pub event_id: String,
+    /// `timestamp`: epoch ms at the gateway.
+    pub timestamp: i64,
+    /// `version`: [`EVENT_VERSION`].
+    pub version: &'static str,
+    /// The validated fields.
+    pub draft: EventDraft,
+}
+
+impl StampedEvent {
+    /// Stamps a draft now.
+    pub fn stamp(draft: EventDraft) -> Self {
+        Self {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            timestamp: chrono::Utc::now().timestamp_millis(),
+            version: EVENT_VERSION,
+            draft,
+        }
+    }
+}
+
+/// Where the broker stored an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Why an event could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The broker or registry is unavailable or timed out; the agent may retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The event cannot be encoded or was refused for good.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+impl From<SinkError> for Status {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::Unavailable(m) => Status::unavailable(m),
+            SinkError::Rejected(m) => Status::internal(m),
+        }
+    }
+}
+
+/// The broker's answer for an enqueued event.
+pub type PendingDelivery = BoxFuture<'static, Result<Delivered, SinkError>>;
+
+/// Produces agent events, keyed by agent id.
+pub trait EventSink: Send + Sync + 'static {
+    /// Enqueues `event` (events enqueued one after the other reach the topic
+    /// in that order per key) and returns the broker's pending answer.
+    fn enqueue(&self, event: StampedEvent) -> BoxFuture<'_, Result<PendingDelivery, SinkError>>;
+}
+
+/// An event that was enqueued; its ack is pending.
+#[derive(Debug)]
+pub struct Admitted {
+    event_id: String,
+    timestamp: i64,
+    event_type: &'static str,
+    ack: JoinHandle<Result<Delivered, SinkError>>,
+}
+
+/// Authorizes, takes room (waiting at most until `deadline`, or the queue's
+/// default wait), stamps and enqueues one event. Cancelling this future is
+/// safe: either nothing was enqueued, or the event's ack task holds its room.
+pub async fn admit(
+    sink: &dyn EventSink,
+    queue: &SendQueue,
+    caller: &Principal,
+    draft: Result<EventDraft, Invalid>,
+    deadline: Option<Instant>,
+) -> Result<Admitted, Status> {
+    let draft = draft.inspect_err(|_| metrics::rejected("invalid_argument"))?;
+    caller
+        .require_self("agent_id", &draft.agent_id)
+        .inspect_err(|_| metrics::rejected("permission_denied"))?;
+    let slot = queue
+        .take(draft.size_bytes(), deadline)
+        .await
+        .inspect_err(|_| metrics::rejected("resource_exhausted"))?;
+    let event = StampedEvent::stamp(draft);
+    let (event_id, timestamp, event_type) = (
+        event.event_id.clone(),
+        event.timestamp,
+        event.draft.event_type,
+    );
+    let enqueue = sink.enqueue(event);
+    let delivery = match deadline {
+        Some(d) => tokio::time::timeout_at(d, enqueue).await.map_err(|_| {
+            Status::deadline_exceeded("no room in the producer within the call's deadline")
+        })?,
+        None => enqueue.await,
+    }
+    .inspect_err(|_| metrics::rejected("unavailable"))?;
+    // No await between the enqueue and this spawn: the room is released only
+    // when the broker answered, even if the call is gone by then.
+    let ack = tokio::spawn(async move {
+        let result = delivery.await;
+        drop(slot);
+        result
+    });
+    Ok(Admitted {
+        event_id,
+        timestamp,
+        event_type,
+        ack,
+    })
+}
+
+impl Admitted {
+    /// Waits for the broker's answer (until `deadline`, the same instant the
+    /// call's queue wait ended at).
+    pub async fn acknowledged(
+        self,
+        deadline: Option<Instant>,
+    ) -> Result<pb::PublishEventResponse, Status> {
+        let answer = match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.ack).await.map_err(|_| {
+                Status::deadline_exceeded("broker did not acknowledge within the call's deadline")
+            })?,
+            None => self.ack.await,
+        };
+        let delivered = answer
+            .map_err(|e| Status::internal(format!("delivery task failed: {e}")))?
+            .inspect_err(|_| metrics::rejected("unavailable"))?;
+        metrics::accepted(self.event_type);
+        Ok(pb::PublishEventResponse {
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            partition: delivered.partition,
+            offset: delivered.offset,
+        })
+    }
+}
+
+/// A sink that keeps events in memory (tests and the in-memory mode).
+#[derive(Debug, Default)]
+pub struct CountingSink {
+    /// Everything enqueued, in order.
+    pub events: std::sync::Mutex<Vec<StampedEvent>>,
+    next_offset: AtomicU64,
+}
+
+impl EventSink for CountingSink {
+    fn enqueue(&self, event: StampedEvent) -> BoxFuture<'_, Result<PendingDelivery, SinkError>> {
+        Box::pin(async move {
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(event);
+            let offset = self.next_offset.fetch_add(1, Ordering::SeqCst) as i64;
+            let delivered: PendingDelivery = Box::pin(async move {
+                Ok(Delivered {
+                    partition: 0,
+                    offset,
+                })
+            });
+            Ok(delivered)
+        })
+    }
+}
+
+/// A shared [`EventSink`].
+pub type SharedSink = Arc<dyn EventSink>;
