@@ -21,16 +21,28 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-/// A secret of the demo in the stack's secrets folder (32 random bytes as
-/// hex, made once, mode 0600); returns its path.
-fn demo_secret(name: &str) -> Result<String> {
+/// What a demo secret holds.
+enum SecretKind {
+    /// 32 random bytes, as `head -c 32 /dev/urandom > key` makes a key.
+    Key,
+    /// 32 random bytes as hex text (a password).
+    Password,
+}
+
+/// A secret of the demo in the stack's secrets folder, made once, mode 0600;
+/// returns its path.
+fn demo_secret(name: &str, kind: SecretKind) -> Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = tk::stack_dir().join("secrets").join(format!("demo-{name}"));
     if !file.exists() {
-        let value: String = random_bytes::<32>()?.iter().map(|b| format!("{b:02x}")).collect();
+        let random = random_bytes::<32>()?;
+        let value = match kind {
+            SecretKind::Key => random.to_vec(),
+            SecretKind::Password => random.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes(),
+        };
         std::fs::create_dir_all(file.parent().context("secrets folder")?)?;
         let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?;
-        std::io::Write::write_all(&mut out, value.as_bytes())?;
+        std::io::Write::write_all(&mut out, &value)?;
     }
     Ok(file.to_string_lossy().into_owned())
 }
@@ -63,7 +75,7 @@ async fn run() -> Result<()> {
     }
 
     // Callers authenticate with tokens signed by this key (a secret file, never in git).
-    let key_path = demo_secret("token-key")?;
+    let key_path = demo_secret("token-key", SecretKind::Key)?;
     // audit-sink writes as its own login, which it creates as the stack's
     // database owner on start (`postgres.admin_user`).
     let owner = tk::postgres();
@@ -76,7 +88,7 @@ async fn run() -> Result<()> {
         ("DORA_POSTGRES__ADMIN_USER", owner.user.clone()),
         ("DORA_POSTGRES__ADMIN_PASSWORD_FILE", owner.password_file.display().to_string()),
         ("DORA_POSTGRES__USER", "audit_sink".to_string()),
-        ("DORA_POSTGRES__PASSWORD_FILE", demo_secret("audit-sink-password")?),
+        ("DORA_POSTGRES__PASSWORD_FILE", demo_secret("audit-sink-password", SecretKind::Password)?),
     ];
 
     let mut running = Vec::new();
