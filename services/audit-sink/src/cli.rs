@@ -94,8 +94,8 @@ async fn execute(command: Command, settings: &Settings) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {
-            let client = db::Connector::new(pg)?.connect(&pg.config_for(&pg.user, pg.password.as_ref())).await?;
-            let verdict = verify::verify(&client).await?;
+            let mut client = db::Connector::new(pg)?.connect(&pg.config_for(&pg.user, pg.password.as_ref())).await?;
+            let verdict = verify::verify(&mut client).await?;
             println!("{verdict}");
             Ok(if verdict.intact() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_BROKEN) })
         }

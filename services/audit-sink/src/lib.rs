@@ -11,6 +11,7 @@
 //! - [`db`]: pool, TLS, error classes, migrations and the writer role;
 //! - [`verify`], [`export`], [`cli`]: the auditor's subcommands.
 
+pub mod bench;
 pub mod chain;
 pub mod cli;
 pub mod db;

@@ -4,8 +4,7 @@
 //! row, no row lacks a link, and each chain ends at the head the sink
 //! recorded. A break names the chain, the position, the offset and the row.
 
-use futures::{pin_mut, TryStreamExt};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Portal, Transaction};
 
 use crate::chain::{AuditColumns, Hash, Link, Outcome, ReportColumns, Row, GENESIS};
 use crate::sqltypes::{micros_of, JsonText};
@@ -53,120 +52,201 @@ impl std::fmt::Display for Verdict {
 }
 
 const LINKS: &str = "\
-SELECT c.seq, c.kafka_offset, c.outcome, c.entity_id, c.reason, c.consumed_at, \
-       c.kafka_timestamp, c.record_key, c.record_value, c.prev_hash, c.hash, \
-       a.event_id, a.occurred_at, a.user_id, a.action, a.resource, a.details, a.ip_address, \
-       a.user_agent, a.session_id, a.value_format, a.kafka_timestamp, a.record_key, a.record_value, \
-       r.report_id, r.organization_id, r.reported_at, r.report_type, r.risk_score, r.risk_level, \
-       r.data, r.version, r.value_format, r.kafka_timestamp, r.record_key, r.record_value \
-FROM audit.chain c \
-LEFT JOIN audit.audit_events a \
-  ON a.topic = c.topic AND a.kafka_partition = c.kafka_partition AND a.kafka_offset = c.kafka_offset \
-LEFT JOIN audit.compliance_reports r \
-  ON r.topic = c.topic AND r.kafka_partition = c.kafka_partition AND r.kafka_offset = c.kafka_offset \
-WHERE c.topic = $1 AND c.kafka_partition = $2 ORDER BY c.seq";
+SELECT seq, kafka_offset, outcome, entity_id, reason, consumed_at, kafka_timestamp, record_key, \
+       record_value, prev_hash, hash \
+FROM audit.chain WHERE topic = $1 AND kafka_partition = $2 ORDER BY seq";
+const AUDITS: &str = "\
+SELECT kafka_offset, event_id, occurred_at, user_id, action, resource, details, ip_address, \
+       user_agent, session_id, value_format, kafka_timestamp, record_key, record_value \
+FROM audit.audit_events WHERE topic = $1 AND kafka_partition = $2 ORDER BY kafka_offset";
+const REPORTS: &str = "\
+SELECT kafka_offset, report_id, organization_id, reported_at, report_type, risk_score, risk_level, \
+       data, version, value_format, kafka_timestamp, record_key, record_value \
+FROM audit.compliance_reports WHERE topic = $1 AND kafka_partition = $2 ORDER BY kafka_offset";
 
-/// Verifies every chain in the database `client` is connected to.
-pub async fn verify(client: &Client) -> anyhow::Result<Verdict> {
+/// Rows fetched per round trip from each cursor.
+const FETCH: i32 = 2000;
+
+/// Verifies every chain in the database `client` is connected to, in one
+/// read-only REPEATABLE READ snapshot (so a sink writing meanwhile is seen
+/// consistently). Each chain is merged with its rows in offset order from
+/// three cursors, so the cost is one ordered index scan per table, whatever
+/// the planner's statistics say.
+pub async fn verify(client: &mut Client) -> anyhow::Result<Verdict> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let mut verdict = Verdict::default();
-    let heads = client
+    let heads = tx
         .query(
             "SELECT topic, kafka_partition, next_seq, head_hash FROM audit.sink_offsets ORDER BY 1, 2",
             &[],
         )
         .await?;
+    let mut known = std::collections::HashSet::new();
     for head in &heads {
         let (topic, partition): (String, i32) = (head.get(0), head.get(1));
         let next_seq: i64 = head.get(2);
         let head_hash: &[u8] = head.get(3);
         verdict.chains += 1;
-        if let Some(b) = walk(client, &topic, partition, next_seq, head_hash, &mut verdict).await? {
+        let chain = Chain { tx: &tx, topic: &topic, partition };
+        if let Some(b) = chain.walk(next_seq, head_hash, &mut verdict).await? {
             verdict.breaks.push(b);
         }
+        known.insert((topic, partition));
     }
-    let headless = client
-        .query(
-            "SELECT DISTINCT topic, kafka_partition FROM audit.chain c WHERE NOT EXISTS \
-             (SELECT 1 FROM audit.sink_offsets o WHERE o.topic = c.topic AND o.kafka_partition = c.kafka_partition)",
-            &[],
-        )
-        .await?;
-    for row in headless {
-        let (t, p): (String, i32) = (row.get(0), row.get(1));
-        verdict.breaks.push(format!("{t}/{p}: links without a chain head in audit.sink_offsets"));
-    }
-    orphans(client, &mut verdict).await?;
+    unchained(&tx, &known, &mut verdict).await?;
+    tx.commit().await?;
     Ok(verdict)
 }
 
-/// Walks one chain; returns its first break.
-async fn walk(
-    client: &Client,
-    topic: &str,
-    partition: i32,
-    next_seq: i64,
-    head_hash: &[u8],
+/// Rows and links of partitions that have no head at all.
+async fn unchained(
+    tx: &Transaction<'_>,
+    known: &std::collections::HashSet<(String, i32)>,
     verdict: &mut Verdict,
-) -> anyhow::Result<Option<String>> {
-    let rows = client.query_raw(LINKS, [&topic as &(dyn tokio_postgres::types::ToSql + Sync), &partition]).await?;
-    pin_mut!(rows);
-    let at = |seq: i64, offset: i64| format!("{topic}/{partition} seq {seq} offset {offset}");
-    let mut prev: Hash = GENESIS;
-    let mut expected_seq = 0i64;
-    let mut last_offset = -1i64;
-    let mut first_break = None;
-    while let Some(row) = rows.try_next().await? {
-        let seq: i64 = row.get(0);
-        let offset: i64 = row.get(1);
-        verdict.links += 1;
-        if first_break.is_some() {
-            continue;
-        }
-        let checked = check_link(&row, topic, partition, &prev);
-        let problem = if seq != expected_seq {
-            Some(format!(
-                "{}: links {}..{} are missing (removed) before this one",
-                at(seq, offset),
-                expected_seq,
-                seq - 1
-            ))
-        } else if offset <= last_offset {
-            Some(format!("{}: offset does not follow offset {last_offset}", at(seq, offset)))
-        } else {
-            match checked {
-                Ok((outcome, hash)) => {
-                    match outcome {
-                        Outcome::Stored => verdict.stored += 1,
-                        Outcome::Duplicate => verdict.duplicates += 1,
-                        Outcome::Rejected => verdict.rejected += 1,
-                    }
-                    prev = hash;
-                    None
-                }
-                Err(what) => Some(format!("{}: {what}", at(seq, offset))),
+) -> anyhow::Result<()> {
+    for table in ["chain", "audit_events", "compliance_reports"] {
+        let rows = tx
+            .query(&format!("SELECT topic, kafka_partition, count(*) FROM audit.{table} GROUP BY 1, 2 ORDER BY 1, 2"), &[])
+            .await?;
+        for r in rows {
+            let (t, p, n): (String, i32, i64) = (r.get(0), r.get(1), r.get(2));
+            if !known.contains(&(t.clone(), p)) {
+                verdict.breaks.push(format!(
+                    "{t}/{p}: {n} {table} rows of a partition without a chain head in audit.sink_offsets (inserted by hand)"
+                ));
             }
-        };
-        if problem.is_some() {
-            first_break = problem;
-        }
-        expected_seq = seq + 1;
-        last_offset = offset;
-    }
-    if first_break.is_none() {
-        if expected_seq != next_seq {
-            first_break = Some(format!(
-                "{topic}/{partition}: the chain has {expected_seq} links but its head says {next_seq} (links removed at the end, or added after it)"
-            ));
-        } else if prev[..] != *head_hash {
-            first_break = Some(format!("{topic}/{partition}: the last link's hash is not the recorded chain head"));
         }
     }
-    Ok(first_break)
+    Ok(())
 }
 
-/// Checks one joined link row; returns its outcome and stored hash, or what is wrong.
+/// A cursor over one ordered query, fetched in pages.
+struct Cursor<'t> {
+    tx: &'t Transaction<'t>,
+    portal: Portal,
+    page: std::collections::VecDeque<tokio_postgres::Row>,
+    done: bool,
+}
+
+impl<'t> Cursor<'t> {
+    async fn open(tx: &'t Transaction<'t>, query: &str, topic: &str, partition: i32) -> anyhow::Result<Self> {
+        let portal = tx.bind(query, &[&topic, &partition]).await?;
+        Ok(Self { tx, portal, page: Default::default(), done: false })
+    }
+
+    async fn peek(&mut self) -> anyhow::Result<Option<&tokio_postgres::Row>> {
+        if self.page.is_empty() && !self.done {
+            let rows = self.tx.query_portal(&self.portal, FETCH).await?;
+            self.done = rows.len() < FETCH as usize;
+            self.page.extend(rows);
+        }
+        Ok(self.page.front())
+    }
+
+    fn pop(&mut self) -> Option<tokio_postgres::Row> {
+        self.page.pop_front()
+    }
+
+    /// The row at `offset` (column 0), after reporting every earlier row as
+    /// an orphan (a row the chain does not know).
+    async fn take_at(&mut self, offset: i64, orphans: &mut Vec<(i64, String)>) -> anyhow::Result<Option<tokio_postgres::Row>> {
+        while let Some(row) = self.peek().await? {
+            let at: i64 = row.get(0);
+            if at > offset {
+                return Ok(None);
+            }
+            let row = self.pop().expect("peeked");
+            if at == offset {
+                return Ok(Some(row));
+            }
+            orphans.push((at, row.get(1)));
+        }
+        Ok(None)
+    }
+}
+
+/// One chain being walked.
+struct Chain<'a> {
+    tx: &'a Transaction<'a>,
+    topic: &'a str,
+    partition: i32,
+}
+
+impl Chain<'_> {
+    /// Walks the chain; returns its first break (links or rows).
+    async fn walk(&self, next_seq: i64, head_hash: &[u8], verdict: &mut Verdict) -> anyhow::Result<Option<String>> {
+        let (topic, partition) = (self.topic, self.partition);
+        let mut links = Cursor::open(self.tx, LINKS, topic, partition).await?;
+        let mut audits = Cursor::open(self.tx, AUDITS, topic, partition).await?;
+        let mut reports = Cursor::open(self.tx, REPORTS, topic, partition).await?;
+        let at = |seq: i64, offset: i64| format!("{topic}/{partition} seq {seq} offset {offset}");
+        let mut prev: Hash = GENESIS;
+        let (mut expected_seq, mut last_offset) = (0i64, -1i64);
+        let mut first_break = None;
+        let (mut orphan_events, mut orphan_reports) = (Vec::new(), Vec::new());
+        while let Some(link) = links.peek().await?.is_some().then(|| links.pop()).flatten() {
+            let seq: i64 = link.get(0);
+            let offset: i64 = link.get(1);
+            verdict.links += 1;
+            let audit = audits.take_at(offset, &mut orphan_events).await?;
+            let report = reports.take_at(offset, &mut orphan_reports).await?;
+            if first_break.is_none() {
+                let problem = if seq != expected_seq {
+                    Some(format!("{}: links {}..{} are missing (removed) before this one", at(seq, offset), expected_seq, seq - 1))
+                } else if offset <= last_offset {
+                    Some(format!("{}: offset does not follow offset {last_offset}", at(seq, offset)))
+                } else {
+                    match check_link(&link, audit.as_ref(), report.as_ref(), topic, partition, &prev) {
+                        Ok((outcome, hash)) => {
+                            match outcome {
+                                Outcome::Stored => verdict.stored += 1,
+                                Outcome::Duplicate => verdict.duplicates += 1,
+                                Outcome::Rejected => verdict.rejected += 1,
+                            }
+                            prev = hash;
+                            None
+                        }
+                        Err(what) => Some(format!("{}: {what}", at(seq, offset))),
+                    }
+                };
+                first_break = problem;
+            }
+            expected_seq = seq + 1;
+            last_offset = offset;
+        }
+        audits.take_at(i64::MAX, &mut orphan_events).await?;
+        reports.take_at(i64::MAX, &mut orphan_reports).await?;
+        for (table, id, orphans) in [("audit_events", "event_id", orphan_events), ("compliance_reports", "report_id", orphan_reports)] {
+            for (o, i) in orphans {
+                verdict.breaks.push(format!(
+                    "{topic}/{partition} offset {o}: row {table} {id}={i} has no link in the chain (inserted by hand)"
+                ));
+            }
+        }
+        if first_break.is_none() {
+            if expected_seq != next_seq {
+                first_break = Some(format!(
+                    "{topic}/{partition}: the chain has {expected_seq} links but its head says {next_seq} (links removed at the end, or added after it)"
+                ));
+            } else if prev[..] != *head_hash {
+                first_break = Some(format!("{topic}/{partition}: the last link's hash is not the recorded chain head"));
+            }
+        }
+        Ok(first_break)
+    }
+}
+
+/// Checks one link with the rows stored at its offset; returns its outcome
+/// and stored hash, or what is wrong.
 fn check_link(
     row: &tokio_postgres::Row,
+    audit: Option<&tokio_postgres::Row>,
+    report: Option<&tokio_postgres::Row>,
     topic: &str,
     partition: i32,
     prev: &Hash,
@@ -179,12 +259,19 @@ fn check_link(
     if prev_stored != prev {
         return Err("does not point at the previous link (a link was removed, inserted or changed before it)".into());
     }
-    let audit = audit_row(row);
-    let report = report_row(row);
-    let (typed, ts_col, key_col, value_col, name) = match (&audit, &report) {
-        (Some(a), None) => (Some(Row::Audit(a.clone())), 21, 22, 23, format!("audit_events event_id={}", a.event_id)),
-        (None, Some(r)) => (Some(Row::Report(r.clone())), 33, 34, 35, format!("compliance_reports report_id={}", r.report_id)),
-        (None, None) => (None, 6, 7, 8, String::new()),
+    // The record's own bytes: in its row when it has one, else in the link.
+    let (typed, source, name) = match (audit, report) {
+        (Some(a), None) => {
+            let cols = audit_row(a);
+            let name = format!("audit_events event_id={}", cols.event_id);
+            (Some(Row::Audit(cols)), (a, 11), name)
+        }
+        (None, Some(r)) => {
+            let cols = report_row(r);
+            let name = format!("compliance_reports report_id={}", cols.report_id);
+            (Some(Row::Report(cols)), (r, 10), name)
+        }
+        (None, None) => (None, (row, 6), String::new()),
         (Some(_), Some(_)) => return Err("rows in both tables at this position (inserted by hand)".into()),
     };
     match (outcome, &typed) {
@@ -199,6 +286,7 @@ fn check_link(
         }
         _ => {}
     }
+    let (src, first) = source;
     let link = Link {
         topic,
         partition,
@@ -208,9 +296,9 @@ fn check_link(
         entity_id: row.get(3),
         reason: row.get(4),
         consumed_at_us: micros_of(row.get(5)),
-        kafka_timestamp_us: row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(ts_col).map(micros_of),
-        key: row.get(key_col),
-        value: row.get(value_col),
+        kafka_timestamp_us: src.get::<_, Option<chrono::DateTime<chrono::Utc>>>(first).map(micros_of),
+        key: src.get(first + 1),
+        value: src.get(first + 2),
         row: typed.as_ref(),
     };
     if link.hash(prev) != hash_stored {
@@ -220,58 +308,31 @@ fn check_link(
     Ok((outcome, hash_stored))
 }
 
-fn audit_row(row: &tokio_postgres::Row) -> Option<AuditColumns> {
-    let event_id: Option<String> = row.get(11);
-    Some(AuditColumns {
-        event_id: event_id?,
-        occurred_at_us: micros_of(row.get(12)),
-        user_id: row.get(13),
-        action: row.get(14),
-        resource: row.get(15),
-        details: row.get::<_, JsonText<'_>>(16).0.to_string(),
-        ip_address: row.get(17),
-        user_agent: row.get(18),
-        session_id: row.get(19),
-        value_format: row.get(20),
-    })
-}
-
-fn report_row(row: &tokio_postgres::Row) -> Option<ReportColumns> {
-    let report_id: Option<String> = row.get(24);
-    Some(ReportColumns {
-        report_id: report_id?,
-        organization_id: row.get(25),
-        reported_at_us: micros_of(row.get(26)),
-        report_type: row.get(27),
-        risk_score: row.get(28),
-        risk_level: row.get(29),
-        data: row.get::<_, JsonText<'_>>(30).0.to_string(),
-        version: row.get(31),
-        value_format: row.get(32),
-    })
-}
-
-/// Rows without a `stored` link at their position: inserted by hand.
-async fn orphans(client: &Client, verdict: &mut Verdict) -> anyhow::Result<()> {
-    for (table, id) in [("audit_events", "event_id"), ("compliance_reports", "report_id")] {
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT t.topic, t.kafka_partition, t.kafka_offset, t.{id} FROM audit.{table} t \
-                     WHERE NOT EXISTS (SELECT 1 FROM audit.chain c WHERE c.topic = t.topic \
-                       AND c.kafka_partition = t.kafka_partition AND c.kafka_offset = t.kafka_offset \
-                       AND c.outcome = 'stored') \
-                     ORDER BY 1, 2, 3 LIMIT 100"
-                ),
-                &[],
-            )
-            .await?;
-        for r in rows {
-            let (t, p, o, i): (String, i32, i64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
-            verdict.breaks.push(format!(
-                "{t}/{p} offset {o}: row {table} {id}={i} has no link in the chain (inserted by hand)"
-            ));
-        }
+fn audit_row(r: &tokio_postgres::Row) -> AuditColumns {
+    AuditColumns {
+        event_id: r.get(1),
+        occurred_at_us: micros_of(r.get(2)),
+        user_id: r.get(3),
+        action: r.get(4),
+        resource: r.get(5),
+        details: r.get::<_, JsonText<'_>>(6).0.to_string(),
+        ip_address: r.get(7),
+        user_agent: r.get(8),
+        session_id: r.get(9),
+        value_format: r.get(10),
     }
-    Ok(())
+}
+
+fn report_row(r: &tokio_postgres::Row) -> ReportColumns {
+    ReportColumns {
+        report_id: r.get(1),
+        organization_id: r.get(2),
+        reported_at_us: micros_of(r.get(3)),
+        report_type: r.get(4),
+        risk_score: r.get(5),
+        risk_level: r.get(6),
+        data: r.get::<_, JsonText<'_>>(7).0.to_string(),
+        version: r.get(8),
+        value_format: r.get(9),
+    }
 }

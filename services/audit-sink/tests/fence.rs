@@ -83,7 +83,7 @@ async fn two_writers_on_one_partition_never_both_append() -> Result<()> {
         assert_eq!(ra.redelivered + rb.redelivered, 20, "round {round}: the second writer skipped the overlap");
         assert_eq!(ra.duplicates + rb.duplicates, 0);
     }
-    let client = database.connect().await?;
+    let mut client = database.connect().await?;
     let (rows, links, distinct): (i64, i64, i64) = {
         let r = client
             .query_one(
@@ -95,7 +95,7 @@ async fn two_writers_on_one_partition_never_both_append() -> Result<()> {
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!((rows, links, distinct), (150, 150, 150));
-    let verdict = verify::verify(&client).await?;
+    let verdict = verify::verify(&mut client).await?;
     assert!(verdict.intact(), "{verdict}");
     assert_eq!(verdict.links, 150);
     Ok(())

@@ -1,0 +1,193 @@
+//! `audit-bench`: audit-sink's throughput against a plain baseline, measured
+//! in the same run on the same broker and database.
+//!
+//! 1. A topic is pre-filled with Avro `AuditEvent`s.
+//! 2. **sink**: the consume loop in batch mode with audit-sink's handler
+//!    (decode, staging COPY, INSERT ... SELECT ON CONFLICT DO NOTHING, chain,
+//!    fence) reads it into PostgreSQL.
+//! 3. **baseline**: the same loop and decoding, a second group, storing each
+//!    batch with plain multi-row `INSERT ... VALUES` statements of 1000 rows
+//!    (ON CONFLICT DO NOTHING) into a copy of the table: no chain, no fence.
+//! 4. The database write alone, from decoded rows in memory: the sink's
+//!    store vs the multi-row INSERT, batches of 1000.
+//! 5. Hash chaining's CPU: hashing every link of the run, timed alone, as a
+//!    share of the CPU the process spent during the sink's ingest.
+//! 6. `verify` over what the sink stored, against the sink's ingest rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dora_kafka::{BatchHandler, ConsumeLoop, HandlerError, Record};
+use dora_schema::{AuditEvent, Codec};
+use dora_telemetry::ServiceContext;
+use tokio_postgres::types::ToSql;
+
+use crate::chain::{Link, Outcome, Row, GENESIS};
+use crate::intake::{decode, Item, Topics};
+use crate::sqltypes::{timestamp, JsonText};
+
+/// Columns of the baseline table, as in `audit.audit_events`.
+const PLAIN_COLUMNS: &str = "event_id, occurred_at, user_id, action, resource, details, ip_address, \
+    user_agent, session_id, value_format, topic, kafka_partition, kafka_offset, kafka_timestamp, record_key, record_value";
+const PLAIN_WIDTH: usize = 16;
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'; 100 ticks/s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Some audit events, each with a unique id, of the seed's shape.
+pub fn events(n: usize, run: &str) -> Vec<AuditEvent> {
+    (0..n)
+        .map(|i| AuditEvent {
+            event_id: format!("{run}-{i}"),
+            timestamp: 1_795_771_815_123 + i as i64,
+            user_id: format!("user-{}", i % 97),
+            action: "REPORT_VIEWED".into(),
+            resource: format!("reports/gap/org-{}", i % 13),
+            details: serde_json::json!({"ip_address": "10.1.2.3", "user_agent": "Mozilla/5.0",
+                "session_id": format!("sess-{}", i % 101), "query": {"page": i % 7, "filters": ["open"]}}),
+            ip_address: Some("10.1.2.3".into()),
+            user_agent: Some("Mozilla/5.0".into()),
+            session_id: Some(format!("sess-{}", i % 101)),
+        })
+        .collect()
+}
+
+/// Inserts `items` into `table` with multi-row `INSERT ... VALUES` of up to
+/// `chunk` rows, in one transaction (the baseline's write path).
+pub async fn insert_values(
+    client: &mut tokio_postgres::Client,
+    table: &str,
+    items: &[Item<'_>],
+    chunk: usize,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    for part in items.chunks(chunk) {
+        let mut sql = format!("INSERT INTO {table} ({PLAIN_COLUMNS}) VALUES ");
+        for i in 0..part.len() {
+            let n = i * PLAIN_WIDTH;
+            let params: Vec<String> = (1..=PLAIN_WIDTH).map(|k| format!("${}", n + k)).collect();
+            sql.push_str(&format!("{}({})", if i == 0 { "" } else { "," }, params.join(",")));
+        }
+        sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+        let mut owned = Vec::with_capacity(part.len());
+        for it in part {
+            let Row::Audit(a) = &it.row else { continue };
+            let kts = it.record.timestamp.map(|ms| timestamp(ms * 1000));
+            owned.push((a, timestamp(a.occurred_at_us), kts, it.record));
+        }
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(owned.len() * PLAIN_WIDTH);
+        let details: Vec<JsonText<'_>> = owned.iter().map(|(a, ..)| JsonText(&a.details)).collect();
+        for ((a, occurred, kts, r), d) in owned.iter().zip(&details) {
+            params.extend_from_slice(&[
+                &a.event_id, occurred, &a.user_id, &a.action, &a.resource, d, &a.ip_address,
+                &a.user_agent, &a.session_id, &a.value_format, &r.topic, &r.partition, &r.offset,
+                kts, &r.key, &r.payload,
+            ]);
+        }
+        tx.execute(&sql, &params).await?;
+    }
+    tx.commit().await
+}
+
+/// The baseline's batch handler: same decoding, plain multi-row INSERTs.
+pub struct PlainInsert {
+    /// Decoder.
+    pub codec: Codec,
+    /// Topic -> table.
+    pub topics: Topics,
+    /// Owner connection settings.
+    pub pool: deadpool_postgres::Pool,
+    /// Target table.
+    pub table: String,
+}
+
+impl BatchHandler for PlainInsert {
+    async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
+        let mut items = Vec::with_capacity(records.len());
+        for r in records {
+            items.push(decode(&self.codec, &self.topics, r).await?);
+        }
+        let mut client = self.pool.get().await.map_err(HandlerError::retryable)?;
+        insert_values(&mut client, &self.table, &items, 1000)
+            .await
+            .map_err(HandlerError::retryable)
+    }
+    async fn handle_one(&self, record: &Record) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(record)).await
+    }
+}
+
+/// Runs a consume loop with `handler` on `topic` (group `group`) until
+/// `count()` reaches `n`; returns (rows/s from the first stored row, process
+/// CPU seconds over that window).
+pub async fn ingest<B, C, F>(
+    kafka: &dora_kafka::KafkaSettings,
+    consumer: &dora_kafka::ConsumerSettings,
+    codec: &Codec,
+    topic: &str,
+    handler: B,
+    n: i64,
+    count: C,
+) -> Result<(f64, f64)>
+where
+    B: BatchHandler,
+    C: Fn() -> F,
+    F: std::future::Future<Output = Result<i64>>,
+{
+    let ctx = ServiceContext::new("audit-bench");
+    let loop_ = ConsumeLoop::new(kafka, consumer, &ctx, Arc::new(codec.clone())).topics(&[topic]);
+    let task = tokio::spawn(loop_.run_batches(handler));
+    let mut first: Option<(Instant, i64, f64)> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let result = loop {
+        let c = count().await?;
+        if c > 0 && first.is_none() {
+            first = Some((Instant::now(), c, process_cpu_seconds()));
+        }
+        if c >= n {
+            let (t0, c0, cpu0) = first.context("no row")?;
+            let secs = t0.elapsed().as_secs_f64().max(1e-9);
+            break Ok(((n - c0) as f64 / secs, process_cpu_seconds() - cpu0));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "ingest did not finish: {c} of {n} rows");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    ctx.shutdown.cancel();
+    task.await?.context("consume loop")?;
+    result
+}
+
+/// Seconds to hash `n` links of the shape the sink writes (canonical bytes + SHA-256).
+pub fn hash_seconds(items: &[Item<'_>]) -> f64 {
+    let started = Instant::now();
+    let mut prev = GENESIS;
+    for (seq, it) in items.iter().enumerate() {
+        let r = it.record;
+        let link = Link {
+            topic: &r.topic,
+            partition: r.partition,
+            seq: seq as i64,
+            offset: r.offset,
+            outcome: Outcome::Stored,
+            entity_id: Some(it.row.id()),
+            reason: None,
+            consumed_at_us: 1,
+            kafka_timestamp_us: r.timestamp.map(|t| t * 1000),
+            key: r.key.as_deref(),
+            value: r.payload.as_deref(),
+            row: Some(&it.row),
+        };
+        prev = link.hash(&prev);
+    }
+    std::hint::black_box(prev);
+    started.elapsed().as_secs_f64()
+}
