@@ -7,6 +7,7 @@
 #   deploy/local/stack.sh status   say what runs and whether it answers
 #   deploy/local/stack.sh env      print the export lines a shell or a test needs
 #   deploy/local/stack.sh restart-kafka   stop and start the broker only (failure tests)
+#   deploy/local/stack.sh kafka-up        start the broker only (a private broker for such tests)
 #
 # Downloads are cached in $DORA_CACHE_DIR (default <repo>/.cache); state, logs,
 # generated certificates and secrets live in $DORA_STACK_DIR (default <repo>/.stack).
@@ -465,6 +466,13 @@ cmd_restart_kafka() { # for failure tests: the broker goes away and comes back, 
   log "kafka restarted"
 }
 
+cmd_kafka_up() { # only the broker: a private one (own DORA_STACK_DIR and ports) for failure tests
+  mkdir -p "$CACHE" "$LOGS" "$RUN"
+  up_kafka
+  wait_until "kafka" 120 "$LOGS/kafka.log" kafka kafka_answers || die "kafka is not ready"
+  log "kafka up: 127.0.0.1:$KAFKA_PORT (PLAINTEXT)"
+}
+
 cmd_env() { # values single-quoted for eval; xtask reads the same lines
   local k v q="'" qq="'\\''"
   while IFS='=' read -r k v; do
@@ -491,6 +499,7 @@ case "${1:-}" in
   status) cmd_status ;;
   env) cmd_env ;;
   restart-kafka) cmd_restart_kafka ;;
+  kafka-up) cmd_kafka_up ;;
   kafka-class) shift; kafka_class "$@" ;;
-  *) echo "usage: $0 up|down|status|env|restart-kafka" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|restart-kafka|kafka-up" >&2; exit 2 ;;
 esac

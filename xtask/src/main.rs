@@ -54,7 +54,7 @@ fn demo() -> anyhow::Result<()> {
 }
 
 fn test() -> anyhow::Result<()> {
-    let mut steps = Steps::new("test", 7);
+    let mut steps = Steps::new("test", 6);
     steps.prerequisites()?;
     let stack = steps.stack_up()?;
     steps.build_binaries(&stack)?;
@@ -64,15 +64,8 @@ fn test() -> anyhow::Result<()> {
         "clippy",
         &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
     )?;
+    // Tests that restart a broker start one of their own (dora_testkit::PrivateKafka).
     steps.cargo(&stack, "every test of the workspace", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
-    // Tests that restart the broker run alone, after everything else.
-    let restart = format!("bash {} restart-kafka", steps::shell_quote(&steps::stack_script()));
-    steps.cargo_with(
-        &stack,
-        "the broker-restart test, alone",
-        &["test", "--workspace", "--locked", "--test", "broker_restart", "--", "--ignored"],
-        &[("DORA_TEST_KAFKA_RESTART_CMD", restart)],
-    )?;
     steps.done();
     Ok(())
 }

@@ -18,11 +18,6 @@ pub fn stack_script() -> PathBuf {
     root().join("deploy/local/stack.sh")
 }
 
-/// `text` quoted for `sh -c`.
-pub fn shell_quote(text: &Path) -> String {
-    format!("'{}'", text.display().to_string().replace('\'', r"'\''"))
-}
-
 /// The environment `stack.sh env` prints: the addresses of the stack that is
 /// up (following `DORA_STACK_*_PORT` and `DORA_STACK_DIR`).
 pub struct StackEnv(Vec<(String, String)>);
@@ -168,10 +163,5 @@ mod tests {
         let env = StackEnv::parse("export A='1'\nexport B='/tmp/a b'\\''c/x'\n").unwrap();
         assert_eq!(env.0, vec![("A".into(), "1".into()), ("B".into(), "/tmp/a b'c/x".into())]);
         assert!(StackEnv::parse("export A=1\n").is_err());
-    }
-
-    #[test]
-    fn paths_are_quoted_for_the_shell() {
-        assert_eq!(shell_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
     }
 }

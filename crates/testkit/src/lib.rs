@@ -7,13 +7,16 @@
 //! - a service binary runs as a real process ([`ServiceProcess`]) and is awaited
 //!   on its `/readyz`;
 //! - PostgreSQL: a database per test on the stack's server ([`TempDatabase`]),
-//!   or a private server a test may stop and start ([`PrivatePostgres`]).
+//!   or a private server a test may stop and start ([`PrivatePostgres`]);
+//! - Kafka: a private broker a test may restart ([`PrivateKafka`]).
 //!
 //! The harness observes topics with plain rdkafka clients built from the same
 //! [`KafkaSettings`], independently of the runtime under test.
 
+mod kafka;
 mod postgres;
 
+pub use kafka::PrivateKafka;
 pub use postgres::{PrivatePostgres, TempDatabase};
 
 use std::future::Future;

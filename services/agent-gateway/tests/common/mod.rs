@@ -12,6 +12,7 @@ use agent_gateway::auth::{self, TokenKey};
 use agent_gateway::simulator::{self, AuthedClient};
 use anyhow::{bail, Context, Result};
 use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt};
+use dora_kafka::KafkaSettings;
 use dora_proto::agent::v1 as pb;
 use dora_schema::{Codec, RegistrySettings};
 use dora_service::ServiceContext;
@@ -35,13 +36,19 @@ pub struct Scenario {
     _dir: tempfile::TempDir,
     /// Extra environment for every gateway of the scenario.
     pub env: Vec<(&'static str, String)>,
+    /// The broker the scenario's topics live on.
+    pub kafka: KafkaSettings,
 }
 
 impl Scenario {
     /// Fresh topics (events with 3 partitions, compacted health, and the events DLQ)
     /// and a fresh key.
     pub async fn new() -> Result<Self> {
-        let kafka = tk::kafka();
+        Self::on(tk::kafka()).await
+    }
+
+    /// Like [`Scenario::new`], on the broker `kafka`.
+    pub async fn on(kafka: KafkaSettings) -> Result<Self> {
         let events_topic = tk::unique("agent-events");
         let health_topic = tk::unique("agent-health");
         tk::create_topic(&kafka, &events_topic, 3).await?;
@@ -62,6 +69,7 @@ impl Scenario {
             key_file,
             _dir: dir,
             env: Vec::new(),
+            kafka,
         })
     }
 
@@ -76,6 +84,10 @@ impl Scenario {
             ("DORA_GATEWAY__EVENTS_TOPIC", self.events_topic.clone()),
             ("DORA_GATEWAY__HEALTH_TOPIC", self.health_topic.clone()),
             ("DORA_CONSUMER__GROUP_ID", self.group.clone()),
+            (
+                "DORA_KAFKA__BOOTSTRAP_SERVERS",
+                self.kafka.bootstrap_servers.clone(),
+            ),
         ];
         env.extend(self.env.iter().cloned());
         let mut process = tk::ServiceProcess::spawn(BIN, &env).await?;
@@ -108,7 +120,7 @@ impl Scenario {
 
     /// Records on the events topic.
     pub async fn events(&self) -> Result<i64> {
-        tk::record_count(&tk::kafka(), &self.events_topic).await
+        tk::record_count(&self.kafka, &self.events_topic).await
     }
 }
 
@@ -212,6 +224,15 @@ impl Handler for Collect {
 /// group of its own) until it has seen `at_least` records; returns them in
 /// arrival order (partition order is kept).
 pub async fn read_records(topic: &str, at_least: usize) -> Result<Vec<Record>> {
+    read_records_on(&tk::kafka(), topic, at_least).await
+}
+
+/// [`read_records`] on the broker `kafka`.
+pub async fn read_records_on(
+    kafka: &KafkaSettings,
+    topic: &str,
+    at_least: usize,
+) -> Result<Vec<Record>> {
     let ctx = ServiceContext::new("agent-gateway-test-reader");
     let settings = ConsumerSettings {
         group_id: tk::unique("test-reader"),
@@ -219,7 +240,7 @@ pub async fn read_records(topic: &str, at_least: usize) -> Result<Vec<Record>> {
         ..Default::default()
     };
     let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
-    let run = ConsumeLoop::new(&tk::kafka(), &settings, &ctx, Arc::new(codec()?))
+    let run = ConsumeLoop::new(kafka, &settings, &ctx, Arc::new(codec()?))
         .topics(&[topic])
         .on_assign(|_, _| StartAt::Beginning)
         .run(Collect(seen.clone()));
