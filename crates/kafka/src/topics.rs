@@ -104,7 +104,10 @@ pub fn catalog() -> Vec<TopicSpec> {
 }
 
 /// Creates every topic in `specs` that does not exist yet; existing topics are
-/// left as they are. Returns the names that were created.
+/// left as they are. Returns the names that were created, once every topic of
+/// `specs` is usable: each partition has a leader that answers for its offsets
+/// (on a fresh broker, creation returns before that, and a first reader fails
+/// with NotLeaderForPartition).
 pub async fn provision(
     settings: &KafkaSettings,
     specs: &[TopicSpec],
@@ -144,7 +147,43 @@ pub async fn provision(
             }
         }
     }
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || await_usable(&settings, &names, timeout))
+        .await
+        .map_err(|e| KafkaError::Admin(format!("topic readiness task failed: {e}")))??;
     Ok(created)
+}
+
+/// Waits until every partition of `topics` has a leader that answers for its
+/// watermarks, or `timeout` passes (blocking: run it off the async workers).
+fn await_usable(settings: &KafkaSettings, topics: &[String], timeout: Duration) -> Result<(), KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = settings.client_config()?.create().map_err(KafkaError::Client)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let step = Duration::from_secs(5);
+    let mut pending: Vec<String> = topics.to_vec();
+    loop {
+        let md = consumer.fetch_metadata(None, step).map_err(KafkaError::Client)?;
+        pending.retain(|name| {
+            let Some(t) = md.topics().iter().find(|t| t.name() == name.as_str()) else { return true };
+            t.error().is_some()
+                || t.partitions().is_empty()
+                || t.partitions().iter().any(|p| {
+                    p.leader() < 0 || consumer.fetch_watermarks(name, p.id(), step).is_err()
+                })
+        });
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::Admin(format!(
+                "topics not usable within {timeout:?}: {}",
+                pending.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The low and high watermark of every partition of `topic`, as

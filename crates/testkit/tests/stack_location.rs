@@ -1,7 +1,8 @@
 //! The local stack works from any checkout location: with its state in a
 //! private (0700) folder whose name has a space, as root too (PostgreSQL then
 //! keeps its files where the postgres user can reach them, and `status` says
-//! where), and `down` leaves no process behind.
+//! where), and `down` leaves no process behind. On its fresh broker, the
+//! platform's topics are usable as soon as provisioning returns.
 //!
 //! A second stack on private ports (`DORA_TEST_STACK_PORT_BASE`, default
 //! 29100, six ports from there), never the shared one; runs on this machine
@@ -73,6 +74,24 @@ fn the_stack_runs_with_its_state_in_a_private_folder_and_down_leaves_nothing() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&sql.stdout).trim(), "42", "{}", text(&sql));
+
+    // A fresh broker: creation returns before the partitions have leaders
+    // that answer; provisioning must not (the demo's first read failed so).
+    let kafka = dora_kafka::KafkaSettings {
+        bootstrap_servers: format!("127.0.0.1:{base}"),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let catalog = dora_kafka::topics::catalog();
+        let created = dora_kafka::topics::provision(&kafka, &catalog, 1, std::time::Duration::from_secs(60)).await.unwrap();
+        assert_eq!(created.len(), catalog.len(), "a fresh broker has none of them");
+        for spec in &catalog {
+            let marks = dora_kafka::topics::watermarks(&kafka, &spec.name, std::time::Duration::from_secs(5)).await;
+            let marks = marks.unwrap_or_else(|e| panic!("{} not usable right after provisioning: {e}", spec.name));
+            assert_eq!(marks.len(), spec.partitions as usize, "{}", spec.name);
+        }
+    });
 
     drop(guard);
     assert!(processes_naming(&state.to_string_lossy()).is_empty(), "left behind: {:?}", processes_naming(&state.to_string_lossy()));
