@@ -32,15 +32,26 @@ const PLAIN_COLUMNS: &str = "event_id, occurred_at, user_id, action, resource, d
     user_agent, session_id, value_format, topic, kafka_partition, kafka_offset, kafka_timestamp, record_key, record_value";
 const PLAIN_WIDTH: usize = 16;
 
-/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+/// CPU seconds a thread has run, from its `schedstat` (nanoseconds).
+fn schedstat_seconds(path: &std::path::Path) -> f64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .unwrap_or(0.0)
+        / 1e9
+}
+
+/// CPU seconds this process has used, all threads (nanosecond resolution).
+/// Threads that ended are not counted: the runtime's workers live for the whole run.
 pub fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'; 100 ticks/s on Linux.
-    (ticks(11) + ticks(12)) / 100.0
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| tasks.flatten().map(|t| schedstat_seconds(&t.path().join("schedstat"))).sum())
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds the calling thread has used.
+pub fn thread_cpu_seconds() -> f64 {
+    schedstat_seconds(std::path::Path::new("/proc/thread-self/schedstat"))
 }
 
 /// Some audit events, each with a unique id, of the seed's shape.
@@ -166,9 +177,10 @@ where
     result
 }
 
-/// Seconds to hash `n` links of the shape the sink writes (canonical bytes + SHA-256).
+/// CPU seconds to hash one link per item, of the shape the sink writes
+/// (canonical bytes + SHA-256), on this thread.
 pub fn hash_seconds(items: &[Item<'_>]) -> f64 {
-    let started = Instant::now();
+    let started = thread_cpu_seconds();
     let mut prev = GENESIS;
     for (seq, it) in items.iter().enumerate() {
         let r = it.record;
@@ -189,5 +201,5 @@ pub fn hash_seconds(items: &[Item<'_>]) -> f64 {
         prev = link.hash(&prev);
     }
     std::hint::black_box(prev);
-    started.elapsed().as_secs_f64()
+    thread_cpu_seconds() - started
 }

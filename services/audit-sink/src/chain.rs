@@ -164,30 +164,52 @@ pub struct Link<'a> {
     pub row: Option<&'a Row>,
 }
 
-/// Builder of canonical bytes (see the module docs).
-#[derive(Default)]
-struct Canon(Vec<u8>);
+/// Where canonical bytes go: a buffer, or straight into the hasher.
+trait Out {
+    fn put(&mut self, b: &[u8]);
+}
 
-impl Canon {
+impl Out for Vec<u8> {
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
+impl Out for Sha256 {
+    fn put(&mut self, b: &[u8]) {
+        self.update(b);
+    }
+}
+
+/// Writer of canonical bytes (see the module docs).
+struct Canon<'o, O: Out>(&'o mut O);
+
+impl<O: Out> Canon<'_, O> {
+    fn tag(&mut self, t: u8) {
+        self.0.put(&[t]);
+    }
     fn bytes(&mut self, b: &[u8]) {
         // Values are bounded by Kafka's message size, far below 4 GiB.
-        self.0.extend_from_slice(&(b.len() as u32).to_be_bytes());
-        self.0.extend_from_slice(b);
+        self.0.put(&(b.len() as u32).to_be_bytes());
+        self.0.put(b);
     }
     fn str(&mut self, s: &str) {
         self.bytes(s.as_bytes());
     }
     fn i32(&mut self, v: i32) {
-        self.0.extend_from_slice(&v.to_be_bytes());
+        self.0.put(&v.to_be_bytes());
     }
     fn i64(&mut self, v: i64) {
-        self.0.extend_from_slice(&v.to_be_bytes());
+        self.0.put(&v.to_be_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.0.put(&v.to_bits().to_be_bytes());
     }
     fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
         match v {
-            None => self.0.push(0),
+            None => self.tag(0),
             Some(v) => {
-                self.0.push(1);
+                self.tag(1);
                 f(self, v);
             }
         }
@@ -195,10 +217,9 @@ impl Canon {
 }
 
 impl Link<'_> {
-    /// The canonical bytes of this link.
-    pub fn canonical(&self) -> Vec<u8> {
-        let mut c = Canon(Vec::with_capacity(256 + self.value.map_or(0, <[u8]>::len)));
-        c.0.extend_from_slice(TAG);
+    fn write<O: Out>(&self, out: &mut O) {
+        let mut c = Canon(out);
+        c.0.put(TAG);
         c.str(self.topic);
         c.i32(self.partition);
         c.i64(self.seq);
@@ -211,9 +232,9 @@ impl Link<'_> {
         c.opt(self.key, Canon::bytes);
         c.opt(self.value, Canon::bytes);
         match self.row {
-            None => c.0.push(0),
+            None => c.tag(0),
             Some(Row::Audit(a)) => {
-                c.0.push(1);
+                c.tag(1);
                 c.str(&a.event_id);
                 c.i64(a.occurred_at_us);
                 c.str(&a.user_id);
@@ -226,26 +247,32 @@ impl Link<'_> {
                 c.str(&a.value_format);
             }
             Some(Row::Report(r)) => {
-                c.0.push(2);
+                c.tag(2);
                 c.str(&r.report_id);
                 c.str(&r.organization_id);
                 c.i64(r.reported_at_us);
                 c.str(&r.report_type);
-                c.opt(r.risk_score, |c, v| c.0.extend_from_slice(&v.to_bits().to_be_bytes()));
+                c.opt(r.risk_score, Canon::f64);
                 c.opt(r.risk_level.as_deref(), Canon::str);
                 c.str(&r.data);
                 c.str(&r.version);
                 c.str(&r.value_format);
             }
         }
-        c.0
     }
 
-    /// `SHA-256(prev || canonical bytes)`.
+    /// The canonical bytes of this link.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(256 + self.value.map_or(0, <[u8]>::len));
+        self.write(&mut v);
+        v
+    }
+
+    /// `SHA-256(prev || canonical bytes)`, the canonical bytes fed straight into the hasher.
     pub fn hash(&self, prev: &Hash) -> Hash {
         let mut h = Sha256::new();
         h.update(prev);
-        h.update(self.canonical());
+        self.write(&mut h);
         h.finalize().into()
     }
 }
@@ -323,6 +350,18 @@ mod tests {
         b.key = Some(b"a");
         b.value = Some(b"bc");
         assert_ne!(a.hash(&GENESIS), b.hash(&GENESIS));
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_prev_and_the_canonical_bytes() {
+        let row = audit();
+        let l = link(&row);
+        let mut h = Sha256::new();
+        h.update([7u8; 32]);
+        h.update(l.canonical());
+        let expected: Hash = h.finalize().into();
+        assert_eq!(l.hash(&[7; 32]), expected);
+        assert!(l.canonical().starts_with(TAG));
     }
 
     #[test]

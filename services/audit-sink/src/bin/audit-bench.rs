@@ -153,6 +153,7 @@ async fn main() -> Result<()> {
 
     drop((writer, owner, verifier, client));
     let admin = db::Connector::new(&b.owner)?.connect(&b.owner.config_for(&b.owner.user, b.owner.password.as_ref()).dbname("postgres").clone()).await?;
-    admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE); DROP ROLE {}", b.pg.database, b.pg.user)).await?;
+    admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", b.pg.database)).await?;
+    admin.batch_execute(&format!("DROP ROLE {}", b.pg.user)).await?;
     Ok(())
 }
