@@ -1,7 +1,8 @@
 //! `dora-demo`, the last step of `cargo xtask demo`: the pipeline end to end on
 //! the local stack (up, topics provisioned). Starts every service binary built
 //! next to it as a real process, drives agent-gateway with the agent simulator,
-//! then prints what reached each topic and stops the services with SIGTERM.
+//! then prints what reached each topic, stops the services with SIGTERM, shows
+//! the rows audit-sink stored per table and runs `audit-sink verify`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,5 +135,18 @@ async fn run() -> Result<()> {
         failed |= !status.success();
     }
     anyhow::ensure!(!failed, "a service did not stop cleanly");
+
+    // What audit-sink stored (after its SIGTERM stored the open batch), and its chains checked.
+    let db = owner.connect(&owner.database).await?;
+    println!("\n{:<28} {:>10}", "PostgreSQL table", "rows");
+    for table in ["audit.audit_events", "audit.compliance_reports", "audit.chain"] {
+        let rows: i64 = db.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await?.get(0);
+        println!("{table:<28} {rows:>10}");
+    }
+    let (status, out, err) = tk::run_with_args(bins.join("audit-sink"), &["verify"], &env, tk::DEADLINE)
+        .await
+        .context("running audit-sink verify")?;
+    println!("\naudit-sink verify: {}{}", out.trim_end(), err.trim_end());
+    anyhow::ensure!(status.success(), "audit-sink verify failed: {status}");
     Ok(())
 }
