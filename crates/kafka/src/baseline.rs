@@ -213,6 +213,15 @@ impl Transactional {
 
     fn commit(&self, positions: &std::collections::HashMap<i32, i64>) -> Result<(), KafkaError> {
         let client = |e| KafkaError::Client(e);
+        // Wait for the transaction's deliveries first (the polling thread
+        // serves them). rust-rdkafka's commit_transaction flushes, and its
+        // flush polls in steps of 100 ms while anything is outstanding (its
+        // poll runs to its deadline), which would add ~100 ms to every
+        // transaction; the platform's loop awaits its deliveries the same way.
+        let deadline = Instant::now() + TXN_TIMEOUT;
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in positions {
             tpl.add_partition_offset(&self.input, *p, Offset::Offset(*o))
