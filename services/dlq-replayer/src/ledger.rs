@@ -31,6 +31,31 @@ impl<T> Default for PartitionState<T> {
     }
 }
 
+impl<T> PartitionState<T> {
+    /// A letter at `offset`; waiting unless a marker already resolved it.
+    pub fn letter(&mut self, offset: i64, letter: T) {
+        if !self.resolved.contains_key(&offset) {
+            self.waiting.insert(offset, letter);
+        }
+    }
+
+    /// A resolution marker of this partition: its letter stops waiting.
+    /// Returns the letter when it was waiting (`None` for a second marker of
+    /// the same letter, or one whose letter is no longer in the log).
+    pub fn resolve(&mut self, resolution: &Resolution) -> Option<T> {
+        let offset = resolution.letter.offset;
+        if self.resolved.contains_key(&offset) {
+            return None;
+        }
+        self.resolved.insert(offset, resolution.clone());
+        match resolution.action {
+            Action::Replayed => self.replayed += 1,
+            Action::Parked => self.parked += 1,
+        }
+        self.waiting.remove(&offset)
+    }
+}
+
 /// Every partition's state, for letters kept as `T` (a whole letter for the
 /// commands, a summary for the service).
 #[derive(Debug)]
@@ -60,10 +85,8 @@ pub struct Counts {
 impl<T> Ledger<T> {
     /// A letter at `position`; waiting unless a marker already resolved it.
     pub fn letter(&mut self, position: &Position, letter: T) {
-        let state = self.state_mut(&position.topic, position.partition);
-        if !state.resolved.contains_key(&position.offset) {
-            state.waiting.insert(position.offset, letter);
-        }
+        self.state_mut(&position.topic, position.partition)
+            .letter(position.offset, letter);
     }
 
     /// A resolution marker: its letter stops waiting. Returns the letter when
@@ -71,16 +94,7 @@ impl<T> Ledger<T> {
     /// whose letter is no longer in the log).
     pub fn resolve(&mut self, resolution: &Resolution) -> Option<T> {
         let p = &resolution.letter;
-        let state = self.state_mut(&p.topic, p.partition);
-        if state.resolved.contains_key(&p.offset) {
-            return None;
-        }
-        state.resolved.insert(p.offset, resolution.clone());
-        match resolution.action {
-            Action::Replayed => state.replayed += 1,
-            Action::Parked => state.parked += 1,
-        }
-        state.waiting.remove(&p.offset)
+        self.state_mut(&p.topic, p.partition).resolve(resolution)
     }
 
     /// Whether the letter at `position` is still waiting.

@@ -39,9 +39,12 @@
 //! letter the output, the marker, the audit event and the loop's progress
 //! commit together. See [`cli`].
 
+pub mod automatic;
 pub mod cli;
 pub mod ledger;
 pub mod letter;
+pub mod metrics;
+pub mod operator;
 pub mod outbound;
 pub mod selection;
 pub mod settings;

@@ -76,6 +76,9 @@ pub struct DlqSettings {
     pub transient: Vec<TransientError>,
     /// How often the service looks for due letters and refreshes its gauges, ms. Default 1000.
     pub tick_ms: u64,
+    /// Letters the service replays or parks per tick at most (one
+    /// transaction). Default 100.
+    pub max_per_tick: usize,
 }
 
 impl Default for DlqSettings {
@@ -90,6 +93,7 @@ impl Default for DlqSettings {
             audit_topic: topics::USER_ACTIVITIES.into(),
             transient: Vec::new(),
             tick_ms: 1000,
+            max_per_tick: 100,
         }
     }
 }
@@ -141,6 +145,9 @@ impl DlqSettings {
         }
         if self.tick_ms == 0 {
             return Err("dlq.tick_ms must be at least 1".into());
+        }
+        if self.max_per_tick == 0 {
+            return Err("dlq.max_per_tick must be at least 1".into());
         }
         if self.audit_topic.trim().is_empty() {
             return Err("dlq.audit_topic is empty".into());

@@ -99,6 +99,27 @@ impl Snapshot {
         })
     }
 
+    /// Reads on from where the last read ended, up to the current last
+    /// stable offsets, folding what was written since (e.g. the markers of
+    /// an order just carried out).
+    pub async fn read_on(&mut self, kafka: &KafkaSettings, codec: &Codec) -> Result<()> {
+        let mut request = ReadRequest::whole(&self.topic);
+        request.from = self.ranges.iter().map(|r| (r.partition, r.end)).collect();
+        let (ledger, letters) = (&mut self.ledger, &mut self.letters);
+        let ranges = read_entries(kafka, codec, request, |entry| match entry {
+            Entry::Letter(letter) => {
+                ledger.letter(&letter.position, letters.len());
+                letters.push(*letter);
+            }
+            Entry::Resolution(r) => {
+                ledger.resolve(&r);
+            }
+        })
+        .await?;
+        self.ranges = ranges;
+        Ok(())
+    }
+
     /// Whether the letter is still waiting.
     pub fn is_waiting(&self, letter: &Letter) -> bool {
         self.ledger.is_waiting(&letter.position)

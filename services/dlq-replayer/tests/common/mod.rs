@@ -93,7 +93,7 @@ impl Scenario {
             &config,
             format!(
                 "[consumer]\ngroup_id = \"{group}\"\ntransactional_id = \"{group}-tx\"\n\n\
-                 [dlq]\npattern = \"^{topic}-dlq$\"\nreplay_topics = [\"{topic}\"]\naudit_topic = \"{audit}\"\ntick_ms = 200\n\n{extra}\n"
+                 [dlq]\npattern = \"^{topic}.*-dlq$\"\nreplay_topics = [\"{topic}\"]\naudit_topic = \"{audit}\"\ntick_ms = 200\n\n{extra}\n"
             ),
         )?;
         Ok(Self {
@@ -269,7 +269,8 @@ pub struct Processed {
 }
 
 /// A consumer of the source topic (the platform's consume loop) that rejects
-/// poison records (value containing `poison`) until the cause is fixed.
+/// poison records (value containing `poison`, error type `PoisonPill`)
+/// until the cause is fixed, and flaky ones (`flaky`, error type `Flaky`) always.
 pub struct Downstream {
     /// Records processed, in order.
     pub processed: Arc<Mutex<Vec<Processed>>>,
@@ -287,11 +288,17 @@ struct Poisonable {
 
 impl Handler for Poisonable {
     async fn handle(&self, r: &Record) -> Result<(), HandlerError> {
-        let poison = r.payload().windows(6).any(|w| w == b"poison");
-        if poison && !self.fixed.load(Ordering::SeqCst) {
+        let has = |word: &[u8]| r.payload().windows(word.len()).any(|w| w == word);
+        if has(b"poison") && !self.fixed.load(Ordering::SeqCst) {
             return Err(HandlerError::rejected(
                 "PoisonPill",
                 "poison pill: the handler cannot process it yet",
+            ));
+        }
+        if has(b"flaky") {
+            return Err(HandlerError::rejected(
+                "Flaky",
+                "a downstream dependency refused it",
             ));
         }
         self.processed.lock().unwrap().push(Processed {

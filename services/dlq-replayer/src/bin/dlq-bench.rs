@@ -1,0 +1,214 @@
+//! dlq-bench: how fast the replayer replays dead letters, against a bare
+//! rdkafka transactional consume -> produce copy of the same records
+//! (`dora_kafka::baseline::transactional_passthrough`, written as
+//! rust-rdkafka's transactions example does it), in the same run on the same
+//! broker. Prints one JSON line (for `cargo xtask bench`).
+//!
+//! Each round writes the same dead letters (Avro `DeadLetter`) to two fresh
+//! topics: the bare copy reads one and copies key and value to a third topic,
+//! one transaction per 100 records; the replayer plans and carries out a
+//! replay of the other (read the topic, select, then per letter the replayed
+//! record, its resolution marker and its audit event, 100 letters per
+//! transaction, and read the markers back). The two run in alternating order.
+//! Settings as the service's (`DORA_*`); run against the local stack:
+//! `eval "$(deploy/local/stack.sh env)"`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use clap::Parser;
+use dlq_replayer::letter::Action;
+use dlq_replayer::operator::{carry_out, plan, Order};
+use dlq_replayer::outbound::Actor;
+use dlq_replayer::selection::Filter;
+use dlq_replayer::Settings;
+use dora_kafka::baseline::{produce_all, transactional_passthrough, RawRecord};
+use dora_kafka::consume::ConsumerSettings;
+use dora_kafka::topics::{provision, TopicSpec};
+use dora_schema::{Codec, DeadLetter, DeadLetterHeader};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dlq-bench",
+    about = "dlq-replayer replay throughput vs a bare rdkafka transactional copy"
+)]
+struct Args {
+    /// Dead letters per round.
+    #[arg(long, default_value_t = 20_000)]
+    records: u64,
+    /// Rounds (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn spec(name: &str, partitions: i32) -> TopicSpec {
+    TopicSpec {
+        name: name.to_string(),
+        partitions,
+        configs: Vec::new(),
+    }
+}
+
+/// The dead letter of record `i` of `topic` (a 200-byte value, two headers).
+fn letter(topic: &str, i: u64) -> DeadLetter {
+    let key = format!("agent-{}", i % 1000);
+    DeadLetter {
+        original_topic: topic.to_string(),
+        original_partition: (i % 3) as i32,
+        original_offset: i as i64,
+        original_key: Some(key.into_bytes()),
+        original_message: format!("{{\"id\":{i},\"pad\":\"{}\"}}", "x".repeat(180)).into_bytes(),
+        original_headers: vec![
+            DeadLetterHeader {
+                key: "traceparent".into(),
+                value: Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec()),
+            },
+            DeadLetterHeader {
+                key: "producer".into(),
+                value: Some(b"agent-gateway".to_vec()),
+            },
+        ],
+        original_timestamp: Some(1_795_000_000_000),
+        error_message: "registry unavailable".into(),
+        error_type: "RegistryUnavailable".into(),
+        retry_count: 3,
+        processing_attempts: 4,
+        timestamp: 1_795_000_000_000,
+        failed_by: "report-ingest/report-ingest".into(),
+    }
+}
+
+/// One round's topics.
+struct Round {
+    source: String,
+    dlq: String,
+    copy_in: String,
+    copy_out: String,
+    audit: String,
+}
+
+async fn prepare(settings: &Settings, codec: &Codec, n: u64) -> Result<Round> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let source = format!("dlq-bench-{}", &id[..12]);
+    let r = Round {
+        dlq: format!("{source}-dlq"),
+        copy_in: format!("{source}-bare-in"),
+        copy_out: format!("{source}-bare-out"),
+        audit: format!("{source}-audit"),
+        source,
+    };
+    let specs = [
+        spec(&r.source, 3),
+        spec(&r.dlq, 1),
+        spec(&r.copy_in, 1),
+        spec(&r.copy_out, 1),
+        spec(&r.audit, 1),
+    ];
+    let kafka = &settings.common.kafka;
+    provision(kafka, &specs, 1, Duration::from_secs(30)).await?;
+    let mut records: Vec<RawRecord> = Vec::with_capacity(2 * n as usize);
+    for i in 0..n {
+        let d = letter(&r.source, i);
+        let value = codec.encode(&r.dlq, &d).await?;
+        let key = format!("agent-{}", i % 1000);
+        records.push((r.dlq.clone(), key.clone(), value.clone()));
+        records.push((r.copy_in.clone(), key, value));
+    }
+    produce_all(kafka, &settings.producer, &records).await?;
+    Ok(r)
+}
+
+async fn bare(settings: &Settings, r: &Round, n: u64) -> Result<Duration> {
+    let consumer = ConsumerSettings {
+        group_id: format!("{}-bare", r.source),
+        ..settings.consumer.clone()
+    };
+    let (kafka, producer) = (settings.common.kafka.clone(), settings.producer.clone());
+    let (input, output, id) = (
+        r.copy_in.clone(),
+        r.copy_out.clone(),
+        format!("{}-bare-tx", r.source),
+    );
+    let took = tokio::task::spawn_blocking(move || {
+        transactional_passthrough(&kafka, &consumer, &producer, &id, (&input, &output), n, 100)
+    })
+    .await??;
+    Ok(took)
+}
+
+async fn replayer(settings: &Settings, codec: &Codec, r: &Round, n: u64) -> Result<Duration> {
+    let mut s = settings.clone();
+    s.dlq.replay_topics = vec![r.source.clone()];
+    s.dlq.audit_topic = r.audit.clone();
+    s.consumer.group_id = format!("{}-replayer", r.source);
+    let order = Order {
+        action: Action::Replayed,
+        rate: None,
+        reason: "benchmark".into(),
+        actor: Actor {
+            name: "dlq-bench".into(),
+            automatic: false,
+        },
+    };
+    let started = Instant::now();
+    let p = plan(&s, codec, &r.dlq, &Filter::default(), Action::Replayed).await?;
+    ensure!(
+        p.selected.len() as u64 == n,
+        "planned {} of {n}",
+        p.selected.len()
+    );
+    let planned = started.elapsed();
+    let outcome = carry_out(&s, codec, p, &order).await?;
+    let took = started.elapsed();
+    eprintln!(
+        "  replay: planned in {planned:?}, carried out and read back in {:?}",
+        took - planned
+    );
+    ensure!(outcome.done as u64 == n, "replayed {outcome:?} of {n}");
+    Ok(took)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let settings: Settings = dora_config::load().context("settings")?;
+    let _telemetry = dora_telemetry::init_for_command("dlq-bench", &settings.common.telemetry);
+    let codec = Codec::new(&settings.registry)?;
+    let n = args.records;
+    let (mut replay_rates, mut bare_rates) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        let r = prepare(&settings, &codec, n).await?;
+        let (t_replay, t_bare) = if round % 2 == 0 {
+            let b = bare(&settings, &r, n).await?;
+            (replayer(&settings, &codec, &r, n).await?, b)
+        } else {
+            let p = replayer(&settings, &codec, &r, n).await?;
+            (p, bare(&settings, &r, n).await?)
+        };
+        let (rr, br) = (
+            n as f64 / t_replay.as_secs_f64(),
+            n as f64 / t_bare.as_secs_f64(),
+        );
+        eprintln!("round {round}: replay {rr:.0} records/s ({t_replay:?}), bare copy {br:.0} records/s ({t_bare:?})");
+        replay_rates.push(rr);
+        bare_rates.push(br);
+    }
+    let (replay, bare) = (median(replay_rates), median(bare_rates));
+    let line = serde_json::json!({
+        "bench": "dlq-replayer",
+        "records": n,
+        "rounds": args.rounds.max(1),
+        "replay_records_per_s": replay.round(),
+        "bare_copy_records_per_s": bare.round(),
+        "ratio": (replay / bare * 1000.0).round() / 1000.0,
+        "replay_writes_per_record": 3,
+    });
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! An operator's order carried out: the waiting letters of a dead-letter
+//! topic that match a filter are replayed (or parked) through the platform's
+//! consume loop in transactional mode — each letter's output, its resolution
+//! marker, its audit event and the loop's progress in one Kafka transaction
+//! — then the topic is read on from where the plan's read ended to see what
+//! happened to each letter.
+//!
+//! Resuming: the resolution markers are the progress. Planning the same
+//! order again selects only letters still waiting, and the loop's
+//! `transactional.id` (one per dead-letter topic) aborts whatever a killed
+//! run left open, so each letter is acted on exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, HandlerError, Record, Transform};
+use dora_kafka::OutboundRecord;
+use dora_schema::Codec;
+use dora_telemetry::ServiceContext;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::letter::{Action, Letter, Position, RESOLUTION_HEADER, RESOLVES_HEADER};
+use crate::outbound::{self, Actor};
+use crate::selection::{replayable, Filter, Refusal};
+use crate::snapshot::Snapshot;
+use crate::Settings;
+
+/// What an order would act on.
+pub struct Plan {
+    /// The topic as read when planning.
+    pub snapshot: Snapshot,
+    /// The waiting letters that match, in offset order per partition.
+    pub selected: Vec<Letter>,
+    /// Selected letters a replay may not touch, and why (always empty for parking).
+    pub refused: Vec<(Position, Refusal)>,
+}
+
+/// Reads `topic` and selects the waiting letters matching `filter`.
+pub async fn plan(
+    settings: &Settings,
+    codec: &Codec,
+    topic: &str,
+    filter: &Filter,
+    action: Action,
+) -> Result<Plan> {
+    let snapshot = Snapshot::read(&settings.common.kafka, codec, topic).await?;
+    let selected: Vec<Letter> = snapshot
+        .waiting()
+        .filter(|l| filter.matches(l))
+        .cloned()
+        .collect();
+    let refused = match action {
+        Action::Replayed => selected
+            .iter()
+            .filter_map(|l| {
+                replayable(l, &settings.dlq.replay_topics)
+                    .err()
+                    .map(|r| (l.position.clone(), r))
+            })
+            .collect(),
+        Action::Parked => Vec::new(),
+    };
+    Ok(Plan {
+        snapshot,
+        selected,
+        refused,
+    })
+}
+
+/// How an order is carried out.
+#[derive(Debug, Clone)]
+pub struct Order {
+    /// Replay or park.
+    pub action: Action,
+    /// At most this many letters per second.
+    pub rate: Option<f64>,
+    /// Why (on the parked records and in the audit events).
+    pub reason: String,
+    /// Who.
+    pub actor: Actor,
+}
+
+/// What happened to the selected letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Resolved by this order.
+    pub done: usize,
+    /// Resolved by someone else meanwhile.
+    pub by_others: usize,
+    /// Still waiting (the run stopped before them).
+    pub waiting: usize,
+    /// A signal stopped the run.
+    pub interrupted: bool,
+}
+
+/// Carries `order` out on `plan`'s selected letters (none refused) and reads
+/// the topic on to report what happened.
+pub async fn carry_out(
+    settings: &Settings,
+    codec: &Codec,
+    mut plan: Plan,
+    order: &Order,
+) -> Result<Outcome> {
+    anyhow::ensure!(plan.refused.is_empty(), "the plan has refused letters");
+    let interrupted = if plan.selected.is_empty() {
+        false
+    } else {
+        run_loop(settings, codec, &plan, order).await?
+    };
+    plan.snapshot.read_on(&settings.common.kafka, codec).await?;
+    let mut outcome = Outcome {
+        done: 0,
+        by_others: 0,
+        waiting: 0,
+        interrupted,
+    };
+    for letter in &plan.selected {
+        match plan.snapshot.ledger.resolution(&letter.position) {
+            Some(r) if r.action == order.action && r.by == order.actor.name => outcome.done += 1,
+            Some(_) => outcome.by_others += 1,
+            None => outcome.waiting += 1,
+        }
+    }
+    Ok(outcome)
+}
+
+/// Runs the consume loop over the topic until every selected letter was
+/// handed to the transform (or a signal stopped it); true when a signal did.
+async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order) -> Result<bool> {
+    let ctx = ServiceContext::new("dlq-replayer");
+    let interrupted = CancellationToken::new();
+    let (stop, signalled) = (ctx.shutdown.clone(), interrupted.clone());
+    let signals = tokio::spawn(async move {
+        dora_telemetry::shutdown_signal().await;
+        signalled.cancel();
+        stop.cancel();
+    });
+    let topic = plan.snapshot.topic.as_str();
+    let consumer = command_consumer(&settings.consumer, topic, order.rate);
+    let operator = Operator {
+        codec: codec.clone(),
+        audit_topic: settings.dlq.audit_topic.clone(),
+        order: order.clone(),
+        letters: plan
+            .selected
+            .iter()
+            .map(|l| (l.position.clone(), l.clone()))
+            .collect(),
+        state: Mutex::new(Progress::default()),
+        pace: order.rate.map(|r| Mutex::new(Pace::new(r))),
+        done: ctx.shutdown.clone(),
+    };
+    let result = ConsumeLoop::new(
+        &settings.common.kafka,
+        &consumer,
+        &ctx,
+        Arc::new(codec.clone()),
+    )
+    .topics(&[topic])
+    .producer_settings(&settings.producer)
+    .run_transactional(operator)
+    .await;
+    signals.abort();
+    result?;
+    Ok(interrupted.is_cancelled())
+}
+
+/// The loop settings of a command on `topic`: a `transactional.id` of its
+/// own per dead-letter topic (a second command on the same topic fences the
+/// first, and a rerun aborts what a killed run left open); a fresh group that
+/// reads the topic from its start (the markers, not the group's offsets, say
+/// what is done); about one second of work per transaction at a limited rate.
+fn command_consumer(
+    service: &ConsumerSettings,
+    topic: &str,
+    rate: Option<f64>,
+) -> ConsumerSettings {
+    let id = format!("{}-cli-{topic}", service.group_id);
+    let batch = rate.map_or(100, |r| (r.ceil() as usize).clamp(1, 100));
+    ConsumerSettings {
+        group_id: format!("{id}-{}", uuid::Uuid::new_v4().simple()),
+        auto_offset_reset: "earliest".into(),
+        transactional_id: Some(id),
+        fetch_min_bytes: 1,
+        max_batch_wait_ms: 100,
+        max_batch_records: batch,
+        ..service.clone()
+    }
+}
+
+/// Spaces records `1/rate` seconds apart on an absolute schedule (so the
+/// average holds whatever a transaction commit costs).
+struct Pace {
+    every: Duration,
+    next: Option<Instant>,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Self {
+        Self {
+            every: Duration::from_secs_f64(1.0 / rate),
+            next: None,
+        }
+    }
+
+    /// When the next record may go, and the schedule moved on.
+    fn slot(&mut self) -> Instant {
+        let now = Instant::now();
+        let at = self.next.map_or(now, |n| n.max(now - self.every));
+        self.next = Some(at + self.every);
+        at
+    }
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Letters resolved by a marker the loop read (by anyone).
+    resolved: HashSet<Position>,
+    /// Letters handed to the transform.
+    handed: HashSet<Position>,
+}
+
+/// The transform of a command: the selected letters become their outputs;
+/// everything else is passed over.
+struct Operator {
+    codec: Codec,
+    audit_topic: String,
+    order: Order,
+    letters: HashMap<Position, Letter>,
+    state: Mutex<Progress>,
+    pace: Option<Mutex<Pace>>,
+    done: CancellationToken,
+}
+
+impl Operator {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Transform for Operator {
+    async fn transform(&self, record: &Record) -> Result<Vec<OutboundRecord>, HandlerError> {
+        if record.header(RESOLUTION_HEADER).is_some() {
+            if let Some(p) = record.header_str(RESOLVES_HEADER).and_then(Position::parse) {
+                self.lock().resolved.insert(p);
+            }
+            return Ok(Vec::new());
+        }
+        let position = Position::of(record);
+        let Some(letter) = self.letters.get(&position) else {
+            return Ok(Vec::new());
+        };
+        if self.lock().resolved.contains(&position) {
+            // Someone else resolved it since the plan was made.
+            self.note_handed(position);
+            return Ok(Vec::new());
+        }
+        if let Some(pace) = &self.pace {
+            let at = pace.lock().unwrap_or_else(|p| p.into_inner()).slot();
+            tokio::time::sleep_until(at).await;
+        }
+        let outputs = outbound::resolution(
+            &self.codec,
+            &self.audit_topic,
+            letter,
+            self.order.action,
+            &self.order.actor,
+            &self.order.reason,
+        )
+        .await
+        .map_err(|e| HandlerError::unavailable("AuditEncode", e.to_string()))?;
+        self.note_handed(position);
+        Ok(outputs)
+    }
+}
+
+impl Operator {
+    /// Every selected letter was handed over: let the loop commit and stop.
+    fn note_handed(&self, position: Position) {
+        let mut state = self.lock();
+        state.handed.insert(position);
+        if state.handed.len() == self.letters.len() {
+            self.done.cancel();
+        }
+    }
+}
