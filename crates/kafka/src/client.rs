@@ -52,9 +52,7 @@ pub async fn check_connection(
     timeout: Duration,
 ) -> Result<usize, KafkaError> {
     let settings = settings.clone();
-    tokio::task::spawn_blocking(move || check_connection_blocking(&settings, timeout))
-        .await
-        .map_err(|e| KafkaError::Admin(format!("connection check task failed: {e}")))?
+    crate::blocking::off_worker(move || check_connection_blocking(&settings, timeout)).await
 }
 
 fn check_connection_blocking(

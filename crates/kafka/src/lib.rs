@@ -12,7 +12,7 @@
 //! | `sasl_mechanism='SCRAM-SHA-256'` | `sasl.mechanism` (`kafka.sasl_mechanism`) | SCRAM-SHA-256 or -512; Strimzi's KafkaUser issues 512, the default |
 //! | `sasl_plain_username` / `sasl_plain_password` | `sasl.username` / `sasl.password` | password from `DORA_KAFKA__SASL_PASSWORD_FILE`, a secret type that never prints |
 //! | (CA of the cluster) | `ssl.ca.location` (`kafka.ssl_ca_location`) | the seed relied on the system store; Strimzi's cluster CA is private |
-//! | `enable_idempotence=True` | `enable.idempotence=true` (fixed) | no duplicates or reordering on retry; a fatal idempotence error marks the service not ready |
+//! | `enable_idempotence=True` | `enable.idempotence=true` (fixed) | no duplicates or reordering on retry; a fatal idempotence error stops the service's consume loops (exit non-zero, restart) |
 //! | `acks='all'` | `acks=all` (fixed) | required by idempotence; `kafka.extra` may not override it |
 //! | `retries=3` | not set; bounded by `message.timeout.ms` (`producer.delivery_timeout_ms`, 30 s) | with idempotence librdkafka retries without limit inside the delivery timeout; a fixed count would fail records during a short leader election |
 //! | `max_in_flight_requests_per_connection=1` | `max.in.flight.requests.per.connection=5` | librdkafka's idempotent producer keeps per-partition order with up to 5 in flight, so 1 only costs throughput |
@@ -29,12 +29,13 @@
 //! | `fetch_min_bytes=1024` | `fetch.min.bytes=1024` (`consumer.fetch_min_bytes`) | same |
 //! | `fetch_max_wait_ms=500` | `fetch.wait.max.ms=500` (`consumer.fetch_max_wait_ms`) | same |
 //! | `max_poll_records=100` | loop batch size `consumer.max_batch_records=100` | librdkafka has no such setting: it prefetches (`queued.min.messages`) and hands out one record per poll; the loop gathers batches itself |
-//! | (kafka-python `session_timeout_ms=10000`) | `session.timeout.ms=45000` | librdkafka's default; handlers never block the poll thread for long because backoff pauses the partition instead of sleeping |
+//! | (kafka-python `session_timeout_ms=10000`) | `session.timeout.ms=45000` | librdkafka's default; heartbeats come from librdkafka's own thread, so a slow handler never costs the session; it is bounded by `max.poll.interval.ms` (`consumer.max_poll_interval_ms`, 300 s), which the drain deadline and stuck-after time must stay below |
 //! | (kafka-python `isolation_level='read_uncommitted'`) | `isolation.level=read_committed` | aborted transactional outputs must not be read |
 //! | `RetryHandler(max_retries=3, base_delay=1.0)` | [`RetryPolicy`] (`consumer.retry`) | same formula, delay capped at `max_delay_ms`; the loop pauses the partition instead of sleeping |
 
 pub mod audit;
 pub mod baseline;
+mod blocking;
 pub mod client;
 pub mod consume;
 pub mod inspect;
@@ -46,7 +47,8 @@ pub mod topics;
 
 pub use client::{check_connection, ErrorRecordingContext};
 pub use consume::{
-    BatchHandler, ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record, StartAt, Transform,
+    BatchHandler, ConsumeError, ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record,
+    StartAt, Transform,
 };
 pub use producer::{Delivered, Delivery, OutboundRecord, ProduceError, Producer, ProducerSettings};
 pub use retry::RetryPolicy;

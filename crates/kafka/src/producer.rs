@@ -1,11 +1,14 @@
 //! The one producer factory and the send path: idempotent, acks=all, snappy;
 //! trace-context, content-type and producing-service headers on every record;
-//! per-topic metrics; deliveries awaited without serialising the hot path; a
-//! fatal idempotent-producer error makes the service not ready.
+//! per-topic metrics; deliveries awaited without serialising the hot path. A
+//! fatal producer error (fenced, out of sequence) marks the producer's own
+//! readiness condition not ready and is recorded for its service, whose
+//! consume loops then stop with an error so the process is restarted.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -18,7 +21,21 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
 
+use crate::blocking::off_worker;
 use crate::{metrics, KafkaError, KafkaSettings};
+
+/// The first fatal producer error of each service in this process.
+static FATAL_BY_SERVICE: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// The fatal error a producer of `service` hit, if one did: the service
+/// cannot produce reliably any more and must be restarted.
+pub(crate) fn fatal_error_in(service: &str) -> Option<String> {
+    FATAL_BY_SERVICE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(service)
+        .cloned()
+}
 
 /// Header naming the service that produced a record.
 pub const PRODUCER_HEADER: &str = "producer";
@@ -253,15 +270,21 @@ pub(crate) struct ProducerContext {
     reason: Arc<Mutex<String>>,
     readiness: Readiness,
     condition: String,
+    service: String,
 }
 
 impl ProducerContext {
     fn mark_fatal(&self, reason: String) {
         if !self.fatal.swap(true, Ordering::SeqCst) {
-            tracing::error!(reason = %reason, "fatal producer error; the service is no longer ready");
+            tracing::error!(reason = %reason, service = %self.service, "fatal producer error; the service must be restarted");
         }
         self.readiness
             .set_not_ready(&self.condition, format!("fatal producer error: {reason}"));
+        FATAL_BY_SERVICE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(self.service.clone())
+            .or_insert_with(|| reason.clone());
         *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 }
@@ -294,8 +317,9 @@ impl std::fmt::Debug for Producer {
 
 impl Producer {
     /// Builds an idempotent producer for `service` (also its `client.id` when
-    /// `kafka.client_id` is empty). A fatal error marks the readiness
-    /// condition `kafka-producer` not ready.
+    /// `kafka.client_id` is empty). It has a readiness condition of its own,
+    /// `kafka-producer <service>` (`#2`, `#3`, ... for the service's next
+    /// producers), which a fatal error marks not ready.
     pub fn new(
         kafka: &KafkaSettings,
         settings: &ProducerSettings,
@@ -307,6 +331,7 @@ impl Producer {
 
     /// Builds a transactional producer with `transactional_id` and initialises
     /// its transactions (fencing any earlier instance with the same id).
+    /// Blocking: the loop calls it on the blocking pool.
     pub(crate) fn transactional(
         kafka: &KafkaSettings,
         settings: &ProducerSettings,
@@ -336,15 +361,16 @@ impl Producer {
         let condition = match transactional_id {
             Some(id) => {
                 cfg.set("transactional.id", id);
-                format!("kafka-producer {id}")
+                crate::consume::unique_name(&format!("kafka-producer {service} transactional {id}"))
             }
-            None => "kafka-producer".to_string(),
+            None => crate::consume::unique_name(&format!("kafka-producer {service}")),
         };
         let context = ProducerContext {
             fatal: Arc::new(AtomicBool::new(false)),
             reason: Arc::new(Mutex::new(String::new())),
             readiness: readiness.clone(),
             condition,
+            service: service.to_string(),
         };
         readiness.set_ready(&context.condition);
         let inner = cfg
@@ -551,10 +577,12 @@ impl Producer {
         }
     }
 
-    /// Waits up to `timeout` for every queued record to be delivered.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner
-            .flush(Timeout::After(timeout))
+    /// Waits up to `timeout` for every queued record to be delivered (on the
+    /// blocking pool: librdkafka's flush blocks).
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let inner = self.inner.clone();
+        off_worker(move || inner.flush(Timeout::After(timeout)))
+            .await
             .map_err(KafkaError::Client)
     }
 }

@@ -65,7 +65,10 @@ pub struct KafkaSettings {
     /// `client.id`. Default: empty, and each service sets its own name.
     pub client_id: String,
     /// Extra librdkafka properties. A key that one of the typed fields above (or the
-    /// producer/consumer settings) owns is rejected, so the two cannot disagree.
+    /// producer/consumer settings) owns is rejected, so the two cannot disagree,
+    /// and so is every security key (`security.*`, `ssl.*`, `sasl.*`,
+    /// `enable.ssl.*`, ...): `extra` can never turn off certificate or
+    /// hostname verification.
     pub extra: BTreeMap<String, String>,
 }
 
@@ -85,18 +88,26 @@ impl Default for KafkaSettings {
 }
 
 /// librdkafka keys the typed settings own; `extra` may not set them.
-const OWNED_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-    "enable.ssl.certificate.verification",
-    "client.id",
+const OWNED_KEYS: &[&str] = &["bootstrap.servers", "metadata.broker.list", "client.id"];
+
+/// Prefixes of librdkafka's security keys (protocol, TLS, SASL): all owned by
+/// the typed settings, whether or not a typed field sets them, so nothing can
+/// weaken what `security_protocol` promises.
+const SECURITY_PREFIXES: &[&str] = &[
+    "security.",
+    "ssl.",
+    "ssl_",
+    "sasl.",
+    "enable.ssl.",
+    "enable.sasl.",
+    "https.",
 ];
+
+fn owned(key: &str, also_owned: &[&str]) -> bool {
+    OWNED_KEYS.contains(&key)
+        || also_owned.contains(&key)
+        || SECURITY_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 impl KafkaSettings {
     /// The base `ClientConfig` for any client: connection and security only.
@@ -155,7 +166,7 @@ impl KafkaSettings {
             }
         }
         for (key, value) in &self.extra {
-            if OWNED_KEYS.contains(&key.as_str()) || also_owned.contains(&key.as_str()) {
+            if owned(key, also_owned) {
                 return Err(KafkaError::Config(format!(
                     "kafka.extra sets `{key}`, which a typed setting owns; use the typed setting"
                 )));
@@ -206,6 +217,26 @@ mod tests {
         let cfg = s.client_config().unwrap();
         assert_eq!(cfg.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
         assert_eq!(cfg.get("enable.ssl.certificate.verification"), Some("true"));
+    }
+
+    #[test]
+    fn extra_cannot_touch_any_security_key() {
+        for key in [
+            "ssl.endpoint.identification.algorithm",
+            "enable.ssl.certificate.verification",
+            "ssl.certificate.location",
+            "sasl.oauthbearer.config",
+            "security.protocol",
+            "ssl_engine_id",
+        ] {
+            let mut s = KafkaSettings::default();
+            s.extra.insert(key.into(), "none".into());
+            let err = s.client_config().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let mut s = KafkaSettings::default();
+        s.extra.insert("socket.timeout.ms".into(), "1000".into());
+        assert!(s.client_config().is_ok(), "other keys stay open");
     }
 
     #[test]

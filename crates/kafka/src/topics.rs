@@ -196,7 +196,7 @@ pub async fn watermarks(
 ) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
     let settings = settings.clone();
     let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::off_worker(move || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = settings
             .client_config()?
@@ -226,7 +226,6 @@ pub async fn watermarks(
         Ok(out)
     })
     .await
-    .map_err(|e| KafkaError::Admin(format!("watermark task failed: {e}")))?
 }
 
 #[cfg(test)]

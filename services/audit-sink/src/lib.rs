@@ -64,11 +64,12 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         settings.audit_sink.fault,
         Duration::from_millis(settings.audit_sink.lag_warn_ms),
     );
-    let result = ConsumeLoop::new(&settings.common.kafka, &settings.consumer, &ctx, Arc::new(codec))
+    let consume = ConsumeLoop::new(&settings.common.kafka, &settings.consumer, &ctx, Arc::new(codec))
         .producer_settings(&settings.producer)
-        .topics(&subscription)
-        .run_batches(handler)
-        .await;
+        .topics(&subscription);
+    // Every component registered its readiness conditions: start-up is done.
+    ctx.started();
+    let result = consume.run_batches(handler).await;
     probe.abort();
     pool.close();
     result.context("consume loop")

@@ -100,10 +100,7 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     let served = serve(listener, tls, service, ctx.shutdown.clone(), drain).await;
     ctx.shutdown.cancel();
     // Whatever is still queued is delivered before the process goes.
-    let flush = producer.clone();
-    if let Err(e) =
-        tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(10))).await?
-    {
+    if let Err(e) = producer.flush(Duration::from_secs(10)).await {
         tracing::warn!(error = %e, "producer flush incomplete");
     }
     agent_path

@@ -97,7 +97,6 @@ async fn progress_beyond(scenario: &Scenario, than: usize) -> Result<usize> {
 }
 
 #[tokio::test]
-#[ignore = "fails on the runtime of main: a batch gathered across a revoke and re-assignment of the same partition is processed and then fetched again (duplicates); runs again once the runtime's assignment-generation fix lands"]
 async fn each_assessment_yields_exactly_one_report_across_a_crash_and_rebalances() -> Result<()> {
     let scenario = Arc::new(Scenario::new().await?);
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,9 +1,16 @@
-//! How the loop turns a failed record into the bytes of a dead letter: the
-//! encoder seam, implemented by the schema crate's codec (Avro `DeadLetter`).
+//! Dead letters: the encoder seam that turns a rejected record into the bytes
+//! of a `DeadLetter` (implemented by the schema crate's codec, Avro), and how
+//! the loop writes one to `<topic>-dlq` with the original key.
 
 use std::future::Future;
 
-use super::{HandlerError, Record};
+use tracing::Instrument;
+
+use super::driver::Driver;
+use super::membership::TopicPartition;
+use super::{ConsumeError, HandlerError, Record};
+use crate::producer::{Delivery, OutboundRecord, ProduceError, AVRO_CONTENT_TYPE, CONTENT_TYPE_HEADER};
+use crate::{metrics, topics};
 
 /// Encodes the dead letter of a record a handler rejected: original topic,
 /// partition, offset, key, bytes, headers and timestamp, the error's text and
@@ -68,6 +75,59 @@ impl DeadLetterEncoder for dora_schema::Codec {
         self.encode(dlq_topic, &letter)
             .await
             .map_err(|e| (e.to_string(), e.is_retryable()))
+    }
+}
+
+impl<D: DeadLetterEncoder> Driver<D> {
+    /// Encodes `r`'s dead letter and enqueues it on `<topic>-dlq`, keyed as `r`.
+    pub(crate) async fn enqueue_dead_letter(
+        &self,
+        r: &Record,
+        e: &HandlerError,
+    ) -> Result<Delivery, ProduceError> {
+        let dlq = topics::dlq_topic(&r.topic);
+        let retries = self.retries.attempts(&TopicPartition::of(r), r.offset);
+        let payload = self
+            .dead_letters
+            .encode_dead_letter(&dlq, r, e, retries, &self.service)
+            .await
+            .map_err(|(message, retryable)| ProduceError::Encode { message, retryable })?;
+        let mut out = OutboundRecord::new(dlq, None, payload)
+            .with_header(CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE);
+        out.key = r.key.clone();
+        self.producer.enqueue_raw(out).await
+    }
+
+    /// Dead-letters `r` (rejected with `e`) and waits for the brokers' ack;
+    /// then `r` counts as done. A write that fails is retried like a
+    /// dependency outage; a fatal producer stops the loop instead.
+    pub(crate) async fn dead_letter(
+        &mut self,
+        r: &Record,
+        e: &HandlerError,
+        span: tracing::Span,
+    ) -> Result<(), ConsumeError> {
+        self.check_producers()?;
+        metrics::CONSUMER_ERRORS
+            .with_label_values(&[r.topic.as_str(), e.error_type()])
+            .inc();
+        let sent = async { self.enqueue_dead_letter(r, e).await?.await }
+            .instrument(span)
+            .await;
+        match sent {
+            Ok(_) => {
+                metrics::DLQ_WRITES.with_label_values(&[r.topic.as_str()]).inc();
+                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %e, "dead-lettered");
+                self.done(r);
+                Ok(())
+            }
+            Err(ProduceError::Fatal(reason)) => Err(ConsumeError::Producer(reason)),
+            Err(pe) => {
+                let err = HandlerError::unavailable("DeadLetterWrite", pe.to_string());
+                self.retry(&TopicPartition::of(r), r.offset, &err).await;
+                Ok(())
+            }
+        }
     }
 }
 

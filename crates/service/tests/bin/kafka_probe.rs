@@ -26,8 +26,9 @@ struct ProbeSettings {
     output_path: String,
     /// Output topic of the transactional mode.
     output_topic: String,
-    /// Abort the process after producing and before committing the first transaction.
-    crash_before_commit: bool,
+    /// After producing the first transaction's outputs and before committing
+    /// it, create `<output_path>.holding` and wait forever (to be SIGKILLed).
+    hang_before_commit: bool,
     /// Simulated work per record, milliseconds.
     work_ms: u64,
 }
@@ -67,7 +68,7 @@ struct Probe {
     out: Mutex<std::fs::File>,
     work: Duration,
     output_topic: String,
-    crash_before_commit: bool,
+    holding_marker: Option<std::path::PathBuf>,
 }
 
 impl Probe {
@@ -109,9 +110,10 @@ impl Transform for Probe {
     }
 
     async fn before_commit(&self) -> Result<(), HandlerError> {
-        if self.crash_before_commit {
-            eprintln!("probe: crashing after producing, before the transaction commits");
-            std::process::abort();
+        if let Some(marker) = &self.holding_marker {
+            eprintln!("probe: outputs produced; holding the transaction open");
+            std::fs::write(marker, b"holding").map_err(HandlerError::retryable)?;
+            std::future::pending::<()>().await;
         }
         Ok(())
     }
@@ -127,7 +129,9 @@ async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
         out: Mutex::new(out),
         work: Duration::from_millis(p.work_ms),
         output_topic: p.output_topic.clone(),
-        crash_before_commit: p.crash_before_commit,
+        holding_marker: p
+            .hang_before_commit
+            .then(|| format!("{}.holding", p.output_path).into()),
     });
     let lp = ConsumeLoop::new(
         &settings.common.kafka,
@@ -136,6 +140,7 @@ async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
         Arc::new(NoLetters),
     )
     .topics(&[&p.topic]);
+    ctx.started();
     match p.mode.as_str() {
         "transactional" => lp.run_transactional(probe).await?,
         _ => lp.run(probe).await?,
