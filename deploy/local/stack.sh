@@ -451,12 +451,15 @@ cmd_status() {
     printf '%-9s %-16s %s\n' "$1" "$state" "$3"
   }
   report kafka kafka_answers_fast "127.0.0.1:$KAFKA_PORT PLAINTEXT, 127.0.0.1:$KAFKA_SASL_PORT SASL_SSL"
-  report registry registry_answers "$REGISTRY_URL"
-  report postgres postgres_answers "127.0.0.1:$PG_PORT/$PG_DB, files in $PG_HOME"
+  report registry registry_answers_ours "$REGISTRY_URL"
+  report postgres postgres_answers_ours "127.0.0.1:$PG_PORT/$PG_DB, files in $PG_HOME"
   return $rc
 }
 
+# Ours and answering: another stack may answer on the same port.
 kafka_answers_fast() { alive kafka && port_open "$KAFKA_PORT" && port_open "$KAFKA_SASL_PORT"; }
+registry_answers_ours() { alive registry && registry_answers; }
+postgres_answers_ours() { [[ -f "$PG_DATA/postmaster.pid" ]] && postgres_answers; }
 
 cmd_restart_kafka() { # for failure tests: the broker goes away and comes back, data kept
   stop_pid kafka
