@@ -316,8 +316,9 @@ PG_DATA="$PG_HOME/data"
 PG_SOCK="$PG_HOME/run"
 PG_LOG="$PG_HOME/postgres.log"
 
-as_pg() { # run a command as the PostgreSQL owner (postgres refuses to run as root)
-  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+as_pg() { # run a command as the PostgreSQL owner (postgres refuses to run as root),
+  # from / : it may not enter a private checkout (every path given is absolute)
+  if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 prune_orphaned_pg_homes() { # files of state folders that no longer exist, not running
