@@ -47,17 +47,9 @@ pub mod metrics;
 pub mod operator;
 pub mod outbound;
 pub mod selection;
+pub mod service;
 pub mod settings;
 pub mod snapshot;
 
-use dora_service::ServiceContext;
-
+pub use service::run;
 pub use settings::Settings;
-
-/// Runs dlq-replayer until shutdown is requested.
-pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
-    settings.dlq.validate().map_err(anyhow::Error::msg)?;
-    ctx.started();
-    ctx.shutdown.cancelled().await;
-    Ok(())
-}

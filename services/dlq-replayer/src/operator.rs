@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, HandlerError, Record, Transform};
+use dora_kafka::consume::{
+    ConsumeLoop, ConsumerSettings, HandlerError, Record, StartAt, Transform,
+};
 use dora_kafka::OutboundRecord;
 use dora_schema::Codec;
 use dora_telemetry::ServiceContext;
@@ -127,8 +129,9 @@ pub async fn carry_out(
     Ok(outcome)
 }
 
-/// Runs the consume loop over the topic until every selected letter was
-/// handed to the transform (or a signal stopped it); true when a signal did.
+/// Runs the consume loop over the topic, each partition from its first
+/// selected letter up to the end it had at assignment (`until_end`), or until
+/// a signal stops it; true when a signal did.
 async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order) -> Result<bool> {
     let ctx = ServiceContext::new("dlq-replayer");
     let interrupted = CancellationToken::new();
@@ -139,6 +142,17 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
         stop.cancel();
     });
     let topic = plan.snapshot.topic.as_str();
+    // Each partition starts at its first selected letter (or its end).
+    let mut starts: HashMap<i32, i64> = plan
+        .snapshot
+        .ranges
+        .iter()
+        .map(|r| (r.partition, r.end))
+        .collect();
+    for letter in &plan.selected {
+        let start = starts.entry(letter.position.partition).or_insert(i64::MAX);
+        *start = (*start).min(letter.position.offset);
+    }
     let consumer = command_consumer(&settings.consumer, topic, order.rate);
     let operator = Operator {
         codec: codec.clone(),
@@ -151,7 +165,6 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
             .collect(),
         state: Mutex::new(Progress::default()),
         pace: order.rate.map(|r| Mutex::new(Pace::new(r))),
-        done: ctx.shutdown.clone(),
     };
     let result = ConsumeLoop::new(
         &settings.common.kafka,
@@ -161,6 +174,11 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
     )
     .topics(&[topic])
     .producer_settings(&settings.producer)
+    .on_assign(move |_, partition| match starts.get(&partition) {
+        Some(offset) => StartAt::Offset(*offset),
+        None => StartAt::Committed,
+    })
+    .until_end()
     .run_transactional(operator)
     .await;
     signals.abort();
@@ -170,9 +188,10 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
 
 /// The loop settings of a command on `topic`: a `transactional.id` of its
 /// own per dead-letter topic (a second command on the same topic fences the
-/// first, and a rerun aborts what a killed run left open); a fresh group that
-/// reads the topic from its start (the markers, not the group's offsets, say
-/// what is done); about one second of work per transaction at a limited rate.
+/// first, and a rerun aborts what a killed run left open); a fresh group
+/// (the markers, not a group's offsets, say what is done, so no earlier
+/// run's offsets can skip a letter); about one second of work per
+/// transaction at a limited rate.
 fn command_consumer(
     service: &ConsumerSettings,
     topic: &str,
@@ -219,8 +238,6 @@ impl Pace {
 struct Progress {
     /// Letters resolved by a marker the loop read (by anyone).
     resolved: HashSet<Position>,
-    /// Letters handed to the transform.
-    handed: HashSet<Position>,
 }
 
 /// The transform of a command: the selected letters become their outputs;
@@ -232,7 +249,6 @@ struct Operator {
     letters: HashMap<Position, Letter>,
     state: Mutex<Progress>,
     pace: Option<Mutex<Pace>>,
-    done: CancellationToken,
 }
 
 impl Operator {
@@ -255,7 +271,6 @@ impl Transform for Operator {
         };
         if self.lock().resolved.contains(&position) {
             // Someone else resolved it since the plan was made.
-            self.note_handed(position);
             return Ok(Vec::new());
         }
         if let Some(pace) = &self.pace {
@@ -271,19 +286,7 @@ impl Transform for Operator {
             &self.order.reason,
         )
         .await
-        .map_err(|e| HandlerError::unavailable("AuditEncode", e.to_string()))?;
-        self.note_handed(position);
+        .map_err(outbound::encode_failure)?;
         Ok(outputs)
-    }
-}
-
-impl Operator {
-    /// Every selected letter was handed over: let the loop commit and stop.
-    fn note_handed(&self, position: Position) {
-        let mut state = self.lock();
-        state.handed.insert(position);
-        if state.handed.len() == self.letters.len() {
-            self.done.cancel();
-        }
     }
 }

@@ -133,6 +133,20 @@ pub async fn audit_event(
     event_record(codec, audit_topic, &event).await
 }
 
+/// How a loop treats a failure to encode a resolution's audit event: a
+/// registry outage is retried; anything else (the event does not fit its
+/// schema) stops the loop, as a dead letter of a dead letter helps no one.
+pub fn encode_failure(e: SchemaError) -> dora_kafka::HandlerError {
+    if e.is_retryable() {
+        dora_kafka::HandlerError::unavailable("AuditEncode", e.to_string())
+    } else {
+        dora_kafka::HandlerError::Fatal {
+            error_type: "AuditEncode".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Everything that resolves `letter` in one transaction: the replayed record
 /// (or the parked letter), the marker and the audit event. Nothing for a
 /// replay of a letter that does not decode (refused before).

@@ -22,22 +22,25 @@ pub struct Settings {
     pub consumer: ConsumerSettings,
     /// Section `producer`: replays, parked letters, resolutions, audit events.
     pub producer: ProducerSettings,
-    /// Section `dlq`.
+    /// Section `dlq`; checked when loaded, so unusable settings exit 78 naming the key.
+    #[serde(deserialize_with = "checked_dlq")]
     pub dlq: DlqSettings,
+}
+
+fn checked_dlq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DlqSettings, D::Error> {
+    let dlq = DlqSettings::deserialize(d)?;
+    dlq.validate().map_err(serde::de::Error::custom)?;
+    Ok(dlq)
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "0".into());
         Self {
             common: CommonSettings::with_admin_port(9105),
             registry: Default::default(),
             consumer: ConsumerSettings {
                 group_id: "dlq-replayer".into(),
-                transactional_id: Some(format!("dlq-replayer-{host}")),
+                transactional_id: Some(format!("dlq-replayer-{}", dora_service::host_name())),
                 // Dead letters are few and an operator waits for them.
                 fetch_min_bytes: 1,
                 max_batch_wait_ms: 100,
@@ -79,6 +82,10 @@ pub struct DlqSettings {
     /// Letters the service replays or parks per tick at most (one
     /// transaction). Default 100.
     pub max_per_tick: usize,
+    /// How often the service looks for new dead-letter topics, ms (librdkafka's
+    /// `topic.metadata.refresh.interval.ms` of its consumer, unless
+    /// `kafka.extra` sets it; librdkafka's default is 300000). Default 30000.
+    pub new_topic_check_ms: u64,
 }
 
 impl Default for DlqSettings {
@@ -94,6 +101,7 @@ impl Default for DlqSettings {
             transient: Vec::new(),
             tick_ms: 1000,
             max_per_tick: 100,
+            new_topic_check_ms: 30_000,
         }
     }
 }
@@ -213,5 +221,10 @@ mod tests {
         let mut twice = s.dlq.clone();
         twice.transient.push(twice.transient[0].clone());
         assert!(twice.validate().unwrap_err().contains("twice"));
+
+        // Refused when loaded: the key and the reason are named.
+        std::fs::write(&file, "[[dlq.transient]]\nerror_type = \"InvalidAvro\"\n").unwrap();
+        let err = dora_config::load_from::<Settings>(&vars).unwrap_err().to_string();
+        assert!(err.contains("dlq") && err.contains("InvalidAvro"), "{err}");
     }
 }

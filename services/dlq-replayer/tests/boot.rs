@@ -11,7 +11,18 @@ const BIN: &str = env!("CARGO_BIN_EXE_dlq-replayer");
 
 #[tokio::test]
 async fn serves_admin_endpoints_and_stops_on_sigterm() -> Result<()> {
-    let mut service = tk::ServiceProcess::spawn(BIN, &[]).await?;
+    // Its own group, following only its own (empty) dead-letter topic.
+    let topic = tk::unique("boot");
+    tk::create_topic(&tk::kafka(), &format!("{topic}-dlq"), 1).await?;
+    let env = [
+        ("DORA_CONSUMER__GROUP_ID", tk::unique("dlq-replayer-boot")),
+        (
+            "DORA_CONSUMER__TRANSACTIONAL_ID",
+            tk::unique("dlq-replayer-boot-tx"),
+        ),
+        ("DORA_DLQ__PATTERN", format!("^{topic}-dlq$")),
+    ];
+    let mut service = tk::ServiceProcess::spawn(BIN, &env).await?;
     assert_eq!(service.admin_get("/healthz").await?.0, 200);
     let (status, body) = service.admin_get("/readyz").await?;
     assert_eq!(status, 200, "{body}");
@@ -82,5 +93,31 @@ async fn invalid_setting_exits_78_naming_the_key() -> Result<()> {
     .await?;
     assert_eq!(status.code(), Some(78), "stderr: {stderr}");
     assert!(stderr.contains("security_protocol"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_permanent_error_type_configured_as_transient_exits_78_naming_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("dlq.toml");
+    std::fs::write(
+        &file,
+        "[[dlq.transient]]\nerror_type = \"InvalidJson\"\nmax_retries = 3\n",
+    )?;
+    let config = file.to_string_lossy().into_owned();
+    for args in [&[][..], &["list"][..]] {
+        let (status, _stdout, stderr) = tk::run_with_args(
+            BIN,
+            args,
+            &[("DORA_CONFIG", config.clone())],
+            Duration::from_secs(20),
+        )
+        .await?;
+        assert_eq!(status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("dlq") && stderr.contains("InvalidJson"),
+            "{stderr}"
+        );
+    }
     Ok(())
 }

@@ -183,10 +183,6 @@ pub async fn run(command: Command) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = settings.dlq.validate() {
-        eprintln!("dlq-replayer: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let _telemetry = dora_telemetry::init_for_command("dlq-replayer", &settings.common.telemetry);
     if let Err(e) =
         dora_kafka::check_connection(&settings.common.kafka, Duration::from_secs(30)).await

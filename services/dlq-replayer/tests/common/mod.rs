@@ -77,13 +77,18 @@ pub struct Scenario {
 impl Scenario {
     /// Topics and settings; `extra` is appended to the settings file (e.g. `[[dlq.transient]]` tables).
     pub async fn new(extra: &str) -> Result<Self> {
+        Self::with_dlq_partitions(extra, 1).await
+    }
+
+    /// Like [`Scenario::new`] with a dead-letter topic of `partitions` partitions.
+    pub async fn with_dlq_partitions(extra: &str, partitions: i32) -> Result<Self> {
         let kafka = tk::kafka();
         let topic = tk::unique("agent-events");
         let dlq = format!("{topic}-dlq");
         let parked = format!("{dlq}-parked");
         let audit = tk::unique("user-activities");
         tk::create_topic(&kafka, &topic, 3).await?;
-        tk::create_topic(&kafka, &dlq, 1).await?;
+        tk::create_topic(&kafka, &dlq, partitions).await?;
         tk::create_topic(&kafka, &parked, 1).await?;
         tk::create_topic(&kafka, &audit, 1).await?;
         let dir = tempfile::tempdir()?;
@@ -92,8 +97,8 @@ impl Scenario {
         std::fs::write(
             &config,
             format!(
-                "[consumer]\ngroup_id = \"{group}\"\ntransactional_id = \"{group}-tx\"\n\n\
-                 [dlq]\npattern = \"^{topic}.*-dlq$\"\nreplay_topics = [\"{topic}\"]\naudit_topic = \"{audit}\"\ntick_ms = 200\n\n{extra}\n"
+                "[consumer]\ngroup_id = \"{group}\"\ntransactional_id = \"{group}-tx\"\nsession_timeout_ms = 6000\n\n\
+                 [dlq]\npattern = \"^{topic}.*-dlq$\"\nreplay_topics = [\"{topic}\"]\naudit_topic = \"{audit}\"\ntick_ms = 200\nnew_topic_check_ms = 2000\n\n{extra}\n"
             ),
         )?;
         Ok(Self {
