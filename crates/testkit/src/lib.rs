@@ -31,7 +31,7 @@ use dora_kafka::topics::{provision, TopicSpec};
 use dora_kafka::{KafkaSettings, SaslMechanism, SecurityProtocol};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// Default deadline for awaited conditions in integration tests.
@@ -251,6 +251,41 @@ pub async fn produce_records(settings: &KafkaSettings, topic: &str, records: &[O
         delivery.await?.map_err(|(e, _)| e)?;
     }
     Ok(())
+}
+
+/// A transaction a test leaves open on purpose (as a crashed or slow
+/// producer would), holding records on a topic until it is committed or aborted.
+pub struct OpenTransaction {
+    producer: FutureProducer,
+}
+
+impl OpenTransaction {
+    /// Begins a transaction and writes `records` to `topic` in it (acknowledged, not committed).
+    pub async fn begin(settings: &KafkaSettings, topic: &str, records: &[Outgoing]) -> Result<Self> {
+        let mut cfg = settings.client_config()?;
+        cfg.set("transactional.id", unique("testkit-open-tx"));
+        let producer: FutureProducer = cfg.create()?;
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            p.init_transactions(Duration::from_secs(30))?;
+            p.begin_transaction()?;
+            Ok(())
+        })
+        .await??;
+        for r in records {
+            let mut record = FutureRecord::to(topic).key(r.key.as_str()).payload(r.value.as_slice());
+            if let Some(p) = r.partition {
+                record = record.partition(p);
+            }
+            producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        }
+        Ok(Self { producer })
+    }
+
+    /// Commits it.
+    pub async fn commit(self) -> Result<()> {
+        tokio::task::spawn_blocking(move || Ok(self.producer.commit_transaction(Duration::from_secs(30))?)).await?
+    }
 }
 
 fn base_consumer(settings: &KafkaSettings, isolation: Option<&str>) -> Result<BaseConsumer> {

@@ -82,23 +82,60 @@
 //! differently); alerts are rare, so this stays small.
 
 pub mod alert;
+pub mod bench;
 pub mod metrics;
 pub mod partition;
 pub mod restore;
 pub mod settings;
 pub mod state;
+pub mod streamer;
 pub mod window;
 pub mod wire;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use dora_kafka::consume::{ConsumeLoop, StartAt};
+use dora_schema::{Codec, RiskAlert};
 use dora_service::ServiceContext;
 
 pub use settings::{RiskSettings, Settings};
 
-/// Runs risk-streamer until shutdown is requested. (The consume loop is
-/// wired in once the runtime's rebuild, tick and lifecycle hooks land.)
+/// Runs risk-streamer until shutdown is requested.
 pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
-    settings.risk.rules().map_err(anyhow::Error::msg)?;
+    let codec = Codec::new(&settings.registry).context("schema registry settings")?;
+    // Registered before anything is consumed, so no transaction waits for the registry.
+    if let Err(e) = codec.register::<RiskAlert>(&settings.risk.alerts_topic).await {
+        tracing::warn!(error = %e, "RiskAlert not registered yet; the first alert will try again");
+    }
+    let (consume, streamer) = consume_loop(&settings, codec, &ctx)?;
     ctx.started();
-    ctx.shutdown.cancelled().await;
+    consume.run_transactional(streamer).await?;
     Ok(())
+}
+
+/// The service's consume loop and transform, as [`run`] starts them (the
+/// benchmark runs the same): risk-assessments in, rebuilt on every
+/// assignment, ticked for quiet organisations.
+pub fn consume_loop(
+    settings: &Settings,
+    codec: Codec,
+    ctx: &ServiceContext,
+) -> anyhow::Result<(ConsumeLoop<Codec>, Arc<streamer::RiskStreamer>)> {
+    let risk = &settings.risk;
+    let rules = risk.rules().map_err(anyhow::Error::msg)?;
+    let streamer = streamer::RiskStreamer::new(
+        codec.clone(),
+        settings.common.kafka.clone(),
+        risk.clone(),
+        settings.consumer.retry,
+    )?;
+    let span = Duration::from_millis(u64::try_from(rules.rebuild_span_ms()).unwrap_or(u64::MAX));
+    let consume = ConsumeLoop::new(&settings.common.kafka, &settings.consumer, ctx, Arc::new(codec))
+        .topics(&[risk.assessments_topic.as_str()])
+        .producer_settings(&settings.producer)
+        .on_assign(move |_, _| StartAt::Rebuild { span })
+        .tick_every(risk.tick());
+    Ok((consume, streamer))
 }

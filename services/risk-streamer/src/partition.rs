@@ -1,7 +1,8 @@
 //! The windows of every organisation of one input partition, driven by the
 //! partition's event time: which records are late, which windows are due for
 //! evaluation, the alert transitions that follows, the quiet-organisation
-//! clear, and the undo log that rolls state back when a transaction aborts.
+//! clear, and (`journal.rs`) the undo journal that rolls state back when a
+//! transaction aborts.
 //!
 //! Event time: the partition's *watermark* is its newest record timestamp
 //! minus the allowed lateness; every second up to it is *closed* (no record
@@ -9,12 +10,15 @@
 //! evaluated only at closed seconds, so whatever order records arrive in
 //! within the lateness, every evaluation sees the same scores.
 
-use std::cmp::Reverse;
+mod journal;
+
+use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use crate::alert::{decide, AlertState, Edge, Rules, Transition};
-use crate::window::{second_of, OrgWindow, Score};
+use crate::window::{second_of, OrgWindow, Score, WindowScalars};
+use journal::Journal;
 
 /// What the service needs from one risk assessment.
 #[derive(Clone, Copy, Debug)]
@@ -67,23 +71,92 @@ pub struct Hint {
     pub decided_through: Option<i64>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 struct Org {
+    key: Arc<str>,
+    /// Unique per organisation state in this partition (a forgotten and
+    /// recreated organisation gets a new one): due entries name it.
+    serial: u64,
     window: OrgWindow,
     alert: AlertState,
     /// Evaluations up to this second were decided before a rebuild.
     decided_through: i64,
     /// Wall clock of the last record (live or replayed), epoch ms.
     last_arrival_ms: i64,
-    /// The second its entry in the due queue is for.
+    /// The second its live entry in the due queue is for.
+    scheduled: Option<i64>,
+    /// The journal generation that last saved its scalars.
+    touched: u64,
+}
+
+/// An organisation's state apart from its window's buckets.
+#[derive(Clone, Copy, Debug)]
+struct OrgScalars {
+    window: WindowScalars,
+    alert: AlertState,
+    decided_through: i64,
+    last_arrival_ms: i64,
     scheduled: Option<i64>,
 }
 
-/// Changes since the last commit, to roll back on abort.
-#[derive(Debug, Default)]
-struct Undo {
-    newest_ms: Option<Option<i64>>,
-    orgs: HashMap<Arc<str>, Option<Org>>,
+impl Org {
+    fn scalars(&self) -> OrgScalars {
+        OrgScalars {
+            window: self.window.scalars(),
+            alert: self.alert,
+            decided_through: self.decided_through,
+            last_arrival_ms: self.last_arrival_ms,
+            scheduled: self.scheduled,
+        }
+    }
+
+    fn set_scalars(&mut self, s: OrgScalars) {
+        self.window.set_scalars(s.window);
+        self.alert = s.alert;
+        self.decided_through = s.decided_through;
+        self.last_arrival_ms = s.last_arrival_ms;
+        self.scheduled = s.scheduled;
+    }
+}
+
+/// An evaluation waiting for its second to close: earliest second first,
+/// then the oldest organisation state (stale entries are skipped).
+#[derive(Debug)]
+struct Due {
+    second: i64,
+    serial: u64,
+    key: Arc<str>,
+}
+
+impl Due {
+    fn new(second: i64, org: &Org) -> Self {
+        Self {
+            second,
+            serial: org.serial,
+            key: org.key.clone(),
+        }
+    }
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.second, self.serial) == (other.second, other.serial)
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    /// Reversed: the max-heap pops the earliest.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.second, other.serial).cmp(&(self.second, self.serial))
+    }
 }
 
 /// The windows of one input partition.
@@ -92,10 +165,9 @@ pub struct PartitionWindows {
     rules: Rules,
     orgs: HashMap<Arc<str>, Org>,
     newest_ms: Option<i64>,
-    /// (second, organisation) evaluations waiting for their second to close;
-    /// stale entries (the organisation rescheduled) are skipped.
-    due: BinaryHeap<Reverse<(i64, Arc<str>)>>,
-    undo: Undo,
+    due: BinaryHeap<Due>,
+    journal: Journal,
+    serials: u64,
 }
 
 impl PartitionWindows {
@@ -106,7 +178,8 @@ impl PartitionWindows {
             orgs: HashMap::new(),
             newest_ms: None,
             due: BinaryHeap::new(),
-            undo: Undo::default(),
+            journal: Journal::new(),
+            serials: 0,
         }
     }
 
@@ -125,87 +198,96 @@ impl PartitionWindows {
     pub fn heap_bytes(&self) -> usize {
         self.orgs
             .iter()
-            .map(|(k, o)| k.len() + std::mem::size_of::<Org>() + o.window.heap_bytes())
+            .map(|(k, o)| k.len() + 16 + std::mem::size_of::<Org>() + o.window.heap_bytes())
             .sum::<usize>()
-            + self.due.capacity() * std::mem::size_of::<(i64, Arc<str>)>()
+            + self.due.capacity() * std::mem::size_of::<Due>()
     }
 
     /// Takes one record: late, or added to its organisation's window
-    /// (created from `hint` when new). Call [`evaluate`](Self::evaluate) after.
+    /// (created from `hint` when new). Call [`evaluate`](Self::evaluate)
+    /// after. In [`Mode::Replay`] nothing is journaled (replayed state is
+    /// final at once).
     pub fn offer(
         &mut self,
         obs: &Observation<'_>,
+        mode: Mode,
         now_ms: i64,
         hint: impl FnOnce(&str) -> Option<Hint>,
     ) -> Admission {
+        self.journal.recording = mode == Mode::Live;
         let second = second_of(obs.timestamp_ms);
         let closed = self.closed();
-        let (cursor, fresh) = match self.orgs.get(obs.organization_id) {
-            Some(org) => (org.window.cursor(), None),
-            None => {
-                let hint = hint(obs.organization_id).unwrap_or_default();
-                (closed.max(hint.emptied_at.unwrap_or(i64::MIN)), Some(hint))
-            }
+        let late = |cursor: i64| Admission::Late {
+            closed_until_ms: (closed.max(cursor) + 1) * 1000,
         };
-        if second <= closed || second <= cursor {
-            return Admission::Late {
-                closed_until_ms: (closed.max(cursor) + 1) * 1000,
+        let window_secs = self.rules.window_secs;
+        if let Some(org) = self.orgs.get_mut(obs.organization_id) {
+            if second <= closed || second <= org.window.cursor() {
+                return late(org.window.cursor());
+            }
+            self.journal.newest(self.newest_ms);
+            self.journal.touch(org);
+            let before = org.window.add(second, obs.score, obs.report_id);
+            self.journal.added(&org.key, second, before);
+            org.last_arrival_ms = now_ms;
+            reschedule(org, &mut self.due, window_secs, false);
+        } else {
+            let hint = hint(obs.organization_id).unwrap_or_default();
+            let cursor = closed.max(hint.emptied_at.unwrap_or(i64::MIN));
+            if second <= cursor {
+                return late(cursor);
+            }
+            self.journal.newest(self.newest_ms);
+            self.serials += 1;
+            let mut org = Org {
+                key: Arc::from(obs.organization_id),
+                serial: self.serials,
+                window: OrgWindow::new(cursor),
+                alert: hint.state,
+                decided_through: hint.decided_through.unwrap_or(i64::MIN),
+                last_arrival_ms: now_ms,
+                scheduled: None,
+                touched: 0,
             };
+            self.journal.created(&mut org);
+            org.window.add(second, obs.score, obs.report_id);
+            reschedule(&mut org, &mut self.due, window_secs, false);
+            self.orgs.insert(org.key.clone(), org);
         }
-        self.save_newest();
-        let key = self.touch(obs.organization_id);
-        let hint = fresh.unwrap_or_default();
-        let org = self.orgs.entry(key.clone()).or_insert_with(|| Org {
-            window: OrgWindow::new(cursor),
-            alert: hint.state,
-            decided_through: hint.decided_through.unwrap_or(i64::MIN),
-            last_arrival_ms: now_ms,
-            scheduled: None,
-        });
-        org.window.add(second, obs.score, obs.report_id);
-        org.last_arrival_ms = now_ms;
-        self.reschedule(&key, false);
-        self.newest_ms = Some(
-            self.newest_ms
-                .map_or(obs.timestamp_ms, |n| n.max(obs.timestamp_ms)),
-        );
+        self.newest_ms = Some(self.newest_ms.map_or(obs.timestamp_ms, |n| n.max(obs.timestamp_ms)));
         Admission::Accepted
     }
 
-    /// Evaluates every window due at a closed second, in (second,
-    /// organisation) order; in [`Mode::Live`] returns the transitions.
+    /// Evaluates every window due at a closed second; in [`Mode::Live`]
+    /// returns the transitions, ordered by (second, organisation).
     pub fn evaluate(&mut self, mode: Mode, now_ms: i64) -> Vec<Transition> {
+        self.journal.recording = mode == Mode::Live;
         let closed = self.closed();
+        let rules = self.rules;
         let mut out = Vec::new();
-        while let Some(Reverse((second, _))) = self.due.peek() {
-            if *second > closed {
-                break;
-            }
-            let Some(Reverse((second, key))) = self.due.pop() else {
-                break;
+        while self.due.peek().is_some_and(|d| d.second <= closed) {
+            let Some(due) = self.due.pop() else { break };
+            let Some(org) = self.orgs.get_mut(&due.key) else {
+                continue;
             };
-            if self
-                .orgs
-                .get(&key)
-                .is_none_or(|o| o.scheduled != Some(second))
-            {
+            if org.serial != due.serial || org.scheduled != Some(due.second) {
                 continue;
             }
-            self.touch(&key);
-            let rules = self.rules;
-            let org = self.orgs.get_mut(&key).expect("checked above");
-            org.window.advance_to(second, rules.window_secs);
+            self.journal.touch(org);
+            let journal = &mut self.journal;
+            org.window.advance_to(due.second, rules.window_secs, |b| journal.evicted(&org.key, b));
             if mode == Mode::Live {
-                if let Some(t) = transition(&key, org, &rules, now_ms) {
-                    out.push(t);
-                }
+                out.extend(transition(org, &rules, now_ms));
             }
             if org.window.is_empty() && org.alert == AlertState::Clear {
-                self.orgs.remove(&key);
+                if let Some(org) = self.orgs.remove(&due.key) {
+                    self.journal.removed(org);
+                }
             } else {
-                self.reschedule(&key, true);
+                reschedule(org, &mut self.due, rules.window_secs, true);
             }
         }
+        out.sort_by(|a, b| (a.second, &a.organization_id).cmp(&(b.second, &b.organization_id)));
         out
     }
 
@@ -218,31 +300,40 @@ impl PartitionWindows {
     /// second are late from then on. Then forgets organisations with nothing
     /// left to evaluate.
     pub fn clear_quiet(&mut self, now_ms: i64) -> Vec<Transition> {
+        self.journal.recording = true;
         let quiet_after = self.rules.quiet_after_ms();
         let mut quiet: Vec<Arc<str>> = self
             .orgs
-            .iter()
-            .filter(|(_, o)| {
+            .values()
+            .filter(|o| {
                 matches!(o.alert, AlertState::Raised { .. })
                     && now_ms - o.last_arrival_ms >= quiet_after
             })
-            .map(|(k, _)| k.clone())
+            .map(|o| o.key.clone())
             .collect();
         quiet.sort();
+        let rules = self.rules;
         let mut out = Vec::with_capacity(quiet.len());
         for key in quiet {
-            self.touch(&key);
-            let rules = self.rules;
-            let org = self.orgs.get_mut(&key).expect("listed above");
+            let Some(org) = self.orgs.get_mut(&key) else {
+                continue;
+            };
+            self.journal.touch(org);
             while matches!(org.alert, AlertState::Raised { .. }) {
                 match org.window.next_change(rules.window_secs) {
-                    Some(second) => org.window.advance_to(second, rules.window_secs),
+                    Some(second) => {
+                        let journal = &mut self.journal;
+                        org.window.advance_to(second, rules.window_secs, |b| journal.evicted(&key, b));
+                    }
                     // Raised with no score kept (restored so): empty from the next second.
-                    None => org.window.clear_to(org.window.cursor() + 1),
+                    None => {
+                        let emptied = org.window.clear_to(org.window.cursor() + 1);
+                        self.journal.cleared(&key, emptied);
+                    }
                 }
-                out.extend(transition(&key, org, &rules, now_ms));
+                out.extend(transition(org, &rules, now_ms));
             }
-            self.reschedule(&key, true);
+            reschedule(org, &mut self.due, rules.window_secs, true);
         }
         self.forget_idle();
         out
@@ -254,86 +345,47 @@ impl PartitionWindows {
         let closed = self.closed();
         let idle: Vec<Arc<str>> = self
             .orgs
-            .iter()
-            .filter(|(_, o)| {
+            .values()
+            .filter(|o| {
                 o.window.is_empty() && o.alert == AlertState::Clear && o.window.cursor() <= closed
             })
-            .map(|(k, _)| k.clone())
+            .map(|o| o.key.clone())
             .collect();
         for key in idle {
-            self.touch(&key);
-            self.orgs.remove(&key);
+            if let Some(org) = self.orgs.remove(&key) {
+                self.journal.removed(org);
+            }
         }
     }
 
     /// The state changes since the last commit are final.
     pub fn commit(&mut self) {
-        self.undo = Undo::default();
+        self.journal.commit();
     }
 
     /// Restores the state of the last commit.
     pub fn roll_back(&mut self) {
-        let undo = std::mem::take(&mut self.undo);
-        if let Some(newest) = undo.newest_ms {
+        if let Some(newest) = self.journal.roll_back(&mut self.orgs, &mut self.due) {
             self.newest_ms = newest;
         }
-        for (key, saved) in undo.orgs {
-            match saved {
-                Some(org) => {
-                    let scheduled = org.scheduled;
-                    self.orgs.insert(key.clone(), org);
-                    if let Some(second) = scheduled {
-                        self.due.push(Reverse((second, key)));
-                    }
-                }
-                None => {
-                    self.orgs.remove(&key);
-                }
-            }
-        }
     }
+}
 
-    fn save_newest(&mut self) {
-        if self.undo.newest_ms.is_none() {
-            self.undo.newest_ms = Some(self.newest_ms);
-        }
-    }
-
-    /// Records the organisation's state before its first change since the
-    /// last commit; returns its shared key.
-    fn touch(&mut self, organization_id: &str) -> Arc<str> {
-        let key = self
-            .orgs
-            .get_key_value(organization_id)
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| Arc::from(organization_id));
-        if !self.undo.orgs.contains_key(organization_id) {
-            let saved = self.orgs.get(organization_id).cloned();
-            self.undo.orgs.insert(key.clone(), saved);
-        }
-        key
-    }
-
-    /// Queues the organisation's next change (again, after an evaluation
-    /// consumed its entry).
-    fn reschedule(&mut self, key: &Arc<str>, consumed: bool) {
-        let window_secs = self.rules.window_secs;
-        let Some(org) = self.orgs.get_mut(key) else {
-            return;
-        };
-        let next = org.window.next_change(window_secs);
-        if next != org.scheduled || consumed {
-            org.scheduled = next;
-            if let Some(second) = next {
-                self.due.push(Reverse((second, key.clone())));
-            }
+/// Queues the organisation's next change (again, when an evaluation
+/// consumed its entry).
+fn reschedule(org: &mut Org, due: &mut BinaryHeap<Due>, window_secs: i64, consumed: bool) {
+    let next = org.window.next_change(window_secs);
+    if next != org.scheduled || consumed {
+        org.scheduled = next;
+        if let Some(second) = next {
+            due.push(Due::new(second, org));
         }
     }
 }
 
 /// Applies the hysteresis to the organisation's window at its cursor (unless
 /// that evaluation was decided before a rebuild).
-fn transition(key: &Arc<str>, org: &mut Org, rules: &Rules, now_ms: i64) -> Option<Transition> {
+fn transition(org: &mut Org, rules: &Rules, now_ms: i64) -> Option<Transition> {
     if org.window.cursor() <= org.decided_through {
         return None;
     }
@@ -349,7 +401,7 @@ fn transition(key: &Arc<str>, org: &mut Org, rules: &Rules, now_ms: i64) -> Opti
         Edge::Cleared => AlertState::Clear,
     };
     Some(Transition {
-        organization_id: key.clone(),
+        organization_id: org.key.clone(),
         edge,
         second: org.window.cursor(),
         window_secs: rules.window_secs,

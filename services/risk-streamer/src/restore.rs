@@ -109,6 +109,7 @@ impl AlertHistory {
         topic: &str,
         stall_timeout: Duration,
     ) -> anyhow::Result<Self> {
+        tracing::info!(topic, "reading the alert history");
         let mut request = ReadRequest::whole(topic).through_open_transactions();
         request.stall_timeout = stall_timeout;
         let mut reader = TopicReader::open(kafka, request).await?;

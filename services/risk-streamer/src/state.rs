@@ -85,7 +85,7 @@ impl RiskState {
     pub fn replay(&mut self, tp: &TopicPartition, obs: &Observation<'_>, now_ms: i64) {
         let history = std::mem::take(&mut self.history);
         let windows = self.windows(tp);
-        windows.offer(obs, now_ms, |org| history.hint(org));
+        windows.offer(obs, Mode::Replay, now_ms, |org| history.hint(org));
         windows.evaluate(Mode::Replay, now_ms);
         self.history = history;
     }
@@ -99,7 +99,7 @@ impl RiskState {
     ) -> (Admission, Vec<Transition>) {
         let history = std::mem::take(&mut self.history);
         let windows = self.windows(tp);
-        let admission = windows.offer(obs, now_ms, |org| history.hint(org));
+        let admission = windows.offer(obs, Mode::Live, now_ms, |org| history.hint(org));
         let transitions = windows.evaluate(Mode::Live, now_ms);
         self.history = history;
         if admission != Admission::Accepted {

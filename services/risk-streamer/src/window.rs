@@ -40,14 +40,15 @@ pub fn second_of(timestamp_ms: i64) -> i64 {
 
 /// All assessments of one organisation within one second of event time.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Bucket {
+pub struct Bucket {
     second: i64,
     sum: Score,
     count: u32,
     /// Highest score of the second, and the report that carried it (ties:
     /// the smallest reportId, so arrival order never matters).
     peak: Score,
-    peak_report: Box<str>,
+    /// Shared, so snapshotting a window for a rollback copies no text.
+    peak_report: std::sync::Arc<str>,
 }
 
 /// Sum and count of the scores in the window at the cursor.
@@ -78,6 +79,15 @@ impl Totals {
             self.sum as f64 / self.count as f64 / SCORE_UNIT
         }
     }
+}
+
+/// The window's state apart from its buckets: what a rollback restores
+/// after the bucket changes are undone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowScalars {
+    counted: usize,
+    cursor: i64,
+    totals: Totals,
 }
 
 /// One organisation's window: buckets newer than `cursor - W`, the cursor,
@@ -128,8 +138,10 @@ impl OrgWindow {
         self.buckets.len()
     }
 
-    /// Adds a score at `second`, which must be after the cursor.
-    pub fn add(&mut self, second: i64, score: Score, report_id: &str) {
+    /// Adds a score at `second`, which must be after the cursor. Returns the
+    /// bucket of that second as it was before (`None`: a new bucket), for
+    /// [`undo_add`](Self::undo_add).
+    pub fn add(&mut self, second: i64, score: Score, report_id: &str) -> Option<Bucket> {
         debug_assert!(
             second > self.cursor,
             "a record at or before the cursor is late"
@@ -137,24 +149,63 @@ impl OrgWindow {
         let pos = self.buckets.partition_point(|b| b.second < second);
         match self.buckets.get_mut(pos) {
             Some(b) if b.second == second => {
+                let before = b.clone();
                 b.sum += score;
                 b.count += 1;
                 if score > b.peak || (score == b.peak && *report_id < *b.peak_report) {
                     b.peak = score;
                     b.peak_report = report_id.into();
                 }
+                Some(before)
             }
-            _ => self.buckets.insert(
-                pos,
-                Bucket {
-                    second,
-                    sum: score,
-                    count: 1,
-                    peak: score,
-                    peak_report: report_id.into(),
-                },
-            ),
+            _ => {
+                self.buckets.insert(
+                    pos,
+                    Bucket {
+                        second,
+                        sum: score,
+                        count: 1,
+                        peak: score,
+                        peak_report: report_id.into(),
+                    },
+                );
+                None
+            }
         }
+    }
+
+    /// Undoes an [`add`](Self::add) at `second` that returned `before`.
+    pub fn undo_add(&mut self, second: i64, before: Option<Bucket>) {
+        let pos = self.buckets.partition_point(|b| b.second < second);
+        match before {
+            Some(b) => self.buckets[pos] = b,
+            None => {
+                self.buckets.remove(pos);
+            }
+        }
+    }
+
+    /// Puts back a bucket [`advance_to`](Self::advance_to) evicted (undo
+    /// evictions newest first, then restore the scalars).
+    pub fn undo_evict(&mut self, bucket: Bucket) {
+        self.buckets.push_front(bucket);
+    }
+
+    /// Cursor, totals and how many buckets they cover.
+    pub fn scalars(&self) -> WindowScalars {
+        WindowScalars {
+            counted: self.counted,
+            cursor: self.cursor,
+            totals: self.totals,
+        }
+    }
+
+    /// Restores what [`scalars`](Self::scalars) returned, once the bucket
+    /// changes made since have been undone.
+    pub fn set_scalars(&mut self, s: WindowScalars) {
+        self.counted = s.counted;
+        self.cursor = s.cursor;
+        self.totals = s.totals;
     }
 
     /// The next second at which the window's content changes: a bucket
@@ -169,8 +220,9 @@ impl OrgWindow {
     }
 
     /// Moves the cursor forward to `second`: buckets up to it enter the
-    /// totals, buckets at or before `second - W` leave the window.
-    pub fn advance_to(&mut self, second: i64, window_secs: i64) {
+    /// totals, buckets at or before `second - W` leave the window (handed to
+    /// `evicted`, oldest first).
+    pub fn advance_to(&mut self, second: i64, window_secs: i64, mut evicted: impl FnMut(Bucket)) {
         debug_assert!(second > self.cursor);
         while let Some(b) = self.buckets.get(self.counted) {
             if b.second > second {
@@ -189,19 +241,26 @@ impl OrgWindow {
                 self.totals.count -= u64::from(b.count);
                 self.counted -= 1;
             }
-            self.buckets.pop_front();
+            if let Some(b) = self.buckets.pop_front() {
+                evicted(b);
+            }
         }
         self.cursor = second;
     }
 
-    /// Empties the window and moves the cursor to `second` (a quiet
-    /// organisation's window, all of whose scores have aged out).
-    pub fn clear_to(&mut self, second: i64) {
+    /// Empties the window and moves the cursor to `second`; returns the
+    /// buckets it held (for [`restore`](Self::restore)).
+    pub fn clear_to(&mut self, second: i64) -> VecDeque<Bucket> {
         debug_assert!(second >= self.cursor);
-        self.buckets.clear();
         self.counted = 0;
         self.totals = Totals::default();
         self.cursor = second;
+        std::mem::take(&mut self.buckets)
+    }
+
+    /// Puts back the buckets [`clear_to`](Self::clear_to) returned.
+    pub fn restore(&mut self, buckets: VecDeque<Bucket>) {
+        self.buckets = buckets;
     }
 
     /// The highest score in the window at the cursor, if any.
@@ -264,20 +323,20 @@ mod tests {
         w.add(100, s(0.7), "b");
         w.add(250, s(0.2), "c");
         assert_eq!(w.next_change(W), Some(100));
-        w.advance_to(100, W);
+        w.advance_to(100, W, drop);
         assert_eq!(w.totals().count, 2);
         assert!((w.totals().average() - 0.8).abs() < 1e-12);
         assert_eq!(w.next_change(W), Some(250));
-        w.advance_to(250, W);
+        w.advance_to(250, W, drop);
         assert_eq!(w.totals().count, 3);
         // 100 leaves at 400 (window at 400 covers 101..=400)
         assert_eq!(w.next_change(W), Some(400));
-        w.advance_to(399, W);
+        w.advance_to(399, W, drop);
         assert_eq!(w.totals().count, 3);
-        w.advance_to(400, W);
+        w.advance_to(400, W, drop);
         assert_eq!(w.totals().count, 1);
         assert_eq!(w.next_change(W), Some(550));
-        w.advance_to(550, W);
+        w.advance_to(550, W, drop);
         assert_eq!(w.totals(), Totals::default());
         assert!(w.is_empty());
         assert_eq!(w.next_change(W), None);
@@ -298,7 +357,7 @@ mod tests {
                 let (sec, score, id) = items[i];
                 w.add(sec, s(score), id);
             }
-            w.advance_to(20, W);
+            w.advance_to(20, W, drop);
             (w.totals(), w.peak(), w.top_reports(2), w)
         };
         let a = build(&[0, 1, 2, 3, 4]);
@@ -317,7 +376,7 @@ mod tests {
             for i in 0..50 {
                 w.add(second, s(0.5), &format!("report-{i}"));
             }
-            w.advance_to(second, W);
+            w.advance_to(second, W, drop);
             assert!(w.bucket_count() <= W as usize);
         }
         assert_eq!(w.totals().count, 50 * W as u64);
@@ -327,7 +386,7 @@ mod tests {
     fn clearing_forgets_everything_and_moves_the_cursor() {
         let mut w = OrgWindow::new(0);
         w.add(5, s(0.9), "a");
-        w.advance_to(5, W);
+        w.advance_to(5, W, drop);
         w.clear_to(305);
         assert_eq!(
             (w.cursor(), w.totals(), w.is_empty()),

@@ -70,7 +70,7 @@ fn offer(
         score: score_of(i.score).unwrap(),
         report_id: &i.report,
     };
-    let a = p.offer(&obs, i.arrival, |org| hints.hint(org));
+    let a = p.offer(&obs, mode, i.arrival, |org| hints.hint(org));
     (a, p.evaluate(mode, i.arrival))
 }
 
