@@ -62,6 +62,36 @@ impl PrivateKafka {
         self.stack("restart-kafka").await
     }
 
+    /// Sets one topic-level config of `topic` on this broker, keeping the
+    /// topic's other dynamic configs (AlterConfigs replaces the whole set).
+    pub async fn set_topic_config(&self, topic: &str, key: &str, value: &str) -> Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+        use rdkafka::admin::ConfigSource;
+        let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.bootstrap_servers)
+            .create()
+            .context("admin client for the private broker")?;
+        let options = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(10)));
+        let spec = ResourceSpecifier::Topic(topic);
+        let described = admin.describe_configs([&spec], &options).await?;
+        let resource = described
+            .into_iter()
+            .next()
+            .context("no answer describing the topic")?
+            .map_err(|e| anyhow::anyhow!("describing {topic}: {e}"))?;
+        let mut change = AlterConfig::new(spec);
+        for entry in &resource.entries {
+            if let (ConfigSource::DynamicTopic, Some(v)) = (&entry.source, &entry.value) {
+                change = change.set(&entry.name, v);
+            }
+        }
+        let altered = admin.alter_configs([&change.set(key, value)], &options).await?;
+        for result in altered {
+            result.map_err(|(_, e)| anyhow::anyhow!("setting {key}={value} on {topic}: {e}"))?;
+        }
+        Ok(())
+    }
+
     fn command(&self, verb: &str) -> Command {
         let mut cmd = Command::new("bash");
         cmd.arg(repo_root().join("deploy/local/stack.sh"))

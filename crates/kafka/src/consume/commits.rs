@@ -3,8 +3,16 @@
 //! whenever a processed position is not committed yet and the interval
 //! passed — so a commit that failed is made again even if the partition has
 //! gone idle. Revoke and shutdown commit synchronously (see `context.rs`).
+//!
+//! A commit runs in the background, one at a time, as a synchronous commit
+//! on the blocking pool: its outcome is then known (the committed positions,
+//! `kafka_consumer_commits_total`). rdkafka's `CommitMode::Async` would not
+//! tell: with the event API it reports no outcome of a manual asynchronous
+//! commit (rust-rdkafka issue #856), so a failed commit would go unnoticed.
 
 use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use super::dead_letter::DeadLetterEncoder;
 use super::driver::Driver;
@@ -18,6 +26,7 @@ pub(crate) struct Commits {
     interval: Duration,
     since_commit: u64,
     last_commit: Instant,
+    in_flight: Option<JoinHandle<()>>,
 }
 
 impl Commits {
@@ -27,6 +36,7 @@ impl Commits {
             interval: Duration::from_millis(settings.commit_interval_ms.max(1)),
             since_commit: 0,
             last_commit: Instant::now(),
+            in_flight: None,
         }
     }
 
@@ -35,8 +45,12 @@ impl Commits {
         self.since_commit += n;
     }
 
+    fn in_flight(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(|c| !c.is_finished())
+    }
+
     fn due(&self, membership: &Membership) -> bool {
-        if membership.transactional {
+        if membership.transactional || self.in_flight() {
             return false;
         }
         self.since_commit >= self.every_records
@@ -44,25 +58,32 @@ impl Commits {
                 && membership.uncommitted(None).count() > 0)
     }
 
-    /// When the loop must wake to commit, if something is uncommitted.
+    /// When the loop must wake to commit, if something is uncommitted (and
+    /// no commit is under way).
     pub fn next_due(&self, membership: &Membership) -> Option<Instant> {
-        (!membership.transactional && membership.uncommitted(None).count() > 0)
+        (!membership.transactional && !self.in_flight() && membership.uncommitted(None).count() > 0)
             .then(|| self.last_commit + self.interval)
+    }
+
+    /// Waits for the commit under way, if any.
+    pub async fn settled(&mut self) {
+        if let Some(commit) = self.in_flight.take() {
+            let _ = commit.await;
+        }
     }
 }
 
 impl<D: DeadLetterEncoder> Driver<D> {
-    /// Commits the processed positions asynchronously when a commit is due;
-    /// the outcome arrives in the commit callback.
+    /// Starts committing the processed positions in the background when a
+    /// commit is due; a failed one leaves them uncommitted, so it is made
+    /// again at the next interval.
     pub(crate) async fn commit_if_due(&mut self) {
         if !self.commits.due(&self.membership) {
             return;
         }
-        let tpl = self.membership.uncommitted(None);
-        if tpl.count() > 0 {
-            if let Err(e) = self.member.commit_async(tpl).await {
-                tracing::warn!(error = %e, group = %self.membership.group, "offset commit failed; it is made again at the next interval");
-            }
+        if self.membership.uncommitted(None).count() > 0 {
+            let member = self.member.clone();
+            self.commits.in_flight = Some(tokio::spawn(async move { member.commit_processed().await }));
         }
         self.commits.since_commit = 0;
         self.commits.last_commit = Instant::now();

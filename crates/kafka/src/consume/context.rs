@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError as RdKafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -31,10 +31,11 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl GroupContext {
-    /// Commits the processed positions of `only` (or all) synchronously; a
-    /// failure is a warning (the records are redelivered, which
-    /// at-least-once allows). Offsets of the transactional mode are committed
-    /// by its transactions only.
+    /// Commits the processed positions of `only` (or all) synchronously and
+    /// records the outcome. A failure is a warning: the positions stay
+    /// uncommitted, so the next interval commits them again (after a revoke
+    /// the records are redelivered, which at-least-once allows). Offsets of
+    /// the transactional mode are committed by its transactions only.
     pub fn commit_processed<C: Consumer<X>, X: ConsumerContext>(
         &self,
         consumer: &C,
@@ -55,7 +56,7 @@ impl GroupContext {
             }
             Err(e) => {
                 metrics::COMMITS.with_label_values(&[m.group.as_str(), "error"]).inc();
-                tracing::warn!(error = %e, group = %m.group, "offset commit failed");
+                tracing::warn!(error = %e, group = %m.group, "offset commit failed; the positions stay uncommitted");
             }
         }
     }
@@ -138,21 +139,6 @@ impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.assigned(consumer, tpl);
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let group = self.membership.group.as_str();
-        match result {
-            Ok(()) => {
-                metrics::COMMITS.with_label_values(&[group, "ok"]).inc();
-                self.membership.mark_committed(offsets);
-            }
-            Err(RdKafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                metrics::COMMITS.with_label_values(&[group, "error"]).inc();
-                tracing::warn!(group, error = %e, "offset commit failed; it is retried at the next commit interval");
-            }
         }
     }
 }

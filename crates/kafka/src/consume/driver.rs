@@ -110,7 +110,8 @@ impl<D: DeadLetterEncoder> Driver<D> {
 
     /// Commits what was processed, tells the handler its partitions go away,
     /// and leaves the group.
-    pub async fn finish<M: Mode>(self, mode: &M) {
+    pub async fn finish<M: Mode>(mut self, mode: &M) {
+        self.commits.settled().await;
         self.member.commit_processed().await;
         let owned = self.membership.owned();
         let Self {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Offset};
 
@@ -52,13 +52,7 @@ impl Member {
         off_worker(move || gather(&c, &plan)).await
     }
 
-    /// Commits `tpl` asynchronously (the outcome arrives in the commit callback).
-    pub async fn commit_async(&self, tpl: rdkafka::TopicPartitionList) -> KafkaResult<()> {
-        let c = self.consumer.clone();
-        off_worker(move || c.commit(&tpl, CommitMode::Async)).await
-    }
-
-    /// Commits every processed position synchronously (shutdown).
+    /// Commits every processed position synchronously (interval, shutdown).
     pub async fn commit_processed(&self) {
         let c = self.consumer.clone();
         off_worker(move || c.context().commit_processed(c.as_ref(), None)).await;

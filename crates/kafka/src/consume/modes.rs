@@ -70,6 +70,8 @@ impl<H: Handler> Mode for Each<H> {
             let span = r.span("kafka.process");
             let result = driver.timed(&r.topic, span.clone(), self.0.handle(r)).await;
             driver.settle(r, result, span).await?;
+            // Records fetched together may take long one by one: commit on time.
+            driver.commit_if_due().await;
         }
         Ok(())
     }
