@@ -17,6 +17,14 @@ static ORGANIZATIONS: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
     .ok()
 });
 
+static WINDOW_BYTES: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
+    register_int_gauge!(
+        "risk_streamer_window_bytes",
+        "Estimated heap bytes of the kept windows (organisation keys, state, buckets), set at each tick"
+    )
+    .ok()
+});
+
 static ALERTS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
     register_int_counter_vec!(
         "risk_streamer_alerts_total",
@@ -68,6 +76,13 @@ static HISTORY: LazyLock<Option<Histogram>> = LazyLock::new(|| {
     )
     .ok()
 });
+
+/// Sets the estimated heap bytes of the windows.
+pub fn window_bytes(n: usize) {
+    if let Some(g) = WINDOW_BYTES.as_ref() {
+        g.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
 
 /// Sets the number of organisations tracked.
 pub fn organizations(n: usize) {

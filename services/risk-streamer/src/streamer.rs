@@ -209,7 +209,12 @@ impl Transform for RiskStreamer {
 
     async fn tick(&self, now_ms: i64) -> Result<Vec<OutboundRecord>, HandlerError> {
         self.check_failed()?;
-        let transitions = self.state().tick(now_ms);
+        let (transitions, bytes) = {
+            let mut state = self.state();
+            (state.tick(now_ms), state.heap_bytes())
+        };
+        // once per tick, not per transaction: it walks every organisation
+        metrics::window_bytes(bytes);
         debug_assert!(transitions.iter().all(|t| t.edge == Edge::Cleared));
         self.alerts(&transitions, now_ms).await
     }

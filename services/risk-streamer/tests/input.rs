@@ -1,8 +1,9 @@
 //! What risk-streamer reads, risk-streamer as a real process against the
 //! real broker and registry: the seed's JSON risk assessments count exactly
-//! as Avro ones; an undecodable record goes to `<topic>-dlq` with the reason
-//! and the window goes on; an assessment without a score is skipped and
-//! counted; a bad setting stops the start with exit 78 naming the key.
+//! as Avro ones; an undecodable record, and one with a score outside [0, 1],
+//! go to `<topic>-dlq` with the reason and the window goes on; an
+//! assessment without a score is skipped and counted; a bad setting stops
+//! the start with exit 78 naming the key.
 
 mod common;
 
@@ -42,6 +43,13 @@ async fn seed_json_counts_the_same_as_avro_and_an_undecodable_record_goes_to_the
                 timestamp_ms: Some(avro.timestamp_ms),
                 partition: None,
             });
+            // a score outside [0, 1]: decodable, but not an assessment to count
+            let impossible = Assessment {
+                score: Some(7.0),
+                report_id: "impossible".into(),
+                ..avro.clone()
+            };
+            records.push(outgoing(&impossible, h.avro(&impossible).await?));
             let pending = Assessment {
                 score: None,
                 report_id: "pending".into(),
@@ -64,13 +72,24 @@ async fn seed_json_counts_the_same_as_avro_and_an_undecodable_record_goes_to_the
         "the seed's JSON counts as Avro does"
     );
     let letters = h.dead_letters().await?;
-    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters.len(), 2, "{letters:?}");
     assert_eq!(
         letters[0].original_message, garbage,
         "the original bytes, exactly"
     );
     assert_eq!(letters[0].original_key.as_deref(), Some(&b"org-avro"[..]));
-    assert!(!letters[0].error_message.is_empty() && !letters[0].error_type.is_empty());
+    assert_eq!(letters[0].error_type, "SchemaError");
+    assert!(
+        letters[0].error_message.contains("unknown magic byte 0x07"),
+        "the reason names the problem: {}",
+        letters[0].error_message
+    );
+    assert_eq!(letters[1].error_type, "InvalidRiskAssessment");
+    assert!(
+        letters[1].error_message.contains("riskScore"),
+        "the reason names the field: {}",
+        letters[1].error_message
+    );
     assert_eq!(
         metric(
             &p,
