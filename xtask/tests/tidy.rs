@@ -266,3 +266,86 @@ fn every_member_inherits_workspace_lints_and_is_unpublished() {
         assert!(workspace.contains(&format!("\"{name}\"")), "{name} is not listed in the workspace members");
     }
 }
+
+/// The runtime crate's limits (STYLE.md): a file a newcomer can read, a
+/// function that fits on a screen.
+const MAX_FILE_LINES: usize = 500;
+const MAX_FN_LINES: usize = 60;
+
+/// Each function of `text` (rustfmt layout: a body closes with a `}` at the
+/// indentation of its `fn` line) as (name, first line, line count).
+fn function_lengths(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let after_fn = ["fn ", "async fn ", "const fn "]
+            .iter()
+            .find_map(|head| {
+                let rest = code
+                    .strip_prefix("pub(crate) ")
+                    .or_else(|| code.strip_prefix("pub(super) "))
+                    .or_else(|| code.strip_prefix("pub "))
+                    .unwrap_or(code);
+                rest.strip_prefix(head)
+            });
+        let Some(after_fn) = after_fn else { continue };
+        let name: String = after_fn.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        if name.is_empty() || code.ends_with(';') {
+            continue; // a declaration without a body
+        }
+        let close = format!("{indent}}}");
+        if let Some(end) = lines[i..].iter().position(|l| l.trim_end() == close || l.trim_end() == format!("{close};")) {
+            out.push((name, i + 1, end + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_function_measure_finds_bodies_and_their_length() {
+    let text = "fn a() {\n    x();\n}\n\nimpl T {\n    pub async fn b(\n        y: u8,\n    ) -> u8 {\n        y\n    }\n    fn c();\n}\n";
+    assert_eq!(function_lengths(text), [("a".to_string(), 1, 3), ("b".to_string(), 6, 5)]);
+}
+
+#[test]
+fn the_runtime_crate_keeps_files_and_functions_small() {
+    let mut rs = Vec::new();
+    files(&root().join("crates/kafka/src"), ".rs", &mut rs);
+    assert!(rs.len() > 20, "found only {} files in crates/kafka/src", rs.len());
+    let mut offenders = Vec::new();
+    for file in &rs {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines = text.lines().count();
+        if lines > MAX_FILE_LINES {
+            offenders.push(format!("{}: {lines} lines (at most {MAX_FILE_LINES})", rel(file)));
+        }
+        for (name, at, length) in function_lengths(&text) {
+            if length > MAX_FN_LINES {
+                offenders.push(format!("{}:{at}: fn {name} has {length} lines (at most {MAX_FN_LINES})", rel(file)));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "split these by concern: {offenders:#?}");
+}
+
+#[test]
+fn the_runtime_blocks_only_through_its_one_helper() {
+    // Every blocking librdkafka call runs via `blocking::off_worker`; nothing
+    // else in the crate reaches for the blocking pool or blocks a worker.
+    let mut rs = Vec::new();
+    files(&root().join("crates/kafka/src"), ".rs", &mut rs);
+    let offenders: Vec<String> = rs
+        .iter()
+        .filter(|f| !f.ends_with("crates/kafka/src/blocking.rs"))
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            ["spawn_blocking", "block_in_place", "std::thread::spawn", "block_on("]
+                .into_iter()
+                .filter(move |needle| text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(needle)))
+                .map(move |needle| format!("{} uses {needle}", rel(f)))
+        })
+        .collect();
+    assert!(offenders.is_empty(), "use crate::blocking::off_worker: {offenders:#?}");
+}

@@ -21,6 +21,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use crate::blocking::off_worker;
 use crate::consume::{Record, RecordHeader};
 use crate::{KafkaError, KafkaSettings};
 
@@ -35,7 +36,7 @@ pub async fn topic_names(
     timeout: Duration,
 ) -> Result<Vec<String>, KafkaError> {
     let settings = settings.clone();
-    tokio::task::spawn_blocking(move || {
+    off_worker(move || {
         let consumer: BaseConsumer = settings
             .client_config()?
             .create()
@@ -53,7 +54,6 @@ pub async fn topic_names(
         Ok(names)
     })
     .await
-    .map_err(|e| KafkaError::Admin(format!("metadata task failed: {e}")))?
 }
 
 /// One partition of a read: where it starts and the end it is read up to.
@@ -127,7 +127,8 @@ impl TopicReader {
         let settings = settings.clone();
         let (tx, rx) = mpsc::channel(BUFFERED_BATCHES);
         let (ranges_tx, ranges_rx) = tokio::sync::oneshot::channel();
-        tokio::task::spawn_blocking(move || {
+        // Detached: the reading goes on while the caller takes the batches.
+        tokio::spawn(off_worker(move || {
             let opened = open_blocking(&settings, &request);
             let (consumer, ranges) = match opened {
                 Ok(x) => x,
@@ -142,7 +143,7 @@ impl TopicReader {
             if let Err(e) = poll_blocking(&consumer, &request, &ranges, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
-        });
+        }));
         let ranges = ranges_rx
             .await
             .map_err(|_| KafkaError::Admin("reader task ended before it opened".into()))??;
@@ -164,24 +165,26 @@ impl TopicReader {
     }
 }
 
-fn open_blocking(
-    settings: &KafkaSettings,
-    request: &ReadRequest,
-) -> Result<(BaseConsumer, Vec<PartitionRange>), KafkaError> {
-    let timeout = Duration::from_secs(10);
+/// Where `request` starts reading `partition`, whose log starts at `low`.
+fn start_of(request: &ReadRequest, partition: i32, low: i64) -> i64 {
+    request.from.get(&partition).copied().unwrap_or(low).max(low)
+}
+
+/// A group-less consumer for reading (`isolation.level` as given).
+fn reading_consumer(settings: &KafkaSettings, isolation: &str) -> Result<BaseConsumer, KafkaError> {
     let mut cfg = settings.client_config()?;
     // A group id is required by librdkafka even for assign(); nothing is committed.
-    cfg.set(
-        "group.id",
-        format!("dora-inspect-{}", uuid::Uuid::new_v4().simple()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("enable.partition.eof", "false")
-    .set("isolation.level", "read_committed")
-    .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = cfg.create().map_err(KafkaError::Client)?;
-    let topic = request.topic.as_str();
+    cfg.set("group.id", format!("dora-inspect-{}", uuid::Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", isolation)
+        .set("auto.offset.reset", "earliest");
+    cfg.create().map_err(KafkaError::Client)
+}
+
+/// The partition ids of `topic`; an error names a topic that does not exist.
+fn partition_ids(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<i32>, KafkaError> {
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(KafkaError::Client)?;
@@ -194,24 +197,31 @@ fn open_blocking(
         let code = RDKafkaErrorCode::from(e);
         return Err(KafkaError::Admin(format!("topic {topic}: {code}")));
     }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+fn open_blocking(
+    settings: &KafkaSettings,
+    request: &ReadRequest,
+) -> Result<(BaseConsumer, Vec<PartitionRange>), KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let consumer = reading_consumer(settings, "read_committed")?;
+    let topic = request.topic.as_str();
+    let ids = partition_ids(&consumer, topic, timeout)?;
+    if let Some(missing) = request.partitions.iter().flatten().find(|p| !ids.contains(p)) {
+        return Err(KafkaError::Admin(format!("topic {topic} has no partition {missing}")));
+    }
     // read_committed watermarks end at the last stable offset; a
     // read_uncommitted client sees the high watermark.
-    let high_watermarks: Option<BaseConsumer> = if request.through_open_transactions {
-        let mut cfg = settings.client_config()?;
-        cfg.set("isolation.level", "read_uncommitted");
-        Some(cfg.create().map_err(KafkaError::Client)?)
+    let high_watermarks = if request.through_open_transactions {
+        Some(reading_consumer(settings, "read_uncommitted")?)
     } else {
         None
     };
     let mut ranges = Vec::new();
     let mut tpl = TopicPartitionList::new();
-    for p in t.partitions() {
-        let partition = p.id();
-        if request
-            .partitions
-            .as_ref()
-            .is_some_and(|only| !only.contains(&partition))
-        {
+    for partition in ids {
+        if request.partitions.as_ref().is_some_and(|only| !only.contains(&partition)) {
             continue;
         }
         let (low, end) = high_watermarks
@@ -219,30 +229,11 @@ fn open_blocking(
             .unwrap_or(&consumer)
             .fetch_watermarks(topic, partition, timeout)
             .map_err(KafkaError::Client)?;
-        let start = request
-            .from
-            .get(&partition)
-            .copied()
-            .unwrap_or(low)
-            .max(low);
-        ranges.push(PartitionRange {
-            partition,
-            low,
-            end,
-        });
+        ranges.push(PartitionRange { partition, low, end });
+        let start = start_of(request, partition, low);
         if start < end {
             tpl.add_partition_offset(topic, partition, Offset::Offset(start))
                 .map_err(KafkaError::Client)?;
-        }
-    }
-    if let Some(only) = &request.partitions {
-        if let Some(missing) = only
-            .iter()
-            .find(|p| !ranges.iter().any(|r| r.partition == **p))
-        {
-            return Err(KafkaError::Admin(format!(
-                "topic {topic} has no partition {missing}"
-            )));
         }
     }
     ranges.sort_by_key(|r| r.partition);
@@ -252,25 +243,18 @@ fn open_blocking(
     Ok((consumer, ranges))
 }
 
+/// The partitions still to read: next offset expected and end, by partition.
+type Pending = HashMap<i32, (i64, i64)>;
+
 fn poll_blocking(
     consumer: &BaseConsumer,
     request: &ReadRequest,
     ranges: &[PartitionRange],
     tx: &mpsc::Sender<Result<Vec<Record>, KafkaError>>,
 ) -> Result<(), KafkaError> {
-    let topic = request.topic.as_str();
-    // Next offset expected per unfinished partition.
-    let mut pending: HashMap<i32, (i64, i64)> = ranges
+    let mut pending: Pending = ranges
         .iter()
-        .map(|r| {
-            let start = request
-                .from
-                .get(&r.partition)
-                .copied()
-                .unwrap_or(r.low)
-                .max(r.low);
-            (r.partition, (start, r.end))
-        })
+        .map(|r| (r.partition, (start_of(request, r.partition, r.low), r.end)))
         .filter(|(_, (start, end))| start < end)
         .collect();
     let mut batch = Vec::with_capacity(BATCH);
@@ -279,17 +263,16 @@ fn poll_blocking(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 progress_at = Instant::now();
-                let partition = m.partition();
-                let Some((next, end)) = pending.get_mut(&partition) else {
+                let Some((next, end)) = pending.get_mut(&m.partition()) else {
                     continue;
                 };
                 if m.offset() >= *end {
-                    pending.remove(&partition);
+                    pending.remove(&m.partition());
                     continue;
                 }
                 *next = m.offset() + 1;
                 if *next >= *end {
-                    pending.remove(&partition);
+                    pending.remove(&m.partition());
                 }
                 batch.push(record_of(&m));
                 if batch.len() >= BATCH {
@@ -300,35 +283,41 @@ fn poll_blocking(
                 }
             }
             Some(Err(e)) => return Err(KafkaError::Client(e)),
-            None => {
-                // Transaction markers and aborted records are never delivered:
-                // the consumer's position also tells when a partition is done.
-                let position = consumer.position().map_err(KafkaError::Client)?;
-                pending.retain(|p, (_, end)| {
-                    let pos = position
-                        .find_partition(topic, *p)
-                        .and_then(|e| e.offset().to_raw())
-                        .unwrap_or(-1);
-                    pos < *end
-                });
-                if !pending.is_empty() && progress_at.elapsed() > request.stall_timeout {
-                    let (p, (next, end)) = pending
-                        .iter()
-                        .next()
-                        .map(|(p, x)| (*p, *x))
-                        .unwrap_or_default();
-                    return Err(KafkaError::Admin(format!(
-                        "reading {topic}/{p}: no progress from offset {next} towards {end} within {:?}",
-                        request.stall_timeout
-                    )));
-                }
-            }
+            None => drop_finished(consumer, request, &mut pending, progress_at)?,
         }
     }
     if !batch.is_empty() {
         let _ = tx.blocking_send(Ok(batch));
     }
     Ok(())
+}
+
+/// After a poll that returned nothing: drops the partitions whose position
+/// reached their end (transaction markers and aborted records are never
+/// delivered, so the position tells); an error when nothing moved for the
+/// request's stall timeout.
+fn drop_finished(
+    consumer: &BaseConsumer,
+    request: &ReadRequest,
+    pending: &mut Pending,
+    progress_at: Instant,
+) -> Result<(), KafkaError> {
+    let topic = request.topic.as_str();
+    let position = consumer.position().map_err(KafkaError::Client)?;
+    pending.retain(|p, (_, end)| {
+        let pos = position
+            .find_partition(topic, *p)
+            .and_then(|e| e.offset().to_raw())
+            .unwrap_or(-1);
+        pos < *end
+    });
+    match pending.iter().next() {
+        Some((p, (next, end))) if progress_at.elapsed() > request.stall_timeout => Err(KafkaError::Admin(format!(
+            "reading {topic}/{p}: no progress from offset {next} towards {end} within {:?}",
+            request.stall_timeout
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A consumed message as the platform's [`Record`].

@@ -149,9 +149,7 @@ pub async fn provision(
     }
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let settings = settings.clone();
-    tokio::task::spawn_blocking(move || await_usable(&settings, &names, timeout))
-        .await
-        .map_err(|e| KafkaError::Admin(format!("topic readiness task failed: {e}")))??;
+    crate::blocking::off_worker(move || await_usable(&settings, &names, timeout)).await?;
     Ok(created)
 }
 
