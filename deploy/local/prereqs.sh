@@ -20,6 +20,8 @@ have_cmd ps || need+=(procps)
 have_cmd mvn || need+=(maven)
 have_cmd java || need+=(openjdk-17-jre-headless)
 have_cmd python3 || need+=(python3 python3-pip)
+# `cargo xtask bench` puts the seed's kafka-python into a virtual environment.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if (( ${#need[@]} == 0 )); then

@@ -5,7 +5,12 @@
 //!   simulated agents (`dora-demo`), print what happened, stop everything;
 //! - `test`: install missing prerequisites, bring the local stack up, create
 //!   the topics, run clippy and every test of the workspace against the real
-//!   stack, then the broker-restart test alone;
+//!   stack, then the quick benchmarks (`bench --quick`);
+//! - `bench [--quick]`: install missing prerequisites, bring the local stack
+//!   up, build in release, run every benchmark with its baselines
+//!   (`dora-bench`) and write `docs/benchmarks.md` with plots in
+//!   `docs/benchmarks/`; `--quick` uses the debug build and tiny sizes, writes
+//!   to `target/bench-quick/` and checks the report is complete (part of `test`);
 //! - `stack <up|down|status|env>`: the local stack script;
 //! - `provision`: bring the stack up and create the platform's topics.
 //!
@@ -19,13 +24,14 @@ use std::process::ExitCode;
 
 use steps::Steps;
 
-const USAGE: &str = "usage: cargo xtask <demo|test|provision|stack up|down|status|env>";
+const USAGE: &str = "usage: cargo xtask <demo|test|bench [--quick]|provision|stack up|down|status|env>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("demo") => demo(),
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("provision") => provision(),
         Some("stack") => steps::stack(&args[1..]),
         _ => {
@@ -54,7 +60,7 @@ fn demo() -> anyhow::Result<()> {
 }
 
 fn test() -> anyhow::Result<()> {
-    let mut steps = Steps::new("test", 6);
+    let mut steps = Steps::new("test", 8);
     steps.prerequisites()?;
     let stack = steps.stack_up()?;
     steps.build_binaries(&stack)?;
@@ -66,8 +72,54 @@ fn test() -> anyhow::Result<()> {
     )?;
     // Tests that restart a broker start one of their own (dora_testkit::PrivateKafka).
     steps.cargo(&stack, "every test of the workspace", &["test", "--workspace", "--locked", "--no-fail-fast"])?;
+    benchmarks(&mut steps, &stack, true)?;
     steps.done();
     Ok(())
+}
+
+fn bench(quick: bool) -> anyhow::Result<()> {
+    let mut steps = Steps::new(if quick { "bench --quick" } else { "bench" }, 4);
+    steps.prerequisites()?;
+    let stack = steps.stack_up()?;
+    benchmarks(&mut steps, &stack, quick)?;
+    steps.done();
+    Ok(())
+}
+
+/// Builds the benchmarks and runs them all (`dora-bench run`): in release
+/// into `docs/`, or `quick`ly with the debug build into `target/bench-quick/`,
+/// where only the report's completeness counts. The quick build is
+/// `cargo test`'s (same profile and features), so after the test step it
+/// builds next to nothing.
+fn benchmarks(steps: &mut Steps, stack: &steps::StackEnv, quick: bool) -> anyhow::Result<()> {
+    let bench_targets = ["--bench", "throughput", "--bench", "codec"];
+    let folder = if quick {
+        let mut build = vec!["test", "--workspace", "--locked", "--no-run", "--tests"];
+        build.extend(bench_targets);
+        steps.cargo(stack, "building the benchmarks (debug, as cargo test builds)", &build)?;
+        "debug"
+    } else {
+        let mut build = vec!["build", "--release", "--locked", "--bins", "-p", "dora-bench"];
+        for service in ["agent-gateway", "report-ingest", "audit-sink", "risk-streamer", "dlq-replayer"] {
+            build.extend(["-p", service]);
+        }
+        steps.cargo(stack, "building the benchmarks (release)", &build)?;
+        let mut benches = vec!["bench", "--no-run", "--locked", "-p", "dora-kafka", "-p", "dora-schema"];
+        benches.extend(bench_targets);
+        steps.cargo_more(stack, &benches)?;
+        "release"
+    };
+    let dora_bench = steps::target_dir().join(folder).join("dora-bench");
+    let mut args = vec!["run"];
+    if quick {
+        args.push("--quick");
+    }
+    let what = if quick {
+        "benchmarks, quick: every benchmark and baseline runs, the report has every table and plot"
+    } else {
+        "benchmarks: every benchmark with its baselines -> docs/benchmarks.md"
+    };
+    steps.program(stack, what, &dora_bench, &args)
 }
 
 fn provision() -> anyhow::Result<()> {

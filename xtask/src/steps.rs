@@ -13,6 +13,11 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
+/// cargo's output folder (`CARGO_TARGET_DIR`, relative to the root, default `target`).
+pub fn target_dir() -> PathBuf {
+    root().join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+}
+
 /// `deploy/local/stack.sh`.
 pub fn stack_script() -> PathBuf {
     root().join("deploy/local/stack.sh")
@@ -102,8 +107,7 @@ impl Steps {
     /// Runs a binary [`Self::build_binaries`] built, with the stack's addresses.
     pub fn binary(&mut self, stack: &StackEnv, what: &str, name: &str, args: &[&str]) -> Result<()> {
         self.begin(what);
-        let target = root().join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()));
-        run(Command::new(target.join("debug").join(name)).args(args).current_dir(root()).envs(stack.vars()))
+        run(Command::new(target_dir().join("debug").join(name)).args(args).current_dir(root()).envs(stack.vars()))
     }
 
     /// Runs `cargo <args>` with the stack's addresses in its environment.
@@ -125,6 +129,21 @@ impl Steps {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        run(&mut cmd)
+    }
+
+    /// Runs `cargo <args>` with the stack's addresses, as part of the current step.
+    pub fn cargo_more(&mut self, stack: &StackEnv, args: &[&str]) -> Result<()> {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(root()).args(args).envs(stack.vars());
+        run(&mut cmd)
+    }
+
+    /// Runs a program built by an earlier step with the stack's addresses.
+    pub fn program(&mut self, stack: &StackEnv, what: &str, program: &Path, args: &[&str]) -> Result<()> {
+        self.begin(what);
+        let mut cmd = Command::new(program);
+        cmd.current_dir(root()).args(args).envs(stack.vars());
         run(&mut cmd)
     }
 

@@ -6,6 +6,8 @@
 //! - conditions are awaited with deadlines ([`eventually`]), never fixed sleeps;
 //! - a service binary runs as a real process ([`ServiceProcess`]) and is awaited
 //!   on its `/readyz`;
+//! - Kafka's own perf tools from the stack's jars ([`perf_tools`]), the
+//!   baselines of the benchmarks;
 //! - PostgreSQL: a database per test on the stack's server ([`TempDatabase`]),
 //!   or a private server a test may stop and start ([`PrivatePostgres`]);
 //! - Kafka: a private broker a test may restart ([`PrivateKafka`]).
@@ -14,6 +16,7 @@
 //! [`KafkaSettings`], independently of the runtime under test.
 
 mod kafka;
+pub mod perf_tools;
 mod postgres;
 
 pub use kafka::PrivateKafka;

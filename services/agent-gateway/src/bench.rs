@@ -42,8 +42,10 @@ impl BareReport {
     }
 }
 
-/// The records `agents` simulated agents send, round robin, as the gateway would produce them.
-fn records(agents: usize, n: u64) -> impl FnMut() -> AgentEvent {
+/// The records `agents` simulated agents send, round robin, as the gateway
+/// would produce them (the bare producer's records; `agent-bench` also
+/// measures their encoded size from them).
+pub fn records(agents: usize, n: u64) -> impl FnMut() -> AgentEvent {
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let mut i: u64 = 0;
     move || {

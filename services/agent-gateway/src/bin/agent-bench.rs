@@ -2,18 +2,23 @@
 //! producer writing the same Avro records to the same broker: (1) the bare
 //! producer flat out (to a topic of its own, so the gateway's health processor
 //! does not have to chew through its records), (2) the simulator through the
-//! gateway at half the bare producer's rate, for its p99, (3) the gateway flat
-//! out.
+//! gateway at fractions of the bare producer's rate (`--loads`), for latency
+//! against offered load, (3) the gateway flat out.
+//!
+//! Prints a table on stderr and one JSON line on stdout (the contract of
+//! `cargo xtask bench`, see `crates/bench/src/figures.rs`). `--quick` (or
+//! `DORA_BENCH_QUICK=1`): one-second phases, two loads; figures meaningless.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_gateway::auth::TokenKey;
 use agent_gateway::bench;
-use agent_gateway::simulator::{self, SimulationPlan};
+use agent_gateway::simulator::{self, SimulationPlan, SimulationReport};
 use anyhow::Context;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// Benchmark agent-gateway against a bare producer.
 #[derive(Debug, Parser)]
@@ -37,6 +42,12 @@ struct Args {
     /// Records waiting for acks: per stream for the gateway, in total for the bare producer.
     #[arg(long, default_value_t = 512)]
     window: usize,
+    /// Offered loads for the latency curve, as fractions of the bare producer's rate.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5,0.75,0.9")]
+    loads: Vec<f64>,
+    /// A run of a few seconds that only shows everything works.
+    #[arg(long)]
+    quick: bool,
 }
 
 /// Kafka and registry settings, from the same `DORA_*` environment as the services.
@@ -49,7 +60,12 @@ struct Connections {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.quick |= std::env::var("DORA_BENCH_QUICK").is_ok_and(|v| v == "1");
+    if args.quick {
+        args.duration_secs = args.duration_secs.min(1.0);
+        args.loads = vec![0.25, 0.5];
+    }
     let conn: Connections = dora_config::load()?;
     let key = TokenKey::from_file(&args.key_file)
         .with_context(|| format!("token key file {}", args.key_file.display()))?;
@@ -62,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         configs: Vec::new(),
     };
     dora_kafka::topics::provision(&conn.kafka, &[spec], 1, Duration::from_secs(30)).await?;
+    eprintln!("bare producer, flat out, {:.0} s", args.duration_secs);
     let bare = bench::bare_producer(
         &conn.kafka,
         &codec,
@@ -72,6 +89,11 @@ async fn main() -> anyhow::Result<()> {
         args.window * args.agents.max(1),
     )
     .await?;
+    let mut next = bench::records(args.agents, 1000);
+    let mut bytes = 0;
+    for _ in 0..200 {
+        bytes += codec.encode(&args.topic, &next()).await?.len();
+    }
     let plan = |rate: f64| SimulationPlan {
         gateway: args.gateway.clone(),
         agents: args.agents,
@@ -82,15 +104,49 @@ async fn main() -> anyhow::Result<()> {
         error_ratio: 0.1,
         organizations: Default::default(),
     };
-    let half_rate = (bare.rate() / 2.0).max(1.0);
-    let half = simulator::run(&plan(half_rate), &key, |_| {}).await?;
+    let mut curve = Vec::new();
+    for load in &args.loads {
+        let rate = (bare.rate() * load).max(1.0);
+        eprintln!("gateway at {rate:.0} events/s ({:.0} % of the bare producer)", load * 100.0);
+        curve.push((rate, simulator::run(&plan(rate), &key, |_| {}).await?));
+    }
+    eprintln!("gateway, flat out");
     let full = simulator::run(&plan(0.0), &key, |_| {}).await?;
 
-    println!(
-        "{:<34} {:>12} {:>9} {:>9} {:>9}",
-        "run", "acked/s", "p50 ms", "p99 ms", "errors"
-    );
-    println!(
+    print_table(&bare, &full, &curve);
+    let point = |(offered, r): &(f64, SimulationReport)| {
+        json!({"offered_per_s": offered, "acked_per_s": r.rate(), "p50_ms": r.latency_ms(50.0),
+               "p99_ms": r.latency_ms(99.0), "p999_ms": r.latency_ms(99.9), "errors": errors(r)})
+    };
+    let line = json!({
+        "bench": "agent-gateway",
+        "results": [
+            {"group": "agent events", "name": "agent-gateway, flat out", "rate": full.rate(),
+             "unit": "events/s", "p50_ms": full.latency_ms(50.0), "p99_ms": full.latency_ms(99.0),
+             "baseline": false},
+            {"group": "agent events", "name": "platform Producer, no gateway",
+             "rate": bare.rate(), "unit": "events/s", "p50_ms": bare.latency_ms(50.0),
+             "p99_ms": bare.latency_ms(99.0), "baseline": true},
+        ],
+        "latency_curve": curve.iter().map(point).collect::<Vec<_>>(),
+        "record_bytes": bytes / 200,
+        "agents": args.agents,
+        "window_per_stream": args.window,
+        "seconds_per_phase": args.duration_secs,
+        "gateway_errors": errors(&full),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// Rejected events and failed streams.
+fn errors(r: &SimulationReport) -> u64 {
+    r.rejected.values().sum::<u64>() + r.stream_failures.len() as u64
+}
+
+fn print_table(bare: &bench::BareReport, full: &SimulationReport, curve: &[(f64, SimulationReport)]) {
+    eprintln!("{:<34} {:>12} {:>9} {:>9} {:>9}", "run", "acked/s", "p50 ms", "p99 ms", "errors");
+    eprintln!(
         "{:<34} {:>12.0} {:>9.2} {:>9.2} {:>9}",
         "bare producer (Avro, acks=all)",
         bare.rate(),
@@ -98,23 +154,17 @@ async fn main() -> anyhow::Result<()> {
         bare.latency_ms(99.0),
         bare.failed
     );
-    for (name, r) in [
-        ("gateway, flat out", &full),
-        (&*format!("gateway at {half_rate:.0}/s (half)"), &half),
-    ] {
-        let errors: u64 = r.rejected.values().sum::<u64>() + r.stream_failures.len() as u64;
-        println!(
+    let rows = std::iter::once(("gateway, flat out".to_string(), full))
+        .chain(curve.iter().map(|(rate, r)| (format!("gateway at {rate:.0}/s"), r)));
+    for (name, r) in rows {
+        eprintln!(
             "{:<34} {:>12.0} {:>9.2} {:>9.2} {:>9}",
             name,
             r.rate(),
             r.latency_ms(50.0),
             r.latency_ms(99.0),
-            errors
+            errors(r)
         );
     }
-    println!(
-        "gateway / bare throughput: {:.0} %",
-        100.0 * full.rate() / bare.rate().max(1e-9)
-    );
-    Ok(())
+    eprintln!("gateway / bare throughput: {:.0} %", 100.0 * full.rate() / bare.rate().max(1e-9));
 }

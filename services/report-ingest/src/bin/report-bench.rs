@@ -9,7 +9,9 @@
 //!    consume -> produce pass-through (`dora_kafka::baseline::transactional_passthrough`),
 //!    both committing every `--batch` records.
 //!
-//! Prints one JSON line (for `cargo xtask bench`) and a readable summary.
+//! Prints one JSON line (for `cargo xtask bench`: `results` as in
+//! `crates/bench/src/figures.rs`) and a readable summary. `--quick` (or
+//! `DORA_BENCH_QUICK=1`): a few hundred records, figures meaningless.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +42,9 @@ struct Args {
     /// Records per transaction (the loop's `max_batch_records`, the baseline's commit interval).
     #[arg(long, default_value_t = 100)]
     batch: u64,
+    /// A run of a few seconds that only shows everything works (`cargo xtask bench --quick`).
+    #[arg(long)]
+    quick: bool,
 }
 
 fn kafka() -> KafkaSettings {
@@ -59,7 +64,11 @@ fn unique(prefix: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.quick |= std::env::var("DORA_BENCH_QUICK").is_ok_and(|v| v == "1");
+    if args.quick {
+        (args.submissions, args.events, args.callers) = (300, 500, 16);
+    }
     let registry = RegistrySettings {
         url: std::env::var("DORA_REGISTRY__URL")
             .unwrap_or_else(|_| report_ingest_registry_default()),
@@ -97,6 +106,16 @@ async fn main() -> anyhow::Result<()> {
         "grpc_submissions_per_s": grpc, "bare_producer_submissions_per_s": bare_pairs, "grpc_ratio": grpc / bare_pairs,
         "agent_events_per_s": derive, "bare_txn_passthrough_per_s": bare_txn, "agent_ratio": derive / bare_txn,
         "submissions": args.submissions, "callers": args.callers, "events": args.events, "batch": args.batch,
+        "results": [
+            {"group": "gRPC submissions", "name": "report-ingest (report + audit event per call)", "rate": grpc,
+             "unit": "submissions/s", "baseline": false},
+            {"group": "gRPC submissions", "name": "bare FutureProducer, same records", "rate": bare_pairs,
+             "unit": "submissions/s", "baseline": true},
+            {"group": "agent events -> reports", "name": "report-ingest transactional loop", "rate": derive,
+             "unit": "events/s", "baseline": false},
+            {"group": "agent events -> reports", "name": "bare transactional pass-through", "rate": bare_txn,
+             "unit": "events/s", "baseline": true},
+        ],
     });
     println!("{line}");
     eprintln!("gRPC submissions: {grpc:.0}/s vs bare producer (same records) {bare_pairs:.0}/s: ratio {:.2}", grpc / bare_pairs);
