@@ -21,9 +21,5 @@ pub mod run;
 pub mod seed;
 pub mod suite;
 
-use std::path::{Path, PathBuf};
-
-/// The repository root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
-}
+/// The repository root (dora-testkit's).
+pub use dora_testkit::repo_root;
