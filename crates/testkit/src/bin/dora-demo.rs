@@ -1,7 +1,8 @@
 //! `dora-demo`, the last step of `cargo xtask demo`: the pipeline end to end on
 //! the local stack (up, topics provisioned). Starts every service binary built
 //! next to it as a real process, drives agent-gateway with the agent simulator,
-//! then prints what reached each topic, stops the services with SIGTERM, shows
+//! then prints what reached each topic and the risk alerts the simulated
+//! organisations raised and cleared, stops the services with SIGTERM, shows
 //! the rows audit-sink stored per table and runs `audit-sink verify`.
 
 use std::path::PathBuf;
@@ -9,6 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use dora_kafka::KafkaSettings;
+use dora_schema::{Codec, RegistrySettings, RiskAlert, RiskAlertState};
 use dora_testkit as tk;
 
 /// The deployables, in start order.
@@ -90,7 +93,13 @@ async fn run() -> Result<()> {
         ("DORA_POSTGRES__ADMIN_PASSWORD_FILE", owner.password_file.display().to_string()),
         ("DORA_POSTGRES__USER", "audit_sink".to_string()),
         ("DORA_POSTGRES__PASSWORD_FILE", demo_secret("audit-sink-password", SecretKind::Password)?),
+        // risk-streamer: a 10 s window instead of 5 min, so the high-risk
+        // organisations' alerts are raised and, once the simulator stops, cleared within the run
+        ("DORA_RISK__WINDOW_MS", "10000".to_string()),
+        ("DORA_RISK__ALLOWED_LATENESS_MS", "1000".to_string()),
+        ("DORA_RISK__TICK_MS", "500".to_string()),
     ];
+    let started_ms = now_ms();
 
     let mut running = Vec::new();
     let mut gateway = None;
@@ -107,7 +116,8 @@ async fn run() -> Result<()> {
     let gateway = gateway.context("agent-gateway announced no gRPC address")?;
 
     let simulator = bins.join("agent-simulator");
-    if simulator.exists() {
+    let simulated = simulator.exists();
+    if simulated {
         println!("\nrunning the agent simulator against agent-gateway ...");
         let status = tokio::process::Command::new(&simulator)
             .args(["--agents", "8", "--duration-secs", "15", "--rate", "20", "--print-health"])
@@ -125,6 +135,9 @@ async fn run() -> Result<()> {
     for (t, b) in topics.iter().zip(before) {
         let now = tk::record_count(&settings, t).await?;
         println!("{t:<28} {:>10}", now - b);
+    }
+    if simulated {
+        print_risk_alerts(&settings, started_ms).await?;
     }
 
     println!();
@@ -148,5 +161,56 @@ async fn run() -> Result<()> {
         .context("running audit-sink verify")?;
     println!("\naudit-sink verify: {}{}", out.trim_end(), err.trim_end());
     anyhow::ensure!(status.success(), "audit-sink verify failed: {status}");
+    Ok(())
+}
+
+/// Now, epoch ms.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Waits until every organisation this run raised an alert for is cleared
+/// again (quiet once the simulator stopped), then prints the run's alerts as
+/// a read_committed consumer sees them.
+async fn print_risk_alerts(settings: &KafkaSettings, since_ms: i64) -> Result<()> {
+    let codec = Codec::new(&RegistrySettings {
+        url: tk::registry_url(),
+        ..Default::default()
+    })?;
+    println!("\nwaiting for risk-streamer to clear the organisations that went quiet ...");
+    let read = || async {
+        let mut alerts = Vec::new();
+        for r in tk::read_committed(settings, "risk-alerts").await.ok()? {
+            let payload = r.payload.as_deref()?;
+            let alert: RiskAlert = codec.decode("risk-alerts", payload).await.ok()?;
+            if alert.window_end >= since_ms {
+                alerts.push(alert);
+            }
+        }
+        alerts.sort_by_key(|a| (a.timestamp, a.organization_id.clone()));
+        let mut raised = std::collections::BTreeMap::new();
+        for a in &alerts {
+            raised.insert(a.organization_id.clone(), a.state == RiskAlertState::Raised);
+        }
+        (!raised.values().any(|r| *r)).then_some(alerts)
+    };
+    let alerts = tk::eventually(Duration::from_secs(60), read).await.context("risk alerts still raised")?;
+    println!("\n{:<10} {:<8} {:>8} {:>6} {:>8}  reports", "org", "state", "average", "peak", "samples");
+    for a in &alerts {
+        println!(
+            "{:<10} {:<8} {:>8.3} {:>6.3} {:>8}  {}",
+            a.organization_id,
+            a.state.to_string(),
+            a.average_risk_score,
+            a.peak_risk_score.unwrap_or_default(),
+            a.sample_count,
+            a.top_report_ids.join(",")
+        );
+    }
+    if alerts.is_empty() {
+        println!("(no risk alert in this run)");
+    }
     Ok(())
 }
