@@ -20,6 +20,20 @@ pub fn agent_token(
     key.issue(&Grant::new(agent_id, AUDIENCE, ttl))
 }
 
+/// A token for `agent_id` to write as itself, also naming the organisations
+/// its task results may be about (see `intake::require_result_organization`).
+pub fn agent_token_for(
+    key: &TokenKey,
+    agent_id: &str,
+    orgs: &[String],
+    ttl: Duration,
+) -> Result<String, dora_auth::TokenError> {
+    let grant = orgs
+        .iter()
+        .fold(Grant::new(agent_id, AUDIENCE, ttl), |g, org| g.with_org(org.clone()));
+    key.issue(&grant)
+}
+
 /// A token for `name` to read every agent's health (operators, dashboards).
 pub fn reader_token(
     key: &TokenKey,

@@ -85,6 +85,33 @@ pub trait EventSink: Send + Sync + 'static {
     fn enqueue(&self, event: StampedEvent) -> BoxFuture<'_, Result<PendingDelivery, SinkError>>;
 }
 
+/// Where a task completion names the organisation its result is about (the
+/// field report-ingest turns into a report's `organizationId`).
+pub const RESULT_ORGANIZATION_FIELD: &str = "metadata.result_summary.organization_id";
+
+/// An agent's TASK_COMPLETED may name (in `result_summary.organization_id`)
+/// only an organisation its credential names (token `orgs`, certificate `O`):
+/// this is the trust boundary of the reports report-ingest derives from
+/// agent-events, which only the gateway may write. PERMISSION_DENIED (or
+/// INVALID_ARGUMENT for a non-string) naming the field; nothing is produced.
+pub fn require_result_organization(caller: &Principal, draft: &EventDraft) -> Result<(), Status> {
+    if draft.event_type != "TASK_COMPLETED" {
+        return Ok(());
+    }
+    match draft.metadata.pointer("/result_summary/organization_id") {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::String(org)) => caller
+            .require_org(RESULT_ORGANIZATION_FIELD, org)
+            .inspect_err(|_| metrics::rejected("permission_denied")),
+        Some(_) => {
+            metrics::rejected("invalid_argument");
+            Err(Status::invalid_argument(format!(
+                "{RESULT_ORGANIZATION_FIELD}: must be a string"
+            )))
+        }
+    }
+}
+
 /// An event that was enqueued; its ack is pending.
 #[derive(Debug)]
 pub struct Admitted {
@@ -108,6 +135,7 @@ pub async fn admit(
     caller
         .require_self("agent_id", &draft.agent_id)
         .inspect_err(|_| metrics::rejected("permission_denied"))?;
+    require_result_organization(caller, &draft)?;
     let slot = queue
         .take(draft.size_bytes(), deadline)
         .await

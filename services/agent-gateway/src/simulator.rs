@@ -312,7 +312,13 @@ pub async fn run(
     let mut tasks = Vec::new();
     for (i, agent_id) in agent_ids(plan).into_iter().enumerate() {
         let agent_type = AGENT_TYPES[i % AGENT_TYPES.len()];
-        let token = crate::auth::agent_token(key, &agent_id, Duration::from_secs(3600))?;
+        // Every simulated agent may assess every organisation of the plan.
+        let token = crate::auth::agent_token_for(
+            key,
+            &agent_id,
+            &plan.organizations.names,
+            Duration::from_secs(3600),
+        )?;
         let client = client_with_token(channel.clone(), &token)?;
         let shared = shared.clone();
         let progress = progress.clone();

@@ -19,6 +19,13 @@
 //! under `gaps` or `findings` may name an `article`); a risk assessor's is the
 //! seed's `risk_data` (`overall_score` and `risk_level` required). Agent types
 //! match in any case and with `-` for `_` (the seed writes `gap-analyzer`).
+//!
+//! Trust: the organisation is taken as the event names it. The entitlement
+//! check is agent-gateway's (`intake::require_result_organization`: an agent
+//! completes tasks only for the organisations its token or certificate
+//! names), and only agent-gateway may write agent-events (Kafka ACLs,
+//! deploy/k8s/users.yaml). The agent's credential never reaches this topic, so
+//! this is the one place the check can be made.
 
 use dora_kafka::audit::AuditProducer;
 use dora_kafka::consume::{HandlerError, Record, Transform};
