@@ -342,7 +342,7 @@ async fn insert_rows(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<Insert
     let reports: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Report(_))).collect();
     let mut inserted = Inserted::new();
     if !audits.is_empty() {
-        step("copy_rows", copy_audits(tx, &audits)).await?;
+        step("copy_rows", copy_audits(tx, "pg_temp.audit_events_staging", &audits)).await?;
         let rows = step("insert_rows", async { pg(tx
             .query(
                 &format!(
@@ -380,9 +380,11 @@ fn collect_inserted(rows: &[tokio_postgres::Row], out: &mut Inserted) {
     }
 }
 
-async fn copy_audits(tx: &Transaction<'_>, items: &[&Item<'_>]) -> Result<(), Failure> {
+/// Binary COPY of the audit events among `items` into `table` (the staging
+/// table; the benchmark's ceiling copies straight into a table).
+pub async fn copy_audits(tx: &Transaction<'_>, table: &str, items: &[&Item<'_>]) -> Result<(), Failure> {
     let sink = pg(tx
-        .copy_in(&format!("COPY pg_temp.audit_events_staging ({AUDIT_COLUMNS}) FROM STDIN (FORMAT binary)"))
+        .copy_in(&format!("COPY {table} ({AUDIT_COLUMNS}) FROM STDIN (FORMAT binary)"))
         .await)?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, AUDIT_TYPES));
     for it in items {
