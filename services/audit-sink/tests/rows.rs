@@ -4,6 +4,8 @@
 //! partition, offset, Kafka timestamp, key and value bytes) beside it; the
 //! chain over them verifies. `audit-sink export` writes a period of either
 //! table, filtered by user or organisation, each row with its chain link.
+//! The metrics count rows, records, links and batches and show the newest
+//! record's time; a sink behind its lag limit logs it.
 
 mod common;
 
@@ -11,7 +13,8 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 use chrono::{DateTime, Utc};
-use common::{audit_event, risk_report, Harness};
+use common::{audit_event, metric, risk_report, Harness};
+use dora_testkit as tk;
 use serde_json::Value;
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -212,5 +215,52 @@ async fn export_writes_a_periods_events_or_reports_with_their_chain_links() -> R
     let (code, _, err) = h.command(&["export", "--table", "compliance-reports", "--from", "2026-01-01", "--to", "2027-01-01", "--user", "user-0"]).await?;
     assert_ne!(code, Some(0));
     assert!(err.contains("--user filters audit events"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_rows_links_and_age_and_a_sink_behind_its_lag_limit_says_so() -> Result<()> {
+    let h = Harness::new(1, None).await?;
+    let t = h.audit_topic.clone();
+    for e in (0..3).map(audit_event) {
+        h.produce_event(&e).await?;
+    }
+    let newest = tk::read_all(&h.kafka, &t).await?.iter().filter_map(|r| r.timestamp).max().context("no timestamp")?;
+    // The records wait in the topic longer than the sink's lag limit.
+    let limit_ms = 300;
+    tk::eventually(tk::DEADLINE, || async {
+        (chrono::Utc::now().timestamp_millis() > newest + limit_ms).then_some(())
+    })
+    .await?;
+    let mut sink = h.spawn(&[("DORA_AUDIT_SINK__LAG_WARN_MS", limit_ms.to_string())]).await?;
+    h.wait_rows("audit_events", 3).await?;
+    let m = |name: &'static str, labels: Vec<(&'static str, String)>| {
+        let sink = &sink;
+        async move {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            metric(sink, name, &labels).await
+        }
+    };
+    let chain = tk::eventually(tk::DEADLINE, || async {
+        m("audit_sink_chain_length", vec![("topic", t.clone()), ("partition", "0".into())]).await.ok()?.filter(|v| *v == 3.0)
+    })
+    .await
+    .context("chain length gauge")?;
+    assert_eq!(chain, 3.0);
+    assert_eq!(m("audit_sink_rows_stored_total", vec![("table", "audit_events".into())]).await?, Some(3.0));
+    assert_eq!(m("audit_sink_records_total", vec![("outcome", "stored".into())]).await?, Some(3.0));
+    assert_eq!(m("audit_sink_newest_record_timestamp_ms", vec![]).await?, Some(newest as f64));
+    assert_eq!(m("audit_sink_database_up", vec![]).await?, Some(1.0));
+    assert!(m("audit_sink_batch_records_sum", vec![]).await?.is_some_and(|v| v == 3.0));
+    assert!(m("audit_sink_db_seconds_count", vec![("operation", "batch".into())]).await?.is_some_and(|v| v >= 1.0));
+    assert!(m("audit_sink_db_seconds_count", vec![("operation", "commit".into())]).await?.is_some_and(|v| v >= 1.0));
+    // The age gauge follows the clock (refreshed by the probe while idle).
+    tk::eventually(tk::DEADLINE, || async {
+        m("audit_sink_newest_record_age_seconds", vec![]).await.ok()?.filter(|a| *a >= 1.0)
+    })
+    .await
+    .context("the newest record's age did not grow")?;
+    assert!(sink.log().contains("audit-sink is behind"), "no lag warning: {}", sink.log());
+    assert!(sink.terminate(dora_testkit::DEADLINE).await?.success(), "{}", sink.log());
     Ok(())
 }
