@@ -170,8 +170,10 @@ fn start_of(request: &ReadRequest, partition: i32, low: i64) -> i64 {
     request.from.get(&partition).copied().unwrap_or(low).max(low)
 }
 
-/// A group-less consumer for reading (`isolation.level` as given).
-fn reading_consumer(settings: &KafkaSettings, isolation: &str) -> Result<BaseConsumer, KafkaError> {
+/// A group-less consumer for reading (`isolation.level` as given): its
+/// `group.id` is never joined and nothing is committed under it, so no group
+/// exists on the brokers. Also used by [`crate::tail`].
+pub(crate) fn reading_consumer(settings: &KafkaSettings, isolation: &str) -> Result<BaseConsumer, KafkaError> {
     let mut cfg = settings.client_config()?;
     // A group id is required by librdkafka even for assign(); nothing is committed.
     cfg.set("group.id", format!("dora-inspect-{}", uuid::Uuid::new_v4().simple()))
@@ -184,7 +186,7 @@ fn reading_consumer(settings: &KafkaSettings, isolation: &str) -> Result<BaseCon
 }
 
 /// The partition ids of `topic`; an error names a topic that does not exist.
-fn partition_ids(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<i32>, KafkaError> {
+pub(crate) fn partition_ids(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<i32>, KafkaError> {
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(KafkaError::Client)?;

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod producer;
 pub mod retry;
 pub mod settings;
+pub mod tail;
 pub mod topics;
 
 pub use client::{check_connection, ErrorRecordingContext};

@@ -114,3 +114,46 @@ pub static COMMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric")
 });
+
+/// The `kafka_consumer_lag` a consume loop of this process reports for
+/// `topic`/`partition`: `None` unless a loop owns the partition and knows its
+/// end (the figure is dropped when the partition is revoked). It counts
+/// records only, never transaction markers or aborted records (the loop takes
+/// the consumer's position into account). For a service that judges
+/// something by how far it has processed a partition, e.g. agent-gateway's
+/// liveness check.
+pub fn consumer_lag(topic: &str, partition: i32) -> Option<i64> {
+    use prometheus::core::Collector;
+    let partition = partition.to_string();
+    let families = CONSUMER_LAG.collect();
+    families
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .find(|m| {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            label("topic").as_deref() == Some(topic)
+                && label("partition").as_deref() == Some(partition.as_str())
+        })
+        .map(|m| m.get_gauge().get_value() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_lag_is_none_until_reported_and_after_removal() {
+        let topic = "metrics-test-consumer-lag";
+        assert_eq!(consumer_lag(topic, 4), None);
+        CONSUMER_LAG.with_label_values(&[topic, "4"]).set(17);
+        assert_eq!(consumer_lag(topic, 4), Some(17));
+        assert_eq!(consumer_lag(topic, 5), None);
+        CONSUMER_LAG.remove_label_values(&[topic, "4"]).unwrap();
+        assert_eq!(consumer_lag(topic, 4), None);
+    }
+}

@@ -1,12 +1,17 @@
 //! The read-only topic reader against the real broker: committed records only
 //! (aborted transactions skipped, transaction markers crossed), from given
-//! offsets, chosen partitions, up to the end at open.
+//! offsets, chosen partitions, up to the end at open. And the group-less
+//! tailing reader (`dora_kafka::tail`): it reads a topic whole and follows
+//! it, committed records only, its positions pass transaction markers and
+//! aborted records (so a caller waiting for an `Ends` lookup is released
+//! exactly when it has read what was there), and it leaves no consumer group.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use dora_kafka::inspect::{topic_names, ReadRequest, TopicReader};
+use dora_kafka::tail::{PartitionEnd, TopicTail};
 use dora_kafka::Record;
 use dora_testkit::{create_topic, produce, producer, unique};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
@@ -208,5 +213,75 @@ async fn through_open_transactions_waits_for_them_and_returns_what_commits() -> 
     tokio::task::spawn_blocking(move || open.commit_transaction(Duration::from_secs(30))).await??;
     let got = tokio::time::timeout(Duration::from_secs(30), read).await???;
     assert_eq!(values(&got), ["before", "open"]);
+    Ok(())
+}
+
+/// Reads batches until every end in `ends` is reached; the values read.
+async fn read_to(tail: &mut TopicTail, ends: &[PartitionEnd], read: &mut HashMap<i32, i64>) -> Result<Vec<String>> {
+    let mut values = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ends.iter().all(|e| e.reached_by(read.get(&e.partition).copied())) {
+        let batch = match tokio::time::timeout_at(deadline, tail.next()).await {
+            Ok(Some(b)) => b?,
+            Ok(None) => bail!("the tail stopped"),
+            Err(_) => bail!("ends {ends:?} not reached; positions {read:?}, values so far {values:?}"),
+        };
+        for r in &batch.records {
+            values.push(String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned());
+        }
+        read.extend(batch.positions);
+    }
+    Ok(values)
+}
+
+#[tokio::test]
+async fn a_tail_reads_committed_records_passes_markers_and_follows_new_ones() -> Result<()> {
+    let topic = unique("tail");
+    create_topic(&kafka(), &topic, 2).await?;
+    let plain = producer(&kafka())?;
+    produce(&plain, &topic, Some(b"k"), b"a", &[]).await?;
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || {
+        transaction(&t, &["committed"], true)?;
+        // Partition 0 ends with an aborted transaction: only markers and
+        // aborted records after the last visible one.
+        transaction(&t, &["aborted-1", "aborted-2"], false).map(drop)
+    })
+    .await??;
+
+    let mut tail = TopicTail::open(&kafka(), &topic).await?;
+    assert_eq!(tail.partitions(), [0, 1]);
+    let ends = tail.ends().now().await?;
+    assert!(ends.iter().all(|e| e.high > e.low), "{ends:?}");
+    let mut read = HashMap::new();
+    let mut values = read_to(&mut tail, &ends, &mut read).await?;
+    values.sort();
+    assert_eq!(values, ["a", "committed"]);
+
+    // What is written afterwards is followed.
+    produce(&plain, &topic, Some(b"k"), b"later", &[]).await?;
+    let ends = tail.ends().now().await?;
+    assert_eq!(read_to(&mut tail, &ends, &mut read).await?, ["later"]);
+
+    // No reader (tail or inspect) ever leaves a consumer group behind.
+    let groups = dora_testkit::group_names(&kafka()).await?;
+    let left: Vec<&String> = groups.iter().filter(|g| g.starts_with("dora-inspect-")).collect();
+    assert!(left.is_empty(), "groups left behind: {left:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_topic_is_read_to_its_end_at_once_and_a_missing_one_is_named() -> Result<()> {
+    let topic = unique("tail-empty");
+    create_topic(&kafka(), &topic, 3).await?;
+    let tail = TopicTail::open(&kafka(), &topic).await?;
+    let ends = tail.ends().now().await?;
+    assert_eq!(ends.len(), 3);
+    assert!(ends.iter().all(|e| e.reached_by(None)), "{ends:?}");
+    let missing = unique("tail-missing");
+    match TopicTail::open(&kafka(), &missing).await {
+        Ok(_) => bail!("opened a topic that does not exist"),
+        Err(e) => assert!(e.to_string().contains(&missing), "{e}"),
+    }
     Ok(())
 }

@@ -176,6 +176,15 @@ pub struct AgentHealth {
     pub last_error: Option<String>,
     /// When this record was computed, epoch milliseconds.
     pub updated_at: i64,
+    /// `agent-events` partition of the latest event folded into this record
+    /// (the partition whose owner judges the agent's liveness); `None` in
+    /// records written before the field existed.
+    #[serde(default)]
+    pub last_event_partition: Option<i32>,
+    /// `agent-events` offset of the latest event folded into this record: an
+    /// event of `last_event_partition` at or before it was already applied.
+    #[serde(default)]
+    pub last_event_offset: Option<i64>,
 }
 
 /// A gap or risk assessment (topics `gap-assessments` and `risk-assessments`,

@@ -44,6 +44,50 @@ fn agent_health() {
     roundtrip(&common::agent_health_minimal());
 }
 
+/// An AgentHealth written with the first released schema (no event
+/// position) reads with the position unknown; the rest is kept.
+#[test]
+fn agent_health_v1_reads_without_a_position() {
+    use apache_avro::types::Value as Avro;
+    let v1_text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../schemas/baseline/AgentHealth/v1.avsc"),
+    )
+    .unwrap();
+    let v1 = CompiledSchema::parse("AgentHealth v1", &v1_text).unwrap();
+    let old = common::agent_health();
+    let value = Avro::Record(vec![
+        ("agentId".into(), old.agent_id.clone().into()),
+        ("agentType".into(), old.agent_type.clone().into()),
+        ("status".into(), Avro::Enum(1, "DEGRADED".into())),
+        ("lastSeen".into(), Avro::TimestampMillis(old.last_seen)),
+        (
+            "lastHeartbeat".into(),
+            Avro::Union(1, Box::new(Avro::TimestampMillis(1_795_771_810_000))),
+        ),
+        ("resourceUsage".into(), old.resource_usage.to_string().into()),
+        ("tasksCompleted".into(), old.tasks_completed.into()),
+        ("lastTaskId".into(), Avro::Union(1, Box::new("task-42".into()))),
+        (
+            "lastError".into(),
+            Avro::Union(1, Box::new("timeout talking to LLM".into())),
+        ),
+        ("updatedAt".into(), Avro::TimestampMillis(old.updated_at)),
+    ]);
+    let body = apache_avro::writer::datum::GenericDatumWriter::builder(v1.schema())
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap();
+    let read: AgentHealth = decode_body(&v1, &body).unwrap();
+    let expected = AgentHealth {
+        last_event_partition: None,
+        last_event_offset: None,
+        ..old
+    };
+    assert_eq!(read, expected);
+}
+
 #[test]
 fn compliance_report() {
     roundtrip(&common::compliance_report());

@@ -28,6 +28,10 @@ impl AgentFilter {
 
 /// One change of the directory, in the order they were applied.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every value is the state variant; boxing it would allocate for each"
+)]
 pub enum Change {
     /// An agent's state changed (or it appeared).
     Updated(AgentState),
@@ -156,6 +160,7 @@ mod tests {
             last_task_id: None,
             last_error: None,
             updated_at,
+            applied: None,
         }
     }
 

@@ -15,6 +15,23 @@ pub enum HealthStatus {
     Unhealthy,
 }
 
+/// Where an event sits on `agent-events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventPosition {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+impl EventPosition {
+    /// True when an event at `event` was already folded into a state that
+    /// applied everything up to `self`: same partition, not after it.
+    pub fn covers(&self, event: EventPosition) -> bool {
+        self.partition == event.partition && event.offset <= self.offset
+    }
+}
+
 /// One agent's derived health: the value of the `agent-health` topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentState {
@@ -38,6 +55,10 @@ pub struct AgentState {
     pub last_error: Option<String>,
     /// When this state was computed, epoch ms.
     pub updated_at: i64,
+    /// The latest event folded into this state (`None`: not known, a record
+    /// written before positions were recorded). Its partition's owner judges
+    /// the agent's liveness.
+    pub applied: Option<EventPosition>,
 }
 
 impl AgentState {
@@ -48,13 +69,16 @@ impl AgentState {
         (self.last_seen, self.updated_at)
     }
 
-    /// True when `other` says the same thing apart from when it was computed.
+    /// True when `other` says the same thing apart from when it was computed
+    /// and from which event.
     pub fn same_content(&self, other: &AgentState) -> bool {
         AgentState {
             updated_at: 0,
+            applied: None,
             ..self.clone()
         } == AgentState {
             updated_at: 0,
+            applied: None,
             ..other.clone()
         }
     }
@@ -81,6 +105,10 @@ pub struct Observation<'a> {
 
 /// The result of applying one event.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every value is the state variant; boxing it would allocate for each"
+)]
 pub enum Transition {
     /// The agent's new state (publish it).
     Updated(AgentState),
@@ -110,6 +138,7 @@ pub fn apply(previous: Option<&AgentState>, event: &Observation<'_>, now_ms: i64
         last_task_id: None,
         last_error: None,
         updated_at: now_ms,
+        applied: None,
     });
     match event.event_type {
         "HEARTBEAT" => {
@@ -150,27 +179,49 @@ pub fn apply(previous: Option<&AgentState>, event: &Observation<'_>, now_ms: i64
         next.agent_type = event.agent_type.to_string();
     }
     next.last_seen = next.last_seen.max(event.timestamp);
-    next.updated_at = now_ms;
+    next.updated_at = later_than(previous, now_ms);
     match previous {
         Some(p) if p.same_content(&next) => Transition::Unchanged,
         _ => Transition::Updated(next),
     }
 }
 
-/// The agent's state after `now_ms` when it has been silent too long: UNHEALTHY
+/// `now_ms`, or just after `previous`'s computation time if that is later:
+/// one agent's records are written by one replica at a time, and the next
+/// owner's clock may be behind the last one's; a later state must still take
+/// precedence (see [`AgentState::precedence`]).
+fn later_than(previous: Option<&AgentState>, now_ms: i64) -> i64 {
+    previous.map_or(now_ms, |p| now_ms.max(p.updated_at + 1))
+}
+
+/// True when the agent gave no sign of life (no event of any kind) for
+/// longer than `retire_after_ms` as of `now_ms`: it is retired (a tombstone
+/// replaces its record).
+pub fn retirable(state: &AgentState, now_ms: i64, retire_after_ms: i64) -> bool {
+    let last = state.last_heartbeat.map_or(state.last_seen, |h| h.max(state.last_seen));
+    now_ms - last > retire_after_ms
+}
+
+/// The agent's state when, as of `clock_ms` (the time up to which its
+/// events are known to be applied), it has been silent too long: UNHEALTHY
 /// when no heartbeat (or, never having heartbeated, no event) arrived within
-/// `allowed_silence_ms`. `None` when nothing changes.
-pub fn expire(state: &AgentState, now_ms: i64, allowed_silence_ms: i64) -> Option<AgentState> {
+/// `allowed_silence_ms`; computed at `now_ms`. `None` when nothing changes.
+pub fn expire(
+    state: &AgentState,
+    clock_ms: i64,
+    now_ms: i64,
+    allowed_silence_ms: i64,
+) -> Option<AgentState> {
     if state.status == HealthStatus::Unhealthy {
         return None;
     }
     let last_sign_of_life = state.last_heartbeat.unwrap_or(state.last_seen);
-    if now_ms - last_sign_of_life <= allowed_silence_ms {
+    if clock_ms - last_sign_of_life <= allowed_silence_ms {
         return None;
     }
     Some(AgentState {
         status: HealthStatus::Unhealthy,
-        updated_at: now_ms,
+        updated_at: later_than(Some(state), now_ms),
         ..state.clone()
     })
 }
@@ -261,15 +312,15 @@ mod tests {
         let empty = json!({});
         let s = updated(apply(None, &obs("HEARTBEAT", 1_000, &empty), 1_000));
         assert_eq!(
-            expire(&s, 31_000, 30_000),
+            expire(&s, 31_000, 31_000, 30_000),
             None,
             "exactly at the limit is still fine"
         );
-        let u = expire(&s, 31_001, 30_000).expect("silent too long");
+        let u = expire(&s, 31_001, 31_001, 30_000).expect("silent too long");
         assert_eq!(u.status, HealthStatus::Unhealthy);
         assert_eq!(u.last_heartbeat, Some(1_000));
         assert!(u.precedence() > s.precedence());
-        assert_eq!(expire(&u, 99_000, 30_000), None, "already unhealthy");
+        assert_eq!(expire(&u, 99_000, 99_000, 30_000), None, "already unhealthy");
         let back = updated(apply(Some(&u), &obs("HEARTBEAT", 40_000, &empty), 40_000));
         assert_eq!(back.status, HealthStatus::Healthy);
         assert!(back.precedence() > u.precedence());
@@ -281,7 +332,7 @@ mod tests {
         let s = updated(apply(None, &obs("HEARTBEAT", 1_000, &empty), 1_000));
         let fresh = updated(apply(Some(&s), &obs("HEARTBEAT", 50_000, &empty), 50_000));
         // Another replica decided from `s` (it had not seen `fresh` yet) a bit later.
-        let stale = expire(&s, 50_500, 30_000).unwrap();
+        let stale = expire(&s, 50_500, 50_500, 30_000).unwrap();
         assert!(fresh.precedence() > stale.precedence());
     }
 

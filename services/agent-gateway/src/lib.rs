@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bench;
 pub mod callers;
 pub mod directory;
+pub mod fold;
 pub mod health;
 pub mod intake;
 pub mod metrics;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod settings;
 pub mod simulator;
 pub mod validation;
+pub mod view;
 pub mod watch;
 pub mod wire;
 

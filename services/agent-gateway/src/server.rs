@@ -8,20 +8,17 @@ use anyhow::Context;
 use dora_proto::agent::v1::agent_gateway_server::AgentGatewayServer;
 use dora_service::ServiceContext;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
-use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, StartAt};
+use dora_kafka::consume::{ConsumeLoop, StartAt};
 use dora_kafka::Producer;
 
 use crate::api::{EventSink, GatewayApi};
 use crate::auth::Authenticator;
 use crate::directory::AgentDirectory;
-use crate::pipeline::{
-    check_liveness, CatchUp, HealthProcessor, HealthPublisher, HealthReader, KafkaEventSink,
-    ProcessorLag, HEALTH_LOADED,
-};
+use crate::fold::HealthFold;
+use crate::pipeline::KafkaEventSink;
+use crate::view::{HealthView, HEALTH_LOADED};
 use crate::queue::SendQueue;
 use crate::settings::{GatewaySettings, Settings};
 use dora_schema::{AgentEvent, AgentHealth};
@@ -39,7 +36,8 @@ pub fn authenticator(s: &GatewaySettings) -> anyhow::Result<Authenticator> {
     )?)
 }
 
-/// Serves the gRPC API on `listener` until `shutdown`, then waits (at most
+/// Serves the gRPC API (with gRPC health and reflection, TLS when
+/// configured) on `listener` until `shutdown`, then waits (at most
 /// [`DRAIN_TIMEOUT`]) for in-flight calls to complete.
 pub async fn serve_grpc(
     s: &GatewaySettings,
@@ -47,45 +45,10 @@ pub async fn serve_grpc(
     api: GatewayApi,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<AgentGatewayServer<GatewayApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dora_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-    let mut builder = Server::builder();
-    if let Some(tls) = s.auth.server_tls("gateway")? {
-        builder = builder.tls_config(tls).context("gateway TLS")?;
-    }
+    let tls = s.auth.server_tls("gateway")?;
     let service = AgentGatewayServer::new(api).max_decoding_message_size(s.max_request_bytes);
-    let stop = shutdown.clone();
-    let server = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stop.cancelled().await
-        });
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return r.context("gRPC server failed"),
-        _ = shutdown.cancelled() => {}
-    }
-    reporter
-        .set_not_serving::<AgentGatewayServer<GatewayApi>>()
-        .await;
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(r) => r.context("gRPC server failed while draining"),
-        Err(_) => {
-            tracing::warn!(
-                "in-flight gRPC calls did not finish within {DRAIN_TIMEOUT:?}; stopping anyway"
-            );
-            Ok(())
-        }
-    }
+    dora_proto::serve::serve(listener, tls, service, shutdown, DRAIN_TIMEOUT).await?;
+    Ok(())
 }
 
 /// The API over `sink` and `directory`, from settings.
@@ -115,9 +78,9 @@ pub fn api(
     ))
 }
 
-/// Runs the whole gateway until `ctx.shutdown`: the gRPC API, the health
-/// processor, the health reader and the liveness check; then drains (gRPC
-/// calls complete, the producer flushes, the loops commit).
+/// Runs the whole gateway until `ctx.shutdown`: the gRPC API, the
+/// agent-health view and the health processor (which also judges liveness);
+/// then drains (gRPC calls complete, the producer flushes, the loop commits).
 pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> {
     // Not ready until the agent-health view is loaded (the admin server is
     // already answering, and no condition at all would mean ready).
@@ -145,7 +108,6 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         .register::<AgentHealth>(&s.health_topic)
         .await
         .context("registering the AgentHealth schema")?;
-    let dead_letters = Arc::new(codec.clone());
     let directory = AgentDirectory::default();
     let producer = Producer::new(kafka, &settings.producer, ctx.name, &ctx.readiness)?;
     let sink: Arc<dyn EventSink> = Arc::new(KafkaEventSink::new(
@@ -153,87 +115,40 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         codec.clone(),
         &s.events_topic,
     ));
-    let publisher = HealthPublisher::new(
-        producer.clone(),
-        codec.clone(),
-        &s.health_topic,
-        directory.clone(),
-    );
 
-    // Every replica reads agent-health whole: its own throwaway group, from the beginning.
-    let reader_settings = ConsumerSettings {
-        group_id: format!("{}-health-view-{}", ctx.name, uuid::Uuid::new_v4().simple()),
-        fetch_min_bytes: 1,
-        ..settings.consumer.clone()
-    };
-    let start_marks =
-        dora_kafka::topics::watermarks(kafka, &s.health_topic, Duration::from_secs(10))
-            .await
-            .with_context(|| format!("reading the watermarks of {}", s.health_topic))?;
-    let catch_up = Arc::new(CatchUp::new(&start_marks, ctx.readiness.clone()));
-    let give_up = {
-        let (catch_up, wait) = (
-            catch_up.clone(),
-            Duration::from_millis(s.health_load_timeout_ms),
-        );
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            catch_up.give_up();
-        })
-    };
-    // The reader, the processor and the liveness check are tasks of their own:
-    // joined in this task, the reader working through a long agent-health
-    // backlog starved the others (and the gRPC accept loop) for minutes.
-    let reader = tokio::spawn(
-        ConsumeLoop::new(kafka, &reader_settings, &ctx, dead_letters.clone())
-            .topics(&[s.health_topic.as_str()])
-            .on_assign(|_, _| StartAt::Beginning)
-            .run(HealthReader::new(
-                codec.clone(),
-                directory.clone(),
-                catch_up.clone(),
-            )),
-    );
-    // Events are applied, and silence judged, only on the loaded view.
-    let lag = ProcessorLag::default();
+    // Every replica reads agent-health whole, without a consumer group.
+    let (view, view_task) = HealthView::open(
+        kafka,
+        &s.health_topic,
+        codec.clone(),
+        directory.clone(),
+        ctx.readiness.clone(),
+    )
+    .await
+    .with_context(|| format!("opening {}", s.health_topic))?;
+    // A partition is folded only once the view holds its agents' latest
+    // committed state (the previous owner's last transaction included).
     let processor = {
-        let (catch_up, shutdown) = (catch_up.clone(), ctx.shutdown.clone());
-        let consume = ConsumeLoop::new(kafka, &settings.consumer, &ctx, dead_letters)
-            .topics(&[s.events_topic.as_str()])
-            .producer_settings(&settings.producer);
-        let processor = HealthProcessor::new(
+        let view = view.clone();
+        let fold = HealthFold::new(
             codec.clone(),
-            publisher.clone(),
+            &s.events_topic,
+            &s.health_topic,
             directory.clone(),
-            lag.clone(),
+            s.liveness(settings.consumer.lag_interval_ms),
         );
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = catch_up.loaded() => {}
-            }
-            consume.run_batches(processor).await
-        })
-    };
-    let liveness = {
-        let (directory, shutdown) = (directory.clone(), ctx.shutdown.clone());
-        let period = Duration::from_millis(s.liveness_check_ms.max(10));
-        let allowed_silence_ms = s.allowed_silence_ms();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = catch_up.loaded() => {}
-            }
-            check_liveness(
-                directory,
-                publisher,
-                lag,
-                period,
-                allowed_silence_ms,
-                shutdown,
-            )
-            .await;
-        })
+        ConsumeLoop::new(kafka, &settings.consumer, &ctx, Arc::new(codec.clone()))
+            .topics(&[s.events_topic.as_str()])
+            .producer_settings(&settings.producer)
+            .on_assign(move |_, _| {
+                let view = view.clone();
+                async move {
+                    view.caught_up().await;
+                    StartAt::Committed
+                }
+            })
+            .tick_every(Duration::from_millis(s.liveness_check_ms.max(10)))
+            .run_transactional(fold)
     };
     let api = api(s, auth, sink, directory, ctx.shutdown.clone())?;
     let grpc = async {
@@ -244,15 +159,20 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         }
         r
     };
-    let (grpc, reader, processor, liveness) = tokio::join!(grpc, reader, processor, liveness);
-    give_up.abort();
-    grpc?;
-    reader
-        .context("agent-health reader task")?
-        .context("agent-health reader")?;
-    processor
-        .context("health processor task")?
-        .context("health processor")?;
-    liveness.context("liveness check task")?;
-    Ok(())
+    let view_failed = async {
+        match view_task.await {
+            Ok(Ok(())) => anyhow::bail!("the agent-health view stopped"),
+            Ok(Err(e)) => Err(e).context("agent-health view"),
+            Err(e) => Err(e).context("agent-health view task"),
+        }
+    };
+    let work = async {
+        let (grpc, processor) = tokio::join!(grpc, processor);
+        grpc?;
+        processor.context("health processor")
+    };
+    tokio::select! {
+        r = work => r,
+        r = view_failed => r,
+    }
 }

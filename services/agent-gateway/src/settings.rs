@@ -21,7 +21,9 @@ pub struct Settings {
     pub producer: dora_kafka::ProducerSettings,
     /// Section `consumer`: the health processor's consumer. Group default
     /// `agent-event-processor`; `fetch_min_bytes` 1 and batches wait at most 50 ms
-    /// (runtime defaults 1024 and 500) so health follows events closely.
+    /// (runtime defaults 1024 and 500) so health follows events closely;
+    /// `transactional_id` default `agent-gateway-<hostname>` (one per replica,
+    /// stable across its restarts so a restart fences its predecessor).
     pub consumer: dora_kafka::consume::ConsumerSettings,
     /// Section `gateway`.
     pub gateway: GatewaySettings,
@@ -46,6 +48,7 @@ impl Default for Settings {
                 // under load anyway.
                 fetch_min_bytes: 1,
                 max_batch_wait_ms: 50,
+                transactional_id: Some(format!("agent-gateway-{}", dora_service::host_name())),
                 ..Default::default()
             },
             gateway: GatewaySettings::default(),
@@ -77,9 +80,10 @@ pub struct GatewaySettings {
     pub unhealthy_after_intervals: u32,
     /// How often silent agents are looked for, ms. Default 1 000.
     pub liveness_check_ms: u64,
-    /// Longest the replica waits at start-up to read agent-health up to its
-    /// start-up watermarks before it reports ready anyway, ms. Default 30 000.
-    pub health_load_timeout_ms: u64,
+    /// Silence after which an agent is retired: a tombstone on agent-health
+    /// removes it from every replica's directory (and, after compaction, from
+    /// the topic), ms; 0: never. Default 604 800 000 (7 days).
+    pub retire_after_ms: u64,
     /// Largest `agent_id`, `agent_type`, `task_id`, bytes. Default 128.
     pub max_id_bytes: usize,
     /// Largest `message`, bytes. Default 4 096.
@@ -115,7 +119,7 @@ impl Default for GatewaySettings {
             heartbeat_interval_ms: 10_000,
             unhealthy_after_intervals: 3,
             liveness_check_ms: 1_000,
-            health_load_timeout_ms: 30_000,
+            retire_after_ms: 7 * 24 * 3_600_000,
             max_id_bytes: 128,
             max_message_bytes: 4_096,
             max_metadata_bytes: 16_384,
@@ -137,6 +141,15 @@ impl GatewaySettings {
         (self
             .heartbeat_interval_ms
             .saturating_mul(u64::from(self.unhealthy_after_intervals))) as i64
+    }
+
+    /// When agents count as silent or are retired.
+    pub fn liveness(&self, lag_interval_ms: u32) -> crate::fold::Liveness {
+        crate::fold::Liveness {
+            allowed_silence_ms: self.allowed_silence_ms(),
+            retire_after_ms: (self.retire_after_ms > 0).then_some(self.retire_after_ms as i64),
+            caught_up_margin_ms: 2 * i64::from(lag_interval_ms),
+        }
     }
 
     /// How long a write may wait for a queue slot when the call has no deadline.

@@ -4,8 +4,9 @@
 //! decoding, also as INVALID_ARGUMENT naming the field.)
 
 use dora_proto::agent::v1 as pb;
+pub use dora_proto::validate::Invalid;
+use dora_proto::validate::{identifier, json_object};
 use serde_json::{Map, Value};
-use tonic::Status;
 
 /// Size limits, bytes.
 #[derive(Debug, Clone, Copy)]
@@ -75,29 +76,6 @@ impl EventDraft {
     }
 }
 
-/// A validation failure: the field and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
-pub struct Invalid {
-    /// The proto field name.
-    pub field: &'static str,
-    /// What is wrong.
-    pub problem: String,
-}
-
-impl From<Invalid> for Status {
-    fn from(e: Invalid) -> Self {
-        Status::invalid_argument(e.to_string())
-    }
-}
-
-fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
-    Invalid {
-        field,
-        problem: problem.into(),
-    }
-}
-
 /// The seed's spelling of an event type.
 pub fn event_type_name(t: pb::EventType) -> Option<&'static str> {
     match t {
@@ -121,27 +99,6 @@ pub fn status_name(s: pb::AgentStatus) -> Option<&'static str> {
     }
 }
 
-/// An identifier: required, at most `max` bytes, printable ASCII without spaces
-/// (it becomes a Kafka key and a log field).
-fn identifier(field: &'static str, value: &str, max: usize) -> Result<String, Invalid> {
-    if value.is_empty() {
-        return Err(invalid(field, "is required"));
-    }
-    if value.len() > max {
-        return Err(invalid(
-            field,
-            format!("is {} bytes, at most {max} allowed", value.len()),
-        ));
-    }
-    if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(
-            field,
-            "may contain only printable ASCII without spaces",
-        ));
-    }
-    Ok(value.to_string())
-}
-
 fn optional_identifier(
     field: &'static str,
     value: Option<&str>,
@@ -156,36 +113,14 @@ fn optional_identifier(
 fn text(field: &'static str, value: Option<&str>, max: usize) -> Result<Option<String>, Invalid> {
     match value {
         None => Ok(None),
-        Some(v) if v.len() > max => Err(invalid(
+        Some(v) if v.len() > max => Err(Invalid::new(
             field,
             format!("is {} bytes, at most {max} allowed", v.len()),
         )),
         Some(v) if v.chars().any(|c| c == '\0') => {
-            Err(invalid(field, "may not contain NUL characters"))
+            Err(Invalid::new(field, "may not contain NUL characters"))
         }
         Some(v) => Ok(Some(v.to_string())),
-    }
-}
-
-/// Parses a JSON object field (empty text: `{}`).
-pub fn json_object(
-    field: &'static str,
-    value: &str,
-    max: usize,
-) -> Result<Map<String, Value>, Invalid> {
-    if value.len() > max {
-        return Err(invalid(
-            field,
-            format!("is {} bytes, at most {max} allowed", value.len()),
-        ));
-    }
-    if value.trim().is_empty() {
-        return Ok(Map::new());
-    }
-    match serde_json::from_str::<Value>(value) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(invalid(field, "must be a JSON object")),
-        Err(e) => Err(invalid(field, format!("is not valid JSON: {e}"))),
     }
 }
 
@@ -199,7 +134,7 @@ pub fn publish_request(
         .ok()
         .and_then(event_type_name)
         .ok_or_else(|| {
-            invalid(
+            Invalid::new(
                 "event_type",
                 format!("{} is not one of the EventType values", req.event_type),
             )
@@ -209,7 +144,7 @@ pub fn publish_request(
         .ok()
         .and_then(status_name)
         .ok_or_else(|| {
-            invalid(
+            Invalid::new(
                 "status",
                 format!("{} is not one of the AgentStatus values", req.status),
             )
@@ -226,7 +161,7 @@ pub fn publish_request(
         "TASK_STARTED" | "TASK_COMPLETED" | "TASK_FAILED"
     ) && task_id.is_none()
     {
-        return Err(invalid("task_id", format!("is required for {event_type}")));
+        return Err(Invalid::new("task_id", format!("is required for {event_type}")));
     }
     Ok(EventDraft {
         agent_id,
@@ -252,7 +187,7 @@ pub fn heartbeat_request(
         let mut usage = Map::new();
         let mut put = |name: &str, field: &'static str, v: f64| -> Result<(), Invalid> {
             let n = serde_json::Number::from_f64(v)
-                .ok_or_else(|| invalid(field, "must be a finite number"))?;
+                .ok_or_else(|| Invalid::new(field, "must be a finite number"))?;
             usage.insert(name.to_string(), Value::Number(n));
             Ok(())
         };
@@ -316,7 +251,7 @@ pub fn report_error_request(
     let agent_id = identifier("agent_id", &req.agent_id, limits.max_id_bytes)?;
     let agent_type = identifier("agent_type", &req.agent_type, limits.max_id_bytes)?;
     if req.message.is_empty() {
-        return Err(invalid("message", "is required"));
+        return Err(Invalid::new("message", "is required"));
     }
     let message = text("message", Some(&req.message), limits.max_message_bytes)?;
     let details = json_object("details_json", &req.details_json, limits.max_metadata_bytes)?;
@@ -352,7 +287,7 @@ mod tests {
         }
     }
 
-    fn field_of(req: pb::PublishEventRequest) -> &'static str {
+    fn field_of(req: pb::PublishEventRequest) -> String {
         publish_request(&req, &Limits::default()).unwrap_err().field
     }
 

@@ -124,6 +124,7 @@ mod tests {
             last_task_id: None,
             last_error: None,
             updated_at: t,
+            applied: None,
         }
     }
 

@@ -6,7 +6,7 @@
 use dora_schema::{AgentEvent, AgentHealth, AgentStatus, EventType, SchemaError};
 use serde_json::Value;
 
-use crate::health::{AgentState, HealthStatus, Observation};
+use crate::health::{AgentState, EventPosition, HealthStatus, Observation};
 use crate::intake::StampedEvent;
 
 /// Why a value could not be encoded or decoded.
@@ -106,6 +106,8 @@ pub fn agent_health(s: &AgentState) -> AgentHealth {
         last_task_id: s.last_task_id.clone(),
         last_error: s.last_error.clone(),
         updated_at: s.updated_at,
+        last_event_partition: s.applied.map(|a| a.partition),
+        last_event_offset: s.applied.map(|a| a.offset),
     }
 }
 
@@ -132,6 +134,10 @@ pub fn agent_state(h: AgentHealth) -> Result<AgentState, WireError> {
         last_task_id: h.last_task_id,
         last_error: h.last_error,
         updated_at: h.updated_at,
+        applied: match (h.last_event_partition, h.last_event_offset) {
+            (Some(partition), Some(offset)) => Some(EventPosition { partition, offset }),
+            _ => None,
+        },
     })
 }
 
@@ -151,6 +157,10 @@ mod tests {
             last_task_id: Some("t".into()),
             last_error: Some("x".into()),
             updated_at: 6,
+            applied: Some(EventPosition {
+                partition: 2,
+                offset: 77,
+            }),
         }
     }
 
@@ -161,6 +171,7 @@ mod tests {
         let none = AgentState {
             resource_usage: None,
             last_heartbeat: None,
+            applied: None,
             ..state()
         };
         assert_eq!(agent_state(agent_health(&none)).unwrap(), none);

@@ -2,7 +2,9 @@
 //! one is served by the other, and a restarted replica serves the same state
 //! (every replica reads the compacted agent-health topic whole); the events
 //! topic's partitions are shared by both replicas' processors, and handed
-//! over to the other when one stops.
+//! over to the other when one stops; silent agents are judged once, by the
+//! owner of their partition, and a killed replica's live agents are not
+//! declared UNHEALTHY by the survivor.
 
 mod common;
 
@@ -165,5 +167,118 @@ async fn the_event_partitions_are_shared_by_both_processors_and_handed_over_when
         after - before,
         agents.len()
     );
+    Ok(())
+}
+
+/// Items 2 and 5 of issue 9: liveness is judged per partition by the replica
+/// that processes it, and written through the processor's transactions.
+/// With two replicas, each silent agent gets exactly one UNHEALTHY record;
+/// when one replica is SIGKILLed, the survivor does not declare the dead
+/// one's agents UNHEALTHY while they keep heartbeating — not before the
+/// group hands it their partitions, and not after.
+#[tokio::test]
+async fn liveness_is_judged_once_per_agent_by_its_partitions_owner_and_survives_a_killed_replica(
+) -> Result<()> {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    const UNHEALTHY: i32 = pb::AgentStatus::Unhealthy as i32;
+
+    let mut scenario = Scenario::new().await?;
+    scenario.short_transactions()?;
+    scenario.env.extend([
+        ("DORA_GATEWAY__HEARTBEAT_INTERVAL_MS", "1000".to_string()),
+        ("DORA_GATEWAY__UNHEALTHY_AFTER_INTERVALS", "3".to_string()),
+        ("DORA_GATEWAY__LIVENESS_CHECK_MS", "200".to_string()),
+        ("DORA_CONSUMER__SESSION_TIMEOUT_MS", "6000".to_string()),
+    ]);
+    let mut a = scenario.start().await?;
+    let b = scenario.start().await?;
+
+    // Lively and quiet agents, each set on every partition; all write through B.
+    let (mut lively, mut quiet) = (Vec::new(), Vec::new());
+    let (mut lively_parts, mut quiet_parts) = (HashSet::new(), HashSet::new());
+    let mut clients = Vec::new();
+    while lively_parts.len() < 3 || quiet_parts.len() < 3 {
+        anyhow::ensure!(clients.len() < 200, "agents never covered 3 partitions");
+        let agent = tk::unique("agent");
+        let mut client = scenario.client(&b, &agent).await?;
+        let p = client.heartbeat(heartbeat(&agent)).await?.into_inner().partition;
+        if lively_parts.insert(p) || quiet_parts.contains(&p) {
+            lively.push(agent.clone());
+        } else {
+            quiet_parts.insert(p);
+            quiet.push(agent.clone());
+        }
+        clients.push((agent, client));
+    }
+    let silenced: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let heartbeats = {
+        let silenced = silenced.clone();
+        tokio::spawn(async move {
+            loop {
+                for (agent, client) in clients.iter_mut() {
+                    if !silenced.lock().unwrap().contains(agent) {
+                        let _ = client.heartbeat(heartbeat(agent)).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let topic = scenario.events_topic.clone();
+    tk::eventually(tk::DEADLINE, || async {
+        let (pa, pb) = (processed(&a, &topic).await.ok()?, processed(&b, &topic).await.ok()?);
+        (pa > 0.0 && pb > 0.0).then_some(())
+    })
+    .await
+    .map_err(|e| e.context("both replicas' processors never processed events"))?;
+
+    // Both alive: the quiet agents go silent and turn UNHEALTHY, once each.
+    silenced.lock().unwrap().extend(quiet.iter().cloned());
+    for gw in [&a, &b] {
+        let mut reader = scenario.reader(gw).await?;
+        for agent in &quiet {
+            await_agent(&mut reader, agent, "UNHEALTHY", |h| h.status == UNHEALTHY).await?;
+        }
+    }
+    // Several liveness periods for a second verdict to show up, if any.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let unhealthy_records = |records: &[(String, Option<dora_schema::AgentHealth>)], agent: &str| {
+        records
+            .iter()
+            .filter(|(k, v)| {
+                k == agent
+                    && v.as_ref()
+                        .is_some_and(|v| v.status == dora_schema::AgentStatus::Unhealthy)
+            })
+            .count()
+    };
+    let records = scenario.health_records().await?;
+    for agent in &quiet {
+        assert_eq!(unhealthy_records(&records, agent), 1, "UNHEALTHY records of {agent}");
+    }
+
+    // A is killed; the lively agents keep heartbeating (through B). Wait
+    // until B shows a heartbeat sent after A's session expired for each of
+    // them: B took over A's partitions and folded their backlog.
+    a.process.kill().await?;
+    let killed_at = chrono::Utc::now().timestamp_millis();
+    let mut via_b = scenario.reader(&b).await?;
+    for agent in &lively {
+        common::await_agent_within(&mut via_b, agent, "a heartbeat after the takeover", Duration::from_secs(90), |h| {
+            h.last_heartbeat > killed_at + 6_000
+        })
+        .await?;
+    }
+    // One allowed silence more of heartbeats under B alone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    heartbeats.abort();
+    let records = scenario.health_records().await?;
+    for agent in &lively {
+        assert_eq!(unhealthy_records(&records, agent), 0, "{agent} heartbeat throughout, yet UNHEALTHY");
+    }
+    for agent in &quiet {
+        assert_eq!(unhealthy_records(&records, agent), 1, "UNHEALTHY records of {agent} after the takeover");
+    }
     Ok(())
 }

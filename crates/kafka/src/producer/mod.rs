@@ -309,9 +309,10 @@ impl Producer {
         let topic = record.topic.as_str();
         let mut backoff = Duration::from_millis(1);
         loop {
-            let mut fr = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(&record.payload)
-                .headers(headers.clone());
+            let mut fr = FutureRecord::<[u8], [u8]>::to(topic).headers(headers.clone());
+            if !record.tombstone {
+                fr = fr.payload(&record.payload);
+            }
             if let Some(k) = &record.key {
                 fr = fr.key(k.as_slice());
             }

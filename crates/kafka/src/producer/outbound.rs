@@ -105,6 +105,9 @@ pub struct OutboundRecord {
     pub key: Option<Vec<u8>>,
     /// Value bytes.
     pub payload: Vec<u8>,
+    /// Writes a null value instead of `payload` (a tombstone: compaction
+    /// removes the key).
+    pub tombstone: bool,
     /// Extra headers, e.g. `content-type`.
     pub headers: Vec<(String, Vec<u8>)>,
     /// The partition to write to; `None` lets the partitioner choose by key.
@@ -121,9 +124,19 @@ impl OutboundRecord {
             topic: topic.into(),
             key: key.map(|k| k.as_bytes().to_vec()),
             payload,
+            tombstone: false,
             headers: Vec::new(),
             partition: None,
             exact_headers: None,
+        }
+    }
+
+    /// A tombstone for `key`: a null value, which a compacted topic's
+    /// cleaner eventually removes together with every earlier record of the key.
+    pub fn tombstone(topic: impl Into<String>, key: &str) -> Self {
+        Self {
+            tombstone: true,
+            ..Self::new(topic, Some(key), Vec::new())
         }
     }
 

@@ -46,12 +46,16 @@ pub fn agent_health() -> AgentHealth {
         last_task_id: Some("task-42".into()),
         last_error: Some("timeout talking to LLM".into()),
         updated_at: 1_795_771_815_200,
+        last_event_partition: Some(2),
+        last_event_offset: Some(41_977),
     }
 }
 
 pub fn agent_health_minimal() -> AgentHealth {
     AgentHealth {
         last_heartbeat: None,
+        last_event_partition: None,
+        last_event_offset: None,
         resource_usage: json!({}),
         last_task_id: None,
         last_error: None,

@@ -73,8 +73,14 @@ impl Scenario {
         })
     }
 
-    /// Starts a gateway replica and waits until it is ready.
+    /// Starts a gateway replica (a transactional id of its own) and waits
+    /// until it announced its gRPC address.
     pub async fn start(&self) -> Result<Gateway> {
+        self.start_as(&tk::unique("agent-gateway-test")).await
+    }
+
+    /// Starts a replica with extra environment `extra` (after the scenario's).
+    pub async fn start_with(&self, extra: &[(&'static str, String)]) -> Result<Gateway> {
         let mut env: Vec<(&str, String)> = vec![
             ("DORA_GATEWAY__GRPC_LISTEN", "127.0.0.1:0".to_string()),
             (
@@ -90,6 +96,7 @@ impl Scenario {
             ),
         ];
         env.extend(self.env.iter().cloned());
+        env.extend(extra.iter().cloned());
         let mut process = tk::ServiceProcess::spawn(BIN, &env).await?;
         let grpc = process.wait_announced("grpc", tk::DEADLINE).await?;
         Ok(Gateway {
@@ -116,6 +123,70 @@ impl Scenario {
             .await
             .context("connecting to the gateway")?;
         simulator::client_with_token(channel, token)
+    }
+
+    /// Every committed record of the health topic, in offset order per
+    /// partition: `(agent, value)`, `None` for a tombstone.
+    pub async fn health_records(&self) -> Result<Vec<(String, Option<dora_schema::AgentHealth>)>> {
+        let codec = codec()?;
+        let mut out = Vec::new();
+        for r in tk::read_committed(&self.kafka, &self.health_topic).await? {
+            let agent = String::from_utf8_lossy(r.key().unwrap_or_default()).to_string();
+            let value = match r.payload() {
+                Some(p) => Some(codec.decode(&self.health_topic, p).await?),
+                None => None,
+            };
+            out.push((agent, value));
+        }
+        Ok(out)
+    }
+
+    /// Makes the scenario's replicas use 10 s transactions (librdkafka's
+    /// default is 60 s): a replica killed mid-transaction holds its
+    /// partitions' next owner back until the broker aborts what it left open.
+    pub fn short_transactions(&mut self) -> Result<()> {
+        let file = self._dir.path().join("short-transactions.toml");
+        std::fs::write(
+            &file,
+            "[kafka.extra]\n\"transaction.timeout.ms\" = \"10000\"\n",
+        )?;
+        self.env.push(("DORA_CONFIG", file.display().to_string()));
+        self.env
+            .push(("DORA_PRODUCER__DELIVERY_TIMEOUT_MS", "10000".to_string()));
+        Ok(())
+    }
+
+    /// Writes `count` TASK_COMPLETED events of each of `agents` straight to
+    /// the events topic (as the gateway writes them), agent by agent interleaved.
+    pub async fn task_events(&self, agents: &[String], count: usize) -> Result<()> {
+        let codec = codec()?;
+        let mut records = Vec::with_capacity(agents.len() * count);
+        let now = chrono::Utc::now().timestamp_millis();
+        for n in 0..count {
+            for agent in agents {
+                let event = dora_schema::AgentEvent {
+                    event_id: uuid::Uuid::new_v4().to_string(),
+                    agent_id: agent.clone(),
+                    timestamp: now,
+                    event_type: dora_schema::EventType::TaskCompleted,
+                    agent_type: "GAP_ANALYZER".into(),
+                    status: dora_schema::AgentStatus::Healthy,
+                    version: "1.0.0".into(),
+                    message: None,
+                    metadata: serde_json::json!({}),
+                    task_id: Some(format!("task-{n}")),
+                };
+                records.push((agent.clone(), codec.encode(&self.events_topic, &event).await?));
+            }
+        }
+        tk::produce_all(&self.kafka, &self.events_topic, &records).await
+    }
+
+    /// Starts a replica whose processor uses `transactional_id` (a restart
+    /// with the same id fences and aborts what its predecessor left open).
+    pub async fn start_as(&self, transactional_id: &str) -> Result<Gateway> {
+        self.start_with(&[("DORA_CONSUMER__TRANSACTIONAL_ID", transactional_id.to_string())])
+            .await
     }
 
     /// Records on the events topic.
