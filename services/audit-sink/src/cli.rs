@@ -33,17 +33,24 @@ pub enum Command {
     /// Recompute every hash chain; exit 0 with the counts when intact, 1
     /// naming each broken link (topic, partition, position, offset, row).
     Verify,
-    /// Write the audit trail of a period, each row with its chain position and hash.
+    /// Write the audit trail (or the assessment archive) of a period, each
+    /// row with its chain position and hash.
     Export {
+        /// Which rows: the audit trail or the compliance reports.
+        #[arg(long, value_enum, default_value = "audit-events")]
+        table: export::Table,
         /// Start of the period (inclusive): RFC 3339 or a date (UTC midnight).
         #[arg(long, value_parser = parse_time)]
         from: DateTime<Utc>,
         /// End of the period (exclusive): RFC 3339 or a date (UTC midnight).
         #[arg(long, value_parser = parse_time)]
         to: DateTime<Utc>,
-        /// Only this user's activities.
-        #[arg(long)]
+        /// Only this user's activities (audit events).
+        #[arg(long, conflicts_with = "organization")]
         user: Option<String>,
+        /// Only this organisation's reports (compliance reports).
+        #[arg(long)]
+        organization: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: export::Format,
@@ -99,11 +106,16 @@ async fn execute(command: Command, settings: &Settings) -> anyhow::Result<ExitCo
             println!("{verdict}");
             Ok(if verdict.intact() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_BROKEN) })
         }
-        Command::Export { from, to, user, format } => {
+        Command::Export { table, from, to, user, organization, format } => {
+            let owner = match (table, user, organization) {
+                (export::Table::AuditEvents, _, Some(_)) => anyhow::bail!("--organization filters compliance reports; use --user for audit events"),
+                (export::Table::ComplianceReports, Some(_), _) => anyhow::bail!("--user filters audit events; use --organization for compliance reports"),
+                (_, user, organization) => user.or(organization),
+            };
             let client = db::Connector::new(pg)?.connect(&pg.config_for(&pg.user, pg.password.as_ref())).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let n = export::export(&client, from, to, user.as_deref(), format, &mut out).await?;
-            eprintln!("audit-sink: exported {n} audit events");
+            let n = export::export(&client, table, (from, to), owner.as_deref(), format, &mut out).await?;
+            eprintln!("audit-sink: exported {n} rows of {table:?}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,6 +7,7 @@
 //!   CONFLICT DO NOTHING, chain links, heads);
 //! - [`chain`]: the canonical bytes and SHA-256 links;
 //! - [`sink`]: the consume loop's batch handler;
+//! - [`resume`]: where an assigned partition starts (the database's offsets);
 //! - [`health`], [`metrics`]: readiness and logging-failure detection;
 //! - [`db`]: pool, TLS, error classes, migrations and the writer role;
 //! - [`verify`], [`export`], [`cli`]: the auditor's subcommands.
@@ -19,6 +20,7 @@ pub mod export;
 pub mod health;
 pub mod intake;
 pub mod metrics;
+pub mod resume;
 pub mod settings;
 pub mod sink;
 pub mod sqltypes;
@@ -60,13 +62,14 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
         codec.clone(),
         topics,
         store::Store::new(pool.clone()),
-        health,
+        health.clone(),
         settings.audit_sink.fault,
         Duration::from_millis(settings.audit_sink.lag_warn_ms),
     );
     let consume = ConsumeLoop::new(&settings.common.kafka, &settings.consumer, &ctx, Arc::new(codec))
         .producer_settings(&settings.producer)
-        .topics(&subscription);
+        .topics(&subscription)
+        .on_assign(resume::from_database(pool.clone(), health, ctx.shutdown.clone()));
     // Every component registered its readiness conditions: start-up is done.
     ctx.started();
     let result = consume.run_batches(handler).await;

@@ -40,7 +40,8 @@ static BATCH: LazyLock<Option<Histogram>> = LazyLock::new(|| {
 static DB_SECONDS: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
     register_histogram_vec!(
         "audit_sink_db_seconds",
-        "Database latency by operation (batch, item, reject, probe, start)",
+        "Database latency by operation (batch, item, reject, probe, start; the steps of a \
+         batch: lock_heads, copy_rows, insert_rows, copy_links, move_heads, commit)",
         &["operation"],
         vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
     )
@@ -102,6 +103,14 @@ pub fn db_seconds(operation: &str, seconds: f64) {
     if let Some(h) = DB_SECONDS.as_ref() {
         h.with_label_values(&[operation]).observe(seconds);
     }
+}
+
+/// Observations and total seconds of a database operation so far (for the benchmark's profile).
+pub fn db_seconds_total(operation: &str) -> (u64, f64) {
+    DB_SECONDS.as_ref().map_or((0, 0.0), |h| {
+        let h = h.with_label_values(&[operation]);
+        (h.get_sample_count(), h.get_sample_sum())
+    })
 }
 
 /// Sets a partition's chain length.

@@ -10,7 +10,9 @@
 //! stored and continues the chain from the first's head.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::pin::pin;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use dora_kafka::Record;
@@ -21,6 +23,7 @@ use tokio_postgres::Transaction;
 use crate::chain::{Hash, Link, Outcome, Row, GENESIS};
 use crate::db::{classify, classify_pool, Failure, Pool};
 use crate::intake::Item;
+use crate::metrics;
 use crate::sqltypes::{now_micros, timestamp, JsonText};
 
 /// Temporary staging tables, created once per connection (see [`STAGING_DDL`]).
@@ -102,6 +105,15 @@ fn pg<T>(r: Result<T, tokio_postgres::Error>) -> Result<T, Failure> {
     r.map_err(|e| classify(&e))
 }
 
+/// Runs one step of a batch's transaction, observing its duration as
+/// `audit_sink_db_seconds{operation=<step>}` (where a batch's time goes).
+async fn step<T>(name: &str, f: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    let started = Instant::now();
+    let result = f.await;
+    metrics::db_seconds(name, started.elapsed().as_secs_f64());
+    result
+}
+
 fn kafka_micros(r: &Record) -> Option<i64> {
     r.timestamp
         .and_then(|ms| ms.checked_mul(1000))
@@ -126,7 +138,7 @@ impl Store {
         let mut client = self.pool.get().await.map_err(|e| classify_pool(&e))?;
         let tx = pg(client.transaction().await)?;
         let report = store_in(&tx, items).await?;
-        pg(tx.commit().await)?;
+        step("commit", async { pg(tx.commit().await) }).await?;
         Ok(report)
     }
 
@@ -191,7 +203,7 @@ async fn store_in(tx: &Transaction<'_>, items: &[Item<'_>]) -> Result<BatchRepor
         v.sort_by_key(|it| it.record.offset);
     }
     let tps: Vec<Tp> = by_tp.keys().cloned().collect();
-    let heads = lock_heads(tx, &tps).await?;
+    let heads = step("lock_heads", lock_heads(tx, &tps)).await?;
     let mut fresh: Vec<&Item<'_>> = Vec::with_capacity(items.len());
     for (tp, v) in &by_tp {
         let head = &heads[tp];
@@ -250,8 +262,8 @@ async fn store_in(tx: &Transaction<'_>, items: &[Item<'_>]) -> Result<BatchRepor
             report.chain_lengths.push((tp.0.clone(), tp.1, seq));
         }
     }
-    copy_links(tx, &links).await?;
-    move_heads(tx, &moved).await?;
+    step("copy_links", copy_links(tx, &links)).await?;
+    step("move_heads", move_heads(tx, &moved)).await?;
     Ok(report)
 }
 
@@ -330,8 +342,8 @@ async fn insert_rows(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<Insert
     let reports: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Report(_))).collect();
     let mut inserted = Inserted::new();
     if !audits.is_empty() {
-        copy_audits(tx, &audits).await?;
-        let rows = pg(tx
+        step("copy_rows", copy_audits(tx, "pg_temp.audit_events_staging", &audits)).await?;
+        let rows = step("insert_rows", async { pg(tx
             .query(
                 &format!(
                     "INSERT INTO audit.audit_events ({AUDIT_COLUMNS}) SELECT {AUDIT_COLUMNS} \
@@ -340,12 +352,13 @@ async fn insert_rows(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<Insert
                 ),
                 &[],
             )
-            .await)?;
+            .await) })
+        .await?;
         collect_inserted(&rows, &mut inserted);
     }
     if !reports.is_empty() {
-        copy_reports(tx, &reports).await?;
-        let rows = pg(tx
+        step("copy_rows", copy_reports(tx, &reports)).await?;
+        let rows = step("insert_rows", async { pg(tx
             .query(
                 &format!(
                     "INSERT INTO audit.compliance_reports ({REPORT_COLUMNS}) SELECT {REPORT_COLUMNS} \
@@ -354,7 +367,8 @@ async fn insert_rows(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<Insert
                 ),
                 &[],
             )
-            .await)?;
+            .await) })
+        .await?;
         collect_inserted(&rows, &mut inserted);
     }
     Ok(inserted)
@@ -366,9 +380,11 @@ fn collect_inserted(rows: &[tokio_postgres::Row], out: &mut Inserted) {
     }
 }
 
-async fn copy_audits(tx: &Transaction<'_>, items: &[&Item<'_>]) -> Result<(), Failure> {
+/// Binary COPY of the audit events among `items` into `table` (the staging
+/// table; the benchmark's ceiling copies straight into a table).
+pub async fn copy_audits(tx: &Transaction<'_>, table: &str, items: &[&Item<'_>]) -> Result<(), Failure> {
     let sink = pg(tx
-        .copy_in(&format!("COPY pg_temp.audit_events_staging ({AUDIT_COLUMNS}) FROM STDIN (FORMAT binary)"))
+        .copy_in(&format!("COPY {table} ({AUDIT_COLUMNS}) FROM STDIN (FORMAT binary)"))
         .await)?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, AUDIT_TYPES));
     for it in items {

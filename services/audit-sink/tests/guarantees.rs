@@ -1,7 +1,8 @@
 //! The sink's delivery guarantees, each against the real stack with
 //! audit-sink as a real process: redelivery and producer duplicates add no
 //! row; a crash between the database commit and the Kafka commit stores
-//! every record exactly once; SIGTERM stores and commits the open batch; one
+//! every record exactly once and reads none twice; a Kafka commit ahead of
+//! the database skips nothing; SIGTERM stores and commits the open batch; one
 //! bad item is dead-lettered with the database's reason while the rest of its
 //! batch is stored.
 
@@ -32,14 +33,17 @@ async fn redelivered_records_and_a_producers_duplicate_add_no_row() -> Result<()
     assert!(sink.terminate(tk::DEADLINE).await?.success(), "{}", sink.log());
     assert_eq!(h.committed(&t, 0).await?, Some(6));
 
-    // Rewind the group: Kafka hands every record to the sink again.
+    // Rewind the group: Kafka would hand every record to the sink again, but
+    // the sink starts from the database's offset (6): nothing is read twice.
     tk::commit_offset(&h.kafka, &h.group, &t, 0, 0).await?;
     let mut again = h.spawn(&[]).await?;
-    h.wait_committed(&t, 0, 6).await?;
-    assert_eq!(h.count("audit_events").await?, 5, "redelivery made a row");
-    assert_eq!(h.links(&t, 0).await?, 6, "redelivery extended the chain");
+    let later = audit_event(5);
+    h.produce_event(&later).await?;
+    h.wait_rows("audit_events", 6).await?;
+    h.wait_committed(&t, 0, 7).await?;
+    assert_eq!(h.links(&t, 0).await?, 7, "redelivery extended the chain");
     let redelivered = metric(&again, "audit_sink_records_total", &[("outcome", "redelivered")]).await?;
-    assert_eq!(redelivered, Some(6.0), "the records did come again and were skipped by the fence");
+    assert_eq!(redelivered.unwrap_or(0.0), 0.0, "records below the database's offset were read again");
     let db = h.owner().await?;
     let outcomes: Vec<(i64, String)> = db
         .query("SELECT kafka_offset, outcome FROM audit.chain ORDER BY seq", &[])
@@ -47,7 +51,8 @@ async fn redelivered_records_and_a_producers_duplicate_add_no_row() -> Result<()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(outcomes.last(), Some(&(5, "duplicate".to_string())));
+    assert_eq!(outcomes[5], (5, "duplicate".to_string()));
+    assert_eq!(outcomes.last(), Some(&(6, "stored".to_string())));
     let (code, out) = h.verify().await?;
     assert_eq!(code, Some(0), "{out}");
     assert!(again.terminate(tk::DEADLINE).await?.success());
@@ -78,12 +83,44 @@ async fn a_crash_between_the_database_commit_and_the_kafka_commit_stores_every_r
     h.wait_rows("audit_events", 30).await?;
     h.wait_committed(&t, 0, 30).await?;
     assert_eq!(h.links(&t, 0).await?, 30, "a record was linked twice");
+    let redelivered = metric(&sink, "audit_sink_records_total", &[("outcome", "redelivered")]).await?;
+    assert_eq!(redelivered.unwrap_or(0.0), 0.0, "the restart read records the database had stored");
     let db = h.owner().await?;
     let dup: i64 = db.query_one("SELECT count(*) FROM audit.chain WHERE outcome <> 'stored'", &[]).await?.get(0);
     assert_eq!(dup, 0);
     let (code, out) = h.verify().await?;
     assert_eq!(code, Some(0), "{out}");
     assert!(sink.terminate(tk::DEADLINE).await?.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_commit_ahead_of_the_database_skips_nothing() -> Result<()> {
+    let h = Harness::new(1, None).await?;
+    let t = h.audit_topic.clone();
+    // The group says 10, the (empty) database has nothing: the database decides.
+    for e in (0..10).map(audit_event) {
+        h.produce_event(&e).await?;
+    }
+    tk::commit_offset(&h.kafka, &h.group, &t, 0, 10).await?;
+    let mut sink = h.spawn(&[]).await?;
+    h.wait_rows("audit_events", 10).await?;
+    assert!(sink.terminate(tk::DEADLINE).await?.success(), "{}", sink.log());
+    assert_eq!(h.next_offset(&t, 0).await?, Some(10));
+
+    // The Kafka commit runs ahead of the database's 10 (e.g. the database
+    // restored from a backup): the sink still starts at 10.
+    for e in (10..20).map(audit_event) {
+        h.produce_event(&e).await?;
+    }
+    tk::commit_offset(&h.kafka, &h.group, &t, 0, 20).await?;
+    let mut again = h.spawn(&[]).await?;
+    h.wait_rows("audit_events", 20).await?;
+    assert_eq!(h.links(&t, 0).await?, 20);
+    assert_eq!(h.next_offset(&t, 0).await?, Some(20));
+    let (code, out) = h.verify().await?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(again.terminate(tk::DEADLINE).await?.success(), "{}", again.log());
     Ok(())
 }
 

@@ -117,7 +117,10 @@ pub struct TransientError {
 }
 
 /// Error types that say the record itself is bad: a replay cannot succeed,
-/// so they may not be configured as transient (settings are refused).
+/// so they may not be configured as transient (settings are refused). The
+/// codec's decoding failures, the platform's services' own (a `SchemaError`
+/// reaches a dead-letter topic only when permanent: the consume loop retries
+/// a registry outage in place), and the seed's `JSONDecodeError`.
 pub const PERMANENT_ERROR_TYPES: &[&str] = &[
     "UnknownMagicByte",
     "Truncated",
@@ -129,6 +132,13 @@ pub const PERMANENT_ERROR_TYPES: &[&str] = &[
     "IllTypedField",
     "Invalid",
     "Undecodable",
+    "SchemaError",
+    "UndecodableAgentEvent",
+    "InvalidAgentEvent",
+    "InvalidAssessment",
+    "InvalidTimestamp",
+    "Tombstone",
+    "JSONDecodeError",
 ];
 
 impl DlqSettings {
@@ -216,8 +226,10 @@ mod tests {
         assert!(s.dlq.transient_policy("InvalidJson").is_none());
 
         let mut bad = s.dlq.clone();
-        bad.transient[0].error_type = "InvalidJson".into();
-        assert!(bad.validate().unwrap_err().contains("InvalidJson"));
+        for permanent in ["InvalidJson", "SchemaError", "UndecodableAgentEvent", "JSONDecodeError"] {
+            bad.transient[0].error_type = permanent.into();
+            assert!(bad.validate().unwrap_err().contains(permanent));
+        }
         let mut twice = s.dlq.clone();
         twice.transient.push(twice.transient[0].clone());
         assert!(twice.validate().unwrap_err().contains("twice"));

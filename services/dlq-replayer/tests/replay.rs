@@ -155,6 +155,8 @@ async fn a_poison_record_is_listed_inspected_then_replayed_byte_exact_and_proces
 #[tokio::test]
 async fn filters_select_exactly_the_matching_letters() -> Result<()> {
     let s = Scenario::new("").await?;
+    // Dead-lettered one second apart, starting an hour ago.
+    let hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
     let mut letters = Vec::new();
     for (i, (key, error_type)) in [
         ("a", "Rejected"),
@@ -170,6 +172,7 @@ async fn filters_select_exactly_the_matching_letters() -> Result<()> {
         if i == 4 {
             d.failed_by = "audit-sink/audit-sink".into();
         }
+        d.timestamp = hour_ago + 1000 * i as i64;
         letters.push(d);
     }
     let offsets = s.write_letters(&letters).await?;
@@ -234,18 +237,16 @@ async fn filters_select_exactly_the_matching_letters() -> Result<()> {
         ]
     );
 
-    // Time range: nothing was dead-lettered before 2000-01-01.
+    // Time range, since inclusive and until exclusive: letters 1 and 2 of all five.
+    let (since, until) = ((hour_ago + 1000).to_string(), (hour_ago + 3000).to_string());
     let out = s
         .run(&[
-            "inspect",
-            "--topic",
-            &s.topic,
-            "--until",
-            "2000-01-01",
+            "inspect", "--topic", &s.topic, "--all", "--since", &since, "--until", &until,
             "--json",
         ])
         .await?;
-    assert!(out.json_lines().is_empty(), "{out:?}");
+    let in_range: Vec<i64> = out.json_lines().iter().map(dlq_offset).collect();
+    assert_eq!(in_range, [offsets[1], offsets[2]], "{out:?}");
     let out = s
         .run(&[
             "inspect",
@@ -256,20 +257,7 @@ async fn filters_select_exactly_the_matching_letters() -> Result<()> {
             "--json",
         ])
         .await?;
-    let waiting: Vec<i64> = out
-        .json_lines()
-        .iter()
-        .map(|l| {
-            l["position"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let waiting: Vec<i64> = out.json_lines().iter().map(dlq_offset).collect();
     assert_eq!(
         waiting,
         [offsets[2]],
@@ -457,4 +445,10 @@ async fn sigterm_in_the_middle_exits_0_and_leaves_nothing_half_replayed() -> Res
         Some(200 - replayed.len() as u64)
     );
     Ok(())
+}
+
+/// The dead-letter offset of an `inspect --json` line (`<dlq>/<partition>/<offset>`).
+fn dlq_offset(line: &serde_json::Value) -> i64 {
+    let position = line["position"].as_str().expect("position");
+    position.rsplit('/').next().and_then(|o| o.parse().ok()).expect("offset")
 }

@@ -1,5 +1,6 @@
 //! The service as a real process against the real stack: transient failures
-//! replayed after their delay and parked at the maximum, permanent ones never
+//! replayed after their delay and parked at the maximum, without holding up
+//! the letters behind one that waits, permanent ones never
 //! touched, the per-topic gauges (new dead-letter topics included), and
 //! exactly once across a crash in the middle of automatic replays.
 
@@ -174,6 +175,48 @@ async fn a_transient_failure_is_replayed_after_its_delay_until_the_maximum_then_
     let status = service.terminate(Duration::from_secs(30)).await?;
     assert!(status.success(), "exit {status}: {}", service.log());
     downstream.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_letter_waiting_for_its_delay_does_not_hold_up_the_letters_behind_it() -> Result<()> {
+    // On one dead-letter partition: a permanent letter, a transient one due in
+    // ten minutes, then a transient one due at once. Offsets are committed in
+    // order, so a service that waited in the loop would hold the third.
+    let s = Scenario::new(
+        "[[dlq.transient]]\nerror_type = \"Slow\"\nbase_delay_ms = 600000\nmax_delay_ms = 600000\nmax_retries = 1\n\
+         [[dlq.transient]]\nerror_type = \"Quick\"\nbase_delay_ms = 0\nmax_delay_ms = 0\nmax_retries = 1\n",
+    )
+    .await?;
+    let letters = [
+        dead_letter(&s.topic, 0, 1, "held", "Rejected"),
+        dead_letter(&s.topic, 0, 2, "slow", "Slow"),
+        dead_letter(&s.topic, 0, 3, "quick", "Quick"),
+    ];
+    let offsets = s.write_letters(&letters).await?;
+    let mut service = s.service().await?;
+    tk::eventually(tk::DEADLINE, || async {
+        (s.replays().await.ok()?.len() == 1).then_some(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.log()))?;
+    let replays = s.replays().await?;
+    assert_eq!(
+        replays[0].header("dora-replay-of"),
+        Some(format!("{}/0/{}", s.dlq, offsets[2]).as_bytes()),
+        "the letter due at once was replayed past the two before it"
+    );
+    assert_eq!(replays[0].key.as_deref(), Some(&b"quick"[..]));
+    tk::eventually(tk::DEADLINE, || async {
+        let f = |n| metric(&service, n, &s.dlq);
+        let seen = (f("dlq_records_waiting").await?, f("dlq_records_replayed").await?);
+        (seen == (2.0, 1.0)).then_some(())
+    })
+    .await?;
+    let marked: Vec<String> = s.markers().await?.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(marked, [format!("{}/0/{}", s.dlq, offsets[2])]);
+    let status = service.terminate(Duration::from_secs(30)).await?;
+    assert!(status.success(), "exit {status}: {}", service.log());
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 //! `dora-demo`, the last step of `cargo xtask demo`: the pipeline end to end on
 //! the local stack (up, topics provisioned). Starts every service binary built
-//! next to it as a real process, drives agent-gateway with the agent simulator,
-//! then prints what reached each topic and the risk alerts the simulated
+//! next to it as a real process, drives agent-gateway with the agent simulator
+//! with a few undecodable records among the agents' events, shows how
+//! `dlq-replayer` lists, inspects and parks their dead letters, then prints
+//! what reached each topic and the risk alerts the simulated
 //! organisations raised and cleared, stops the services with SIGTERM, shows
 //! the rows audit-sink stored per table and runs `audit-sink verify`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -115,6 +117,14 @@ async fn run() -> Result<()> {
     }
     let gateway = gateway.context("agent-gateway announced no gRPC address")?;
 
+    // Undecodable bytes among the agents' events: their consumers dead-letter them.
+    let poison_key = format!("demo-undecodable-{}", std::process::id());
+    let producer = tk::producer(&settings)?;
+    for n in 1..=3 {
+        let value = format!("not an agent event #{n}");
+        tk::produce(&producer, dora_kafka::topics::AGENT_EVENTS, Some(poison_key.as_bytes()), value.as_bytes(), &[]).await?;
+    }
+
     let simulator = bins.join("agent-simulator");
     let simulated = simulator.exists();
     if simulated {
@@ -130,6 +140,8 @@ async fn run() -> Result<()> {
     } else {
         println!("\n(no agent-simulator binary yet: services started and stopped only)");
     }
+
+    dead_letters(&bins.join("dlq-replayer"), &poison_key, &env).await?;
 
     println!("\n{:<28} {:>10}", "topic", "new records");
     for (t, b) in topics.iter().zip(before) {
@@ -213,4 +225,40 @@ async fn print_risk_alerts(settings: &KafkaSettings, since_ms: i64) -> Result<()
         println!("(no risk alert in this run)");
     }
     Ok(())
+}
+
+/// The dead letters of the undecodable records written under `key`: waits
+/// until they are on agent-events-dlq, then runs `dlq-replayer list`,
+/// `inspect` and `park` (each parking an audit event on user-activities) and
+/// `list` again, printing what each says.
+async fn dead_letters(dlq_replayer: &Path, key: &str, env: &[(&str, String)]) -> Result<()> {
+    let selected = ["--topic", "agent-events", "--key", key];
+    tk::eventually(tk::DEADLINE, || async {
+        let args = [&["inspect", "--json"][..], &selected].concat();
+        let (_, out) = dlq_command(dlq_replayer, &args, env).await.ok()?;
+        (out.lines().count() >= 3).then_some(())
+    })
+    .await
+    .context("the undecodable records were not dead-lettered on agent-events-dlq")?;
+    let reason = "demo: bytes that are no agent event";
+    for args in [
+        vec!["list", "--topic", "agent-events"],
+        [&["inspect"][..], &selected, &["--limit", "1"]].concat(),
+        [&["park"][..], &selected, &["--reason", reason, "--as", "dora-demo"]].concat(),
+        vec!["list", "--topic", "agent-events"],
+    ] {
+        let (shown, out) = dlq_command(dlq_replayer, &args, env).await?;
+        println!("\n$ {shown}\n{}", out.trim_end());
+    }
+    Ok(())
+}
+
+/// Runs `dlq-replayer <args>`; the command as shown and what it printed.
+async fn dlq_command(dlq_replayer: &Path, args: &[&str], env: &[(&str, String)]) -> Result<(String, String)> {
+    let words: Vec<String> = args.iter().map(|a| if a.contains(' ') { format!("{a:?}") } else { a.to_string() }).collect();
+    let shown = format!("dlq-replayer {}", words.join(" "));
+    let (status, out, err) =
+        tk::run_with_args(dlq_replayer, args, env, tk::DEADLINE).await.with_context(|| format!("running {shown}"))?;
+    anyhow::ensure!(status.success(), "{shown} failed ({status}): {}", err.trim_end());
+    Ok((shown, out))
 }

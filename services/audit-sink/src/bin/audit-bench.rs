@@ -1,15 +1,19 @@
 //! `audit-bench`: audit-sink's ingest rate against plain multi-row INSERTs,
 //! hash chaining's CPU share and verify's rate, in one run on the local
-//! stack (see `audit_sink::bench`). Uses `DORA_POSTGRES__USER` /
-//! `DORA_POSTGRES__PASSWORD_FILE` as the owner: it creates a database and a
-//! writer login of its own and drops both at the end.
+//! stack (see `audit_sink::bench`), with a profile of where each side's time
+//! goes. Uses `DORA_POSTGRES__USER` / `DORA_POSTGRES__PASSWORD_FILE` as the
+//! owner: it creates a database and a writer login of its own and drops both
+//! at the end. Tables on stderr; the last stdout line is the JSON result
+//! `cargo xtask bench` reads. `--quick` (or `DORA_BENCH_QUICK=1`): 2000 records.
 //!
 //! `eval "$(deploy/local/stack.sh env)"; cargo run --release -p audit-sink --bin audit-bench`
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use audit_sink::bench::{self, PlainInsert};
+use audit_sink::bench::profile::{self, round};
+use audit_sink::bench::{self, Ingest, PlainInsert};
 use audit_sink::health::DbHealth;
 use audit_sink::intake::{decode, Topics};
 use audit_sink::settings::PostgresSettings;
@@ -22,17 +26,18 @@ use dora_kafka::topics::{provision, TopicSpec};
 use dora_kafka::{ConsumerSettings, OutboundRecord, Producer, ProducerSettings, Record};
 use dora_schema::Codec;
 use dora_telemetry::Readiness;
+use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
 #[command(about = "audit-sink ingest vs plain multi-row INSERT, hash share, verify rate")]
 struct Args {
     /// Records in the pre-filled topic (and again for the write-path comparison).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 50_000)]
     records: usize,
     /// Partitions of the topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// A run of a few seconds that only shows everything works (`cargo xtask bench --quick`).
+    /// A few seconds' run (2000 records) that only shows the bench works.
     #[arg(long)]
     quick: bool,
 }
@@ -85,37 +90,62 @@ async fn prefill(b: &Bench, n: usize) -> Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn count(pool: &deadpool_postgres::Pool, table: &str) -> Result<i64> {
-    let c = pool.get().await?;
-    Ok(c.query_one(&format!("SELECT count(*) FROM audit.{table}"), &[]).await?.get(0))
+async fn count(client: &tokio_postgres::Client, table: &str) -> Result<i64> {
+    Ok(client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await?.get(0))
 }
 
 fn consumer(group: String) -> ConsumerSettings {
     ConsumerSettings { group_id: group, max_batch_records: 1000, ..Default::default() }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let mut args = Args::parse();
-    if args.quick || std::env::var("DORA_BENCH_QUICK").is_ok_and(|v| v == "1") {
-        args.records = args.records.min(2_000);
+/// One end-to-end side with its profile: the process's and the database
+/// backends' CPU per record, the batch's steps (sink) or INSERT/COMMIT time.
+struct Side {
+    ingest: Ingest,
+    backend_cpu: f64,
+    breakdown: Value,
+}
+
+impl Side {
+    fn json(&self, n: u64, stored_bytes: i64) -> Value {
+        let per = |s: f64| (s * 1e7 / n as f64).round() / 10.0; // µs per record, 1 decimal
+        json!({
+            "seconds": round(self.ingest.seconds),
+            "process_cpu_us_per_record": per(self.ingest.cpu),
+            "postgres_backend_cpu_us_per_record": per(self.backend_cpu),
+            "wall_us_per_record": per(self.ingest.seconds),
+            "stored_bytes_per_record": stored_bytes / n as i64,
+            // over all n records; the rate's window starts after the first batch
+            "database_seconds": self.breakdown,
+        })
     }
-    let n = args.records;
-    let b = setup(&args).await?;
-    let connector = db::Connector::new(&b.pg)?;
-    let writer = connector.writer_pool(&b.pg)?;
-    let owner = connector.writer_pool(&b.owner)?;
-    owner.get().await?.batch_execute("CREATE TABLE audit.plain_events (LIKE audit.audit_events INCLUDING ALL)").await?;
-    let produced = prefill(&b, n).await?;
+}
+
+/// End to end through the consume loop: the sink, then the baseline.
+async fn end_to_end(b: &Bench, n: usize, writer: &db::Pool, owner: &db::Pool, probe: &tokio_postgres::Client) -> Result<(Side, Side)> {
     let kafka = &b.settings.common.kafka;
     let topics = Topics::new(std::slice::from_ref(&b.topic), &[]);
+    let health = DbHealth::new(&Readiness::new(), Duration::from_secs(10));
+    let sink = Sink::new(b.codec.clone(), topics.clone(), Store::new(writer.clone()), health, None, Duration::from_secs(3600));
+    let (cpu0, steps0) = (profile::backend_cpu(probe, &b.pg.user).await?, profile::steps());
+    let ingest = bench::ingest(kafka, &consumer(format!("bench-sink-{}", b.run)), &b.codec, &b.topic, sink, n as u64).await?;
+    let backend_cpu = profile::cpu_between(&cpu0, &profile::backend_cpu(probe, &b.pg.user).await?);
+    let sink = Side { ingest, backend_cpu, breakdown: profile::steps_between(&steps0, &profile::steps()) };
 
-    let sink = Sink::new(b.codec.clone(), topics.clone(), Store::new(writer.clone()), DbHealth::new(&Readiness::new(), Duration::from_secs(10)), None, Duration::from_secs(3600));
-    let (sink_rate, sink_cpu) = bench::ingest(kafka, &consumer(format!("bench-sink-{}", b.run)), &b.codec, &b.topic, sink, n as i64, || count(&writer, "audit_events")).await?;
-    let plain = PlainInsert { codec: b.codec.clone(), topics: topics.clone(), pool: owner.clone(), table: "audit.plain_events".into() };
-    let (plain_rate, _) = bench::ingest(kafka, &consumer(format!("bench-plain-{}", b.run)), &b.codec, &b.topic, plain, n as i64, || count(&owner, "plain_events")).await?;
+    let times = Arc::new(Mutex::new(bench::InsertTimes::default()));
+    let plain = PlainInsert { codec: b.codec.clone(), topics, pool: owner.clone(), table: "audit.plain_events".into(), times: times.clone() };
+    let cpu0 = profile::backend_cpu(probe, &b.owner.user).await?;
+    let ingest = bench::ingest(kafka, &consumer(format!("bench-plain-{}", b.run)), &b.codec, &b.topic, plain, n as u64).await?;
+    let backend_cpu = profile::cpu_between(&cpu0, &profile::backend_cpu(probe, &b.owner.user).await?);
+    let t = *times.lock().unwrap_or_else(|p| p.into_inner());
+    let baseline = Side { ingest, backend_cpu, breakdown: json!({"insert_s": round(t.insert), "commit_s": round(t.commit)}) };
+    Ok((sink, baseline))
+}
 
-    // The write path alone, from decoded rows in memory (fresh ids, a topic name of its own).
+/// The database write path alone, from decoded rows in memory (fresh ids, a
+/// topic name of its own): the sink's store vs the multi-row INSERT; returns
+/// (store rate, its steps, INSERT rate, its times, hash CPU seconds for these links).
+async fn write_path(b: &Bench, n: usize, writer: &db::Pool, owner: &db::Pool) -> Result<(f64, Value, f64, Value, f64)> {
     let mem_topic = format!("{}-mem", b.topic);
     let mut records = Vec::with_capacity(n);
     for (i, e) in bench::events(n, &format!("{}-mem", b.run)).iter().enumerate() {
@@ -128,18 +158,69 @@ async fn main() -> Result<()> {
         items.push(decode(&b.codec, &mem_topics, r).await.map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     let store = Store::new(writer.clone());
+    let steps0 = profile::steps();
     let started = Instant::now();
     for chunk in items.chunks(1000) {
         store.store(chunk).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let store_rate = n as f64 / started.elapsed().as_secs_f64();
+    let store_steps = profile::steps_between(&steps0, &profile::steps());
     let mut client = owner.get().await?;
+    let mut total = bench::InsertTimes::default();
     let started = Instant::now();
     for chunk in items.chunks(1000) {
-        bench::insert_values(&mut client, "audit.plain_events", chunk, 1000).await?;
+        let t = bench::insert_values(&mut client, "audit.plain_events", chunk, 1000).await?;
+        total.insert += t.insert;
+        total.commit += t.commit;
     }
     let values_rate = n as f64 / started.elapsed().as_secs_f64();
-    let hash_secs = bench::hash_seconds(&items);
+    let values_times = json!({"insert_s": round(total.insert), "commit_s": round(total.commit)});
+    let ceiling = copy_ceiling(&mut client, &items).await?;
+    Ok((store_rate, store_steps, values_rate, json!({"baseline": values_times, "copy_ceiling_rows_per_s": ceiling.round()}), bench::hash_seconds(&items)))
+}
+
+/// The ceiling of any COPY-based write path, for the explanation (not a
+/// baseline): binary COPY straight into a copy of the table with its
+/// indexes, one transaction per 1000 rows, no staging, no ON CONFLICT, no chain.
+async fn copy_ceiling(client: &mut tokio_postgres::Client, items: &[audit_sink::intake::Item<'_>]) -> Result<f64> {
+    client.batch_execute("CREATE TABLE audit.ceiling_events (LIKE audit.audit_events INCLUDING ALL)").await?;
+    let started = Instant::now();
+    for chunk in items.chunks(1000) {
+        let tx = client.transaction().await?;
+        let rows: Vec<_> = chunk.iter().collect();
+        audit_sink::store::copy_audits(&tx, "audit.ceiling_events", &rows).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit().await?;
+    }
+    Ok(items.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+fn figure(group: &str, name: &str, rate: f64, unit: &str, baseline: bool) -> Value {
+    json!({"group": group, "name": name, "rate": rate.round(), "unit": unit, "baseline": baseline})
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    args.quick |= std::env::var("DORA_BENCH_QUICK").is_ok_and(|v| v == "1");
+    if args.quick {
+        args.records = args.records.min(2000);
+    }
+    let n = args.records;
+    let b = setup(&args).await?;
+    let connector = db::Connector::new(&b.pg)?;
+    let writer = connector.writer_pool(&b.pg)?;
+    let owner = connector.writer_pool(&b.owner)?;
+    let probe = connector.connect(&b.owner.config_for(&b.owner.user, b.owner.password.as_ref())).await?;
+    probe.batch_execute("CREATE TABLE audit.plain_events (LIKE audit.audit_events INCLUDING ALL)").await?;
+    let produced = prefill(&b, n).await?;
+
+    let (sink, plain) = end_to_end(&b, n, &writer, &owner, &probe).await?;
+    anyhow::ensure!(count(&probe, "audit.audit_events").await? == n as i64, "the sink did not store every record");
+    anyhow::ensure!(count(&probe, "audit.plain_events").await? == n as i64, "the baseline did not store every record");
+    let sink_bytes = profile::stored_bytes(&probe, &["audit.audit_events", "audit.chain", "audit.sink_offsets"]).await?;
+    let plain_bytes = profile::stored_bytes(&probe, &["audit.plain_events"]).await?;
+
+    let (store_rate, store_steps, values_rate, values_times, hash_secs) = write_path(&b, n, &writer, &owner).await?;
 
     let mut verifier = connector.connect(&b.pg.config_for(&b.pg.user, b.pg.password.as_ref())).await?;
     let started = Instant::now();
@@ -147,36 +228,83 @@ async fn main() -> Result<()> {
     let verify_rate = verdict.links as f64 / started.elapsed().as_secs_f64();
     anyhow::ensure!(verdict.intact(), "{verdict}");
 
-    println!("audit-bench: {n} AuditEvents (Avro), {} partitions, batches of 1000; producer {produced:.0} records/s", args.partitions);
-    println!("end to end, topic -> PostgreSQL (same loop, same decoding):");
-    println!("  audit-sink (COPY + INSERT..SELECT, chain, fence)  {sink_rate:>10.0} rows/s");
-    println!("  baseline (multi-row INSERT .. VALUES x1000)        {plain_rate:>10.0} rows/s   ratio {:.2}x", sink_rate / plain_rate);
-    println!("database write path alone (decoded rows in memory):");
-    println!("  audit-sink store                                    {store_rate:>10.0} rows/s");
-    println!("  multi-row INSERT .. VALUES x1000                    {values_rate:>10.0} rows/s   ratio {:.2}x", store_rate / values_rate);
-    println!("hash chaining: {hash_secs:.3} s CPU for {n} links = {:.1} % of the sink's {sink_cpu:.2} s CPU during ingest", 100.0 * hash_secs / sink_cpu.max(1e-9));
-    println!("verify: {} links in {:.0} links/s = {:.1}x the sink's ingest rate", verdict.links, verify_rate, verify_rate / sink_rate);
-    // The result line for `cargo xtask bench` (crates/bench/src/figures.rs).
-    let figure = |group: &str, name: &str, rate: f64, baseline: bool| {
-        serde_json::json!({"group": group, "name": name, "rate": rate, "unit": "rows/s", "baseline": baseline})
-    };
-    println!("{}", serde_json::json!({
-        "bench": "audit-sink",
-        "results": [
-            figure("topic -> PostgreSQL", "audit-sink (COPY + INSERT..SELECT, chain, fence)", sink_rate, false),
-            figure("topic -> PostgreSQL", "multi-row INSERT .. VALUES x1000, same loop", plain_rate, true),
-            figure("database write path", "audit-sink store", store_rate, false),
-            figure("database write path", "multi-row INSERT .. VALUES x1000", values_rate, true),
-        ],
-        "records": n,
-        "hash_cpu_share_percent": 100.0 * hash_secs / sink_cpu.max(1e-9),
-        "verify_links_per_s": verify_rate,
-    }));
+    let r = Results { n, partitions: args.partitions, quick: args.quick, produced, sink, plain, sink_bytes, plain_bytes,
+        store_rate, store_steps, values_rate, values_times, hash_secs, verify_rate, links: verdict.links };
+    let line = r.report();
+    println!("{line}");
 
-    drop((writer, owner, verifier, client));
+    drop((writer, owner, verifier, probe));
     let admin = db::Connector::new(&b.owner)?.connect(&b.owner.config_for(&b.owner.user, b.owner.password.as_ref()).dbname("postgres").clone()).await?;
     // Two statements: a multi-statement batch is one implicit transaction, which DROP DATABASE refuses.
     admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", b.pg.database)).await?;
     admin.batch_execute(&format!("DROP ROLE {}", b.pg.user)).await?;
     Ok(())
+}
+
+/// The machine's 1-minute load average (the figures depend on it: 2 shared cores).
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// Everything measured, for the report.
+struct Results {
+    n: usize,
+    partitions: i32,
+    quick: bool,
+    produced: f64,
+    sink: Side,
+    plain: Side,
+    sink_bytes: i64,
+    plain_bytes: i64,
+    store_rate: f64,
+    store_steps: Value,
+    values_rate: f64,
+    values_times: Value,
+    hash_secs: f64,
+    verify_rate: f64,
+    links: u64,
+}
+
+impl Results {
+    /// Prints the tables on stderr; returns the JSON result line.
+    fn report(&self) -> Value {
+        let (n, s, p) = (self.n, self.sink.ingest, self.plain.ingest);
+        let hash_share = 100.0 * self.hash_secs / s.cpu.max(1e-9);
+        let (sink_profile, plain_profile) = (self.sink.json(n as u64, self.sink_bytes), self.plain.json(n as u64, self.plain_bytes));
+        eprintln!("audit-bench: {n} AuditEvents (Avro), {} partitions, batches of 1000; producer {:.0} records/s", self.partitions, self.produced);
+        eprintln!("end to end, topic -> PostgreSQL (same loop, same decoding):");
+        eprintln!("  audit-sink (COPY + INSERT..SELECT, chain, fence)  {:>10.0} records/s", s.rate);
+        eprintln!("  baseline (multi-row INSERT .. VALUES x1000)        {:>10.0} records/s   ratio {:.2}x (target 3x)", p.rate, s.rate / p.rate);
+        eprintln!("  profile sink:     {sink_profile}");
+        eprintln!("  profile baseline: {plain_profile}");
+        eprintln!("database write path alone (decoded rows in memory):");
+        eprintln!("  audit-sink store {:>10.0} rows/s {}", self.store_rate, self.store_steps);
+        eprintln!("  multi-row INSERT {:>10.0} rows/s {}   ratio {:.2}x", self.values_rate, self.values_times, self.store_rate / self.values_rate);
+        eprintln!("  (ceiling: COPY straight into the table, nothing else: {} rows/s)", self.values_times["copy_ceiling_rows_per_s"]);
+        eprintln!("hash chaining: {:.3} s CPU for {n} links = {hash_share:.1} % of the sink process's {:.2} s CPU during ingest (target <= 5 %)", self.hash_secs, s.cpu);
+        eprintln!("verify: {} links in {:.0} links/s = {:.1}x the sink's ingest rate (target >= 5x)", self.links, self.verify_rate, self.verify_rate / s.rate);
+        let (e2e, write, ver) = ("topic -> PostgreSQL, end to end", "database write path (rows in memory)", "verify vs ingest");
+        json!({
+            "bench": "audit-sink",
+            "results": [
+                figure(e2e, "audit-sink (COPY, INSERT..SELECT, chain, fence)", s.rate, "records/s", false),
+                figure(e2e, "same loop + multi-row INSERT VALUES x1000", p.rate, "records/s", true),
+                figure(write, "audit-sink store", self.store_rate, "records/s", false),
+                figure(write, "multi-row INSERT VALUES x1000", self.values_rate, "records/s", true),
+                figure(write, "ceiling: bare binary COPY into the table (no ON CONFLICT, no chain)",
+                    self.values_times["copy_ceiling_rows_per_s"].as_f64().unwrap_or(0.0), "records/s", false),
+                figure(ver, "audit-sink verify", self.verify_rate, "links/s", false),
+                figure(ver, "audit-sink ingest", s.rate, "records/s", true),
+            ],
+            "records": n, "partitions": self.partitions, "quick": self.quick,
+            "prefill_records_per_second": self.produced.round(),
+            "ingest_ratio": round(s.rate / p.rate), "ingest_ratio_target": 3.0,
+            "hash_share_percent": round(hash_share), "hash_share_target_percent": 5.0,
+            "hash_cpu_seconds": round(self.hash_secs), "sink_process_cpu_seconds": round(s.cpu),
+            "verify_ratio": round(self.verify_rate / s.rate), "verify_ratio_target": 5.0,
+            "profile_sink": sink_profile, "profile_baseline": plain_profile,
+            "write_path_sink_seconds": self.store_steps, "write_path_baseline": self.values_times,
+            "load_average": load_average(),
+        })
+    }
 }

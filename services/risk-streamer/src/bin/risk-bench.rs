@@ -20,8 +20,9 @@ struct Args {
     /// Records per transaction, both sides.
     #[arg(long, default_value_t = 500)]
     batch: u64,
-    /// Alternating rounds of each side (medians reported).
-    #[arg(long, default_value_t = 3)]
+    /// Alternating rounds of each side (medians reported; the shared
+    /// machine's noise swings single rounds by 2x).
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Every N-th organisation has a sustained breach (alerts in the transactions).
     #[arg(long, default_value_t = 1000)]

@@ -13,8 +13,14 @@
 //! 5. Hash chaining's CPU: hashing every link of the run, timed alone, as a
 //!    share of the CPU the process spent during the sink's ingest.
 //! 6. `verify` over what the sink stored, against the sink's ingest rate.
+//!
+//! [`profile`] says where each side's time goes (the steps of a batch, the
+//! PostgreSQL backends' CPU, bytes stored per record).
 
-use std::sync::Arc;
+pub mod profile;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -33,7 +39,7 @@ const PLAIN_COLUMNS: &str = "event_id, occurred_at, user_id, action, resource, d
 const PLAIN_WIDTH: usize = 16;
 
 /// CPU seconds a thread has run, from its `schedstat` (nanoseconds).
-fn schedstat_seconds(path: &std::path::Path) -> f64 {
+pub(crate) fn schedstat_seconds(path: &std::path::Path) -> f64 {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
@@ -72,6 +78,15 @@ pub fn events(n: usize, run: &str) -> Vec<AuditEvent> {
         .collect()
 }
 
+/// Seconds the baseline spent executing its INSERTs and committing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InsertTimes {
+    /// Sending, planning and executing the multi-row INSERTs.
+    pub insert: f64,
+    /// `COMMIT` (the WAL flush).
+    pub commit: f64,
+}
+
 /// Inserts `items` into `table` with multi-row `INSERT ... VALUES` of up to
 /// `chunk` rows, in one transaction (the baseline's write path).
 pub async fn insert_values(
@@ -79,7 +94,8 @@ pub async fn insert_values(
     table: &str,
     items: &[Item<'_>],
     chunk: usize,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<InsertTimes, tokio_postgres::Error> {
+    let mut times = InsertTimes::default();
     let tx = client.transaction().await?;
     for part in items.chunks(chunk) {
         let mut sql = format!("INSERT INTO {table} ({PLAIN_COLUMNS}) VALUES ");
@@ -104,9 +120,14 @@ pub async fn insert_values(
                 kts, &r.key, &r.payload,
             ]);
         }
+        let started = Instant::now();
         tx.execute(&sql, &params).await?;
+        times.insert += started.elapsed().as_secs_f64();
     }
-    tx.commit().await
+    let started = Instant::now();
+    tx.commit().await?;
+    times.commit = started.elapsed().as_secs_f64();
+    Ok(times)
 }
 
 /// The baseline's batch handler: same decoding, plain multi-row INSERTs.
@@ -119,6 +140,8 @@ pub struct PlainInsert {
     pub pool: deadpool_postgres::Pool,
     /// Target table.
     pub table: String,
+    /// Time spent in INSERT and COMMIT so far.
+    pub times: Arc<Mutex<InsertTimes>>,
 }
 
 impl BatchHandler for PlainInsert {
@@ -128,49 +151,84 @@ impl BatchHandler for PlainInsert {
             items.push(decode(&self.codec, &self.topics, r).await?);
         }
         let mut client = self.pool.get().await.map_err(HandlerError::retryable)?;
-        insert_values(&mut client, &self.table, &items, 1000)
+        let t = insert_values(&mut client, &self.table, &items, 1000)
             .await
-            .map_err(HandlerError::retryable)
+            .map_err(HandlerError::retryable)?;
+        let mut total = self.times.lock().unwrap_or_else(|p| p.into_inner());
+        total.insert += t.insert;
+        total.commit += t.commit;
+        Ok(())
     }
     async fn handle_one(&self, record: &Record) -> Result<(), HandlerError> {
         self.handle_batch(std::slice::from_ref(record)).await
     }
 }
 
-/// Runs a consume loop with `handler` on `topic` (group `group`) until
-/// `count()` reaches `n`; returns (rows/s from the first stored row, process
-/// CPU seconds over that window).
-pub async fn ingest<B, C, F>(
+/// A batch handler that counts the records of the batches it completed, so
+/// progress is read without asking the database.
+pub struct Counted<B> {
+    inner: B,
+    done: Arc<AtomicU64>,
+}
+
+impl<B: BatchHandler> BatchHandler for Counted<B> {
+    async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
+        self.inner.handle_batch(records).await?;
+        self.done.fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn handle_one(&self, record: &Record) -> Result<(), HandlerError> {
+        self.inner.handle_one(record).await?;
+        self.done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// One side's ingest: rate from its first completed batch to its last, and
+/// this process's CPU seconds over that window.
+#[derive(Debug, Clone, Copy)]
+pub struct Ingest {
+    /// Records per second.
+    pub rate: f64,
+    /// Wall seconds measured.
+    pub seconds: f64,
+    /// CPU seconds of this process (all threads) in that time.
+    pub cpu: f64,
+}
+
+/// Runs a consume loop with `handler` on `topic` (group `group`) until it
+/// completed `n` records.
+pub async fn ingest<B: BatchHandler>(
     kafka: &dora_kafka::KafkaSettings,
     consumer: &dora_kafka::ConsumerSettings,
     codec: &Codec,
     topic: &str,
     handler: B,
-    n: i64,
-    count: C,
-) -> Result<(f64, f64)>
-where
-    B: BatchHandler,
-    C: Fn() -> F,
-    F: std::future::Future<Output = Result<i64>>,
-{
+    n: u64,
+) -> Result<Ingest> {
     let ctx = ServiceContext::new("audit-bench");
+    let done = Arc::new(AtomicU64::new(0));
+    let handler = Counted { inner: handler, done: done.clone() };
     let loop_ = ConsumeLoop::new(kafka, consumer, &ctx, Arc::new(codec.clone())).topics(&[topic]);
+    ctx.started();
     let task = tokio::spawn(loop_.run_batches(handler));
-    let mut first: Option<(Instant, i64, f64)> = None;
+    let mut first: Option<(Instant, u64, f64)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     let result = loop {
-        let c = count().await?;
+        let c = done.load(Ordering::Relaxed);
         if c > 0 && first.is_none() {
             first = Some((Instant::now(), c, process_cpu_seconds()));
         }
         if c >= n {
-            let (t0, c0, cpu0) = first.context("no row")?;
-            let secs = t0.elapsed().as_secs_f64().max(1e-9);
-            break Ok(((n - c0) as f64 / secs, process_cpu_seconds() - cpu0));
+            let (t0, c0, cpu0) = first.context("no record")?;
+            let seconds = t0.elapsed().as_secs_f64().max(1e-9);
+            let rate = (n - c0) as f64 / seconds;
+            break Ok(Ingest { rate, seconds, cpu: process_cpu_seconds() - cpu0 });
         }
-        anyhow::ensure!(Instant::now() < deadline, "ingest did not finish: {c} of {n} rows");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if task.is_finished() || Instant::now() >= deadline {
+            break Err(anyhow::anyhow!("ingest did not finish: {c} of {n} records"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     ctx.shutdown.cancel();
     task.await?.context("consume loop")?;
