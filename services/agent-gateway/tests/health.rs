@@ -3,8 +3,9 @@
 //! tasks=1 and DEGRADED and WatchAgents streams those changes in order; an
 //! agent that stops heartbeating turns UNHEALTHY; a seed-shaped JSON heartbeat
 //! written straight to the topic counts like one sent through the gateway;
-//! a replica folds nothing before its view read a long agent-health backlog
-//! to its end.
+//! an agent silent past the retirement limit is retired with a tombstone; a
+//! replica folds nothing before its view read a long agent-health backlog to
+//! its end.
 
 mod common;
 
@@ -183,6 +184,45 @@ async fn an_agent_that_stops_heartbeating_turns_unhealthy() -> Result<()> {
         a.status == HEALTHY
     })
     .await?;
+    Ok(())
+}
+
+/// Item 5: an agent silent past `retire_after_ms` is retired — a tombstone
+/// on agent-health, and GetAgent no longer knows it; a later heartbeat
+/// brings it back afresh.
+#[tokio::test]
+async fn an_agent_silent_past_the_retirement_limit_is_retired_with_a_tombstone() -> Result<()> {
+    let mut scenario = Scenario::new().await?;
+    scenario.env = vec![
+        ("DORA_GATEWAY__HEARTBEAT_INTERVAL_MS", "500".into()),
+        ("DORA_GATEWAY__UNHEALTHY_AFTER_INTERVALS", "2".into()),
+        ("DORA_GATEWAY__RETIRE_AFTER_MS", "3000".into()),
+        ("DORA_GATEWAY__LIVENESS_CHECK_MS", "100".into()),
+    ];
+    let gw = scenario.start().await?;
+    let agent = tk::unique("agent");
+    let mut client = scenario.client(&gw, &agent).await?;
+    client.heartbeat(heartbeat(&agent)).await?;
+    await_agent(&mut client, &agent, "UNHEALTHY", |a| a.status == UNHEALTHY).await?;
+    tk::eventually(tk::DEADLINE, || {
+        let mut c = client.clone();
+        let agent = agent.clone();
+        async move {
+            let r = c.get_agent(pb::GetAgentRequest { agent_id: agent }).await;
+            matches!(r, Err(s) if s.code() == tonic::Code::NotFound).then_some(())
+        }
+    })
+    .await?;
+    let records = scenario.health_records().await?;
+    let mine: Vec<bool> = records
+        .iter()
+        .filter(|(k, _)| *k == agent)
+        .map(|(_, v)| v.is_none())
+        .collect();
+    assert_eq!(mine.last(), Some(&true), "the agent's last record is a tombstone: {mine:?}");
+    assert_eq!(mine.iter().filter(|t| **t).count(), 1, "one tombstone");
+    client.heartbeat(heartbeat(&agent)).await?;
+    await_agent(&mut client, &agent, "HEALTHY again", |a| a.status == HEALTHY).await?;
     Ok(())
 }
 
