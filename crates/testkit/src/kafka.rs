@@ -92,6 +92,20 @@ impl PrivateKafka {
         Ok(())
     }
 
+    /// The last `lines` lines of the broker's own log (`logs/kafka.log` in
+    /// its state folder), for a test's failure message: the folder is
+    /// removed with the broker.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let path = self.dir.path().join("logs/kafka.log");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(e) => format!("(no broker log at {}: {e})", path.display()),
+        }
+    }
+
     fn command(&self, verb: &str) -> Command {
         let mut cmd = Command::new("bash");
         cmd.arg(repo_root().join("deploy/local/stack.sh"))

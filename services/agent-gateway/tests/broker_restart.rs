@@ -103,7 +103,11 @@ async fn across_a_broker_restart_acked_events_land_once_and_refused_ones_never()
     broker.restart().await?;
     let after = acked.load(Ordering::Relaxed) + 100;
     if let Err(e) = acks_reach(&acked, after, "after the restart").await {
-        anyhow::bail!("{e:#}\ngateway log:\n{}", gw.process.log());
+        anyhow::bail!(
+            "{e:#}\ngateway log:\n{}\nbroker log (last 200 lines):\n{}",
+            gw.process.log(),
+            broker.log_tail(200)
+        );
     }
     stop.store(true, Ordering::Relaxed);
 
