@@ -368,14 +368,49 @@ pub async fn read_committed(settings: &KafkaSettings, topic: &str) -> Result<Vec
     read_all_with(settings, topic, "read_committed").await
 }
 
+/// The records of `topic` from `from` (each partition's first offset to read,
+/// as [`end_offsets`] gave it earlier; a partition not in it from its start)
+/// up to the current high watermarks, read_committed: what a downstream
+/// consumer sees, without aborted records or transaction markers.
+pub async fn read_committed_since(
+    settings: &KafkaSettings,
+    topic: &str,
+    from: &std::collections::HashMap<i32, i64>,
+) -> Result<Vec<Record>> {
+    let (settings, topic, from) = (settings.clone(), topic.to_string(), from.clone());
+    tokio::task::spawn_blocking(move || read_all_blocking(&settings, &topic, "read_committed", &from)).await?
+}
+
+/// Each partition's high watermark of `topic` (empty when it does not exist).
+pub async fn end_offsets(settings: &KafkaSettings, topic: &str) -> Result<std::collections::HashMap<i32, i64>> {
+    let consumer = base_consumer(settings, None)?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut ends = std::collections::HashMap::new();
+        for t in md.topics().iter().filter(|t| t.name() == topic && t.error().is_none()) {
+            for p in t.partitions() {
+                ends.insert(p.id(), consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?.1);
+            }
+        }
+        Ok(ends)
+    })
+    .await?
+}
+
 async fn read_all_with(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<Record>> {
     let settings = settings.clone();
     let topic = topic.to_string();
     let isolation = isolation.to_string();
-    tokio::task::spawn_blocking(move || read_all_blocking(&settings, &topic, &isolation)).await?
+    tokio::task::spawn_blocking(move || read_all_blocking(&settings, &topic, &isolation, &Default::default())).await?
 }
 
-fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> Result<Vec<Record>> {
+fn read_all_blocking(
+    settings: &KafkaSettings,
+    topic: &str,
+    isolation: &str,
+    from: &std::collections::HashMap<i32, i64>,
+) -> Result<Vec<Record>> {
     let consumer = base_consumer(settings, Some(isolation))?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md
@@ -392,8 +427,9 @@ fn read_all_blocking(settings: &KafkaSettings, topic: &str, isolation: &str) -> 
         // consumer's position reaches this end; a transaction still open at the
         // deadline makes the read fail.
         let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        let start = from.get(&p).map_or(low, |f| (*f).max(low));
+        if high > start {
+            tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
             targets.push((p, high));
         }
     }

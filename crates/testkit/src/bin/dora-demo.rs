@@ -3,7 +3,7 @@
 //! next to it as a real process, drives agent-gateway with the agent simulator
 //! with a few undecodable records among the agents' events, shows how
 //! `dlq-replayer` lists, inspects and parks their dead letters, then prints
-//! what reached each topic and the risk alerts the simulated
+//! what reached each topic (read_committed) and the risk alerts the simulated
 //! organisations raised and cleared, stops the services with SIGTERM, shows
 //! the rows audit-sink stored per table and runs `audit-sink verify`.
 
@@ -77,7 +77,7 @@ async fn run() -> Result<()> {
     let topics: Vec<String> = dora_kafka::topics::catalog().into_iter().map(|t| t.name).collect();
     let mut before = Vec::new();
     for t in &topics {
-        before.push(tk::record_count(&settings, t).await?);
+        before.push(tk::end_offsets(&settings, t).await?);
     }
 
     // Callers authenticate with tokens signed by this key (a secret file, never in git).
@@ -143,10 +143,12 @@ async fn run() -> Result<()> {
 
     dead_letters(&bins.join("dlq-replayer"), &poison_key, &env).await?;
 
+    // Records as a read_committed consumer sees them: offsets would also
+    // count the transaction markers of the transactional writers.
     println!("\n{:<28} {:>10}", "topic", "new records");
     for (t, b) in topics.iter().zip(before) {
-        let now = tk::record_count(&settings, t).await?;
-        println!("{t:<28} {:>10}", now - b);
+        let new = tk::read_committed_since(&settings, t, &b).await?.len();
+        println!("{t:<28} {new:>10}");
     }
     if simulated {
         print_risk_alerts(&settings, started_ms).await?;
