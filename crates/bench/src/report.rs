@@ -34,7 +34,9 @@ pub fn headlines(suite: &Suite) -> Vec<(String, String, f64)> {
         .iter()
         .filter_map(|(id, subject, baseline)| {
             let b = suite.benchmark(id)?;
-            let (s, base) = (find(b, subject)?, find(b, baseline)?);
+            let s = find(b, subject)?;
+            // The baseline of the subject's own group (both paths have a "bare rdkafka").
+            let base = b.figures().iter().find(|f| f.group == s.group && f.baseline && f.name.starts_with(baseline))?;
             Some((s.name.clone(), base.name.clone(), ratio(s, base)?))
         })
         .collect()

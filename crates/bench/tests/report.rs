@@ -27,6 +27,7 @@ fn measured(id: &str) -> Outcome {
             figure("producer path", "bare rdkafka BaseProducer", 50_000.0, true),
             figure("producer path", "kafka-producer-perf-test", 60_000.0, true),
             figure("consume path", "consume loop", 90_000.0, false),
+            figure("consume path", "bare rdkafka BaseConsumer", 100_000.0, true),
             figure("consume path", "kafka-consumer-perf-test", 120_000.0, true),
         ],
         "agent-gateway" => vec![
@@ -75,6 +76,9 @@ fn a_complete_report_passes_and_names_the_headline_ratios() {
     let md = std::fs::read_to_string(dir.path().join(REPORT)).unwrap();
     assert!(md.contains("| agent-gateway, flat out | kafka-producer-perf-test (300-byte records) | 0.25× |"), "{md}");
     assert!(md.contains("| consume loop | kafka-consumer-perf-test | 0.75× |"), "{md}");
+    // Each path's own bare baseline: the consumer's, not the producer's of the same name prefix.
+    assert!(md.contains("| consume loop | bare rdkafka BaseConsumer | 0.90× |"), "{md}");
+    assert!(md.contains("| platform Producer | bare rdkafka BaseProducer | 0.80× |"), "{md}");
     assert!(md.contains("| agent-gateway, flat out | seed AgentEventProducer (kafka-python) | 5.00× |"), "{md}");
     assert!(md.contains("**0.80×** bare rdkafka BaseProducer; **0.67×** kafka-producer-perf-test"), "{md}");
     assert!(md.contains("No benchmark yet: none yet"));
