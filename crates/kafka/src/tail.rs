@@ -119,7 +119,11 @@ impl TopicTail {
             crate::blocking::off_worker(move || open_blocking(&settings, &name)).await?;
         let (tx, rx) = mpsc::channel(BUFFERED_BATCHES);
         let (name, list) = (topic.to_string(), partitions.clone());
-        tokio::task::spawn_blocking(move || follow(&consumer, &name, &list, &tx));
+        // The reading thread lives as long as the tail: a blocking call like
+        // any other, through the runtime's one helper, awaited by its own task.
+        tokio::spawn(crate::blocking::off_worker(move || {
+            follow(&consumer, &name, &list, &tx)
+        }));
         Ok(Self {
             topic: topic.to_string(),
             ends: Ends {
