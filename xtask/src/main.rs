@@ -104,9 +104,12 @@ fn benchmarks(steps: &mut Steps, stack: &steps::StackEnv, quick: bool) -> anyhow
             build.extend(["-p", service]);
         }
         steps.cargo(stack, "building the benchmarks (release)", &build)?;
-        let mut benches = vec!["bench", "--no-run", "--locked", "-p", "dora-kafka", "-p", "dora-schema"];
-        benches.extend(bench_targets);
-        steps.cargo_more(stack, &benches)?;
+        // One package per command, as dora-bench runs them: cargo unifies
+        // features over the packages of one command, so a combined build
+        // would leave dora-bench to rebuild both with their own features.
+        for (package, bench) in [("dora-kafka", "throughput"), ("dora-schema", "codec")] {
+            steps.cargo_more(stack, &["bench", "--no-run", "--locked", "-p", package, "--bench", bench])?;
+        }
         "release"
     };
     let dora_bench = steps::target_dir().join(folder).join("dora-bench");

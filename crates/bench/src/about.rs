@@ -9,6 +9,9 @@ idempotence, snappy, batch.size 16384, linger.ms 10, 6 partitions. Producer rate
 acknowledgement, after one untimed record (connection and producer id); latency is send-to-ack at full speed, so it \
 measures how long records queue in each client's buffer. Consumer rates run from subscribing to the last record, \
 group join included, each record decoded (the perf tool decodes nothing). \
+Why earlier versions of this bench measured the runtime faster than its baselines (1.34–1.67× producer, \
+2× consume), and what was wrong with those baselines: the module documentation of \
+`crates/kafka/benches/throughput/bare.rs`. \
 Alone: `cargo bench -p dora-kafka --bench throughput`.";
 
 /// agent-gateway's benchmark.
