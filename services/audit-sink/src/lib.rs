@@ -3,8 +3,10 @@
 //! verifiable.
 //!
 //! - [`intake`]: topic -> table, decoding (Confluent Avro or the seed's JSON);
-//! - [`store`]: one transaction per batch (fence, COPY, INSERT ... ON
-//!   CONFLICT DO NOTHING, chain links, heads);
+//! - [`store`]: one transaction per partition of a batch, partitions
+//!   concurrently (fence, COPY straight into the table or, when an id is
+//!   already stored, staged INSERT ... ON CONFLICT DO NOTHING, chain links,
+//!   head); [`copy`]: the binary COPY writers;
 //! - [`chain`]: the canonical bytes and SHA-256 links;
 //! - [`sink`]: the consume loop's batch handler;
 //! - [`resume`]: where an assigned partition starts (the database's offsets);
@@ -14,6 +16,7 @@
 
 pub mod bench;
 pub mod chain;
+pub mod copy;
 pub mod cli;
 pub mod db;
 pub mod export;

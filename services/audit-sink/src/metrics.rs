@@ -6,8 +6,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 static ROWS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
@@ -24,6 +24,14 @@ static RECORDS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
         "audit_sink_records_total",
         "Consumed records by outcome (stored, duplicate, rejected, redelivered)",
         &["outcome"]
+    )
+    .ok()
+});
+
+static STAGED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "audit_sink_staged_transactions_total",
+        "Partition transactions redone on the staged path (INSERT .. ON CONFLICT) because the direct COPY met an id already stored"
     )
     .ok()
 });
@@ -88,6 +96,13 @@ pub fn rows_stored(table: &str, n: u64) {
 pub fn records(outcome: &str, n: u64) {
     if let Some(c) = RECORDS.as_ref() {
         c.with_label_values(&[outcome]).inc_by(n);
+    }
+}
+
+/// Counts partition transactions the direct COPY handed to the staged path.
+pub fn staged(n: u64) {
+    if let Some(c) = STAGED.as_ref() {
+        c.inc_by(n);
     }
 }
 

@@ -74,6 +74,7 @@ impl Sink {
         metrics::records("stored", r.audit_rows + r.report_rows);
         metrics::records("duplicate", r.duplicates);
         metrics::records("redelivered", r.redelivered);
+        metrics::staged(r.staged);
         for (topic, partition, links) in &r.chain_lengths {
             metrics::chain_length(topic, *partition, *links);
         }

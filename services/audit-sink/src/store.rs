@@ -1,7 +1,20 @@
-//! One database transaction per batch: lock the partitions' chain heads (the
-//! fence), skip what an earlier transaction already stored, binary COPY the
-//! rows into a staging table, `INSERT ... SELECT ... ON CONFLICT DO NOTHING`,
-//! append one chain link per record, move the heads, commit.
+//! Storing a batch: its records are grouped by (topic, partition) and each
+//! partition's records are stored in one database transaction of their own,
+//! the partitions concurrently on separate pooled connections (a chain and
+//! its offsets belong to one partition, so the transactions are independent
+//! and the database works on several at once). One transaction: lock the
+//! partition's chain head (the fence), skip what an earlier transaction
+//! already stored, write the rows, append one chain link per record, move
+//! the head (next offset, position, hash), commit.
+//!
+//! Rows are written on one of two paths:
+//! - **direct** (first attempt): binary COPY straight into the table. A
+//!   record whose id is already stored (a producer's duplicate) makes the
+//!   COPY fail with a unique violation; the transaction is rolled back and
+//!   the partition's records are stored again on the staged path.
+//! - **staged**: binary COPY into a temporary table, then
+//!   `INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING` tells which
+//!   records became rows; the others are linked as duplicates.
 //!
 //! The `sink_offsets` row of a partition is locked `FOR UPDATE` for the whole
 //! transaction and only moved with `WHERE next_offset = <the value read>`:
@@ -9,22 +22,20 @@
 //! rebalance) are serialised, and the second skips every record the first
 //! stored and continues the chain from the first's head.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::pin::pin;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use dora_kafka::Record;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
 use crate::chain::{Hash, Link, Outcome, Row, GENESIS};
+use crate::copy::{copy_audits, copy_links, copy_reports, kafka_micros, AUDIT_COLUMNS, REPORT_COLUMNS};
 use crate::db::{classify, classify_pool, Failure, Pool};
 use crate::intake::Item;
 use crate::metrics;
-use crate::sqltypes::{now_micros, timestamp, JsonText};
+use crate::sqltypes::now_micros;
 
 /// Temporary staging tables, created once per connection (see [`STAGING_DDL`]).
 pub const STAGING_DDL: &str = "\
@@ -33,33 +44,18 @@ pub const STAGING_DDL: &str = "\
     CREATE TEMP TABLE IF NOT EXISTS compliance_reports_staging \
         (LIKE audit.compliance_reports INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;";
 
-const AUDIT_COLUMNS: &str = "event_id, occurred_at, user_id, action, resource, details, \
-    ip_address, user_agent, session_id, value_format, \
-    topic, kafka_partition, kafka_offset, kafka_timestamp, record_key, record_value";
-const AUDIT_TYPES: &[Type] = &[
-    Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT, Type::JSON,
-    Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT,
-    Type::TEXT, Type::INT4, Type::INT8, Type::TIMESTAMPTZ, Type::BYTEA, Type::BYTEA,
-];
-const REPORT_COLUMNS: &str = "report_id, organization_id, reported_at, report_type, \
-    risk_score, risk_level, data, version, value_format, \
-    topic, kafka_partition, kafka_offset, kafka_timestamp, record_key, record_value";
-const REPORT_TYPES: &[Type] = &[
-    Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT,
-    Type::FLOAT8, Type::TEXT, Type::JSON, Type::TEXT, Type::TEXT,
-    Type::TEXT, Type::INT4, Type::INT8, Type::TIMESTAMPTZ, Type::BYTEA, Type::BYTEA,
-];
-/// Columns of `audit.chain`, in COPY order.
-pub const CHAIN_COLUMNS: &str = "topic, kafka_partition, seq, kafka_offset, outcome, entity_id, \
-    reason, consumed_at, kafka_timestamp, record_key, record_value, prev_hash, hash";
-const CHAIN_TYPES: &[Type] = &[
-    Type::TEXT, Type::INT4, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT,
-    Type::TEXT, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::BYTEA, Type::BYTEA, Type::BYTEA, Type::BYTEA,
-];
-
 type Tp = (String, i32);
-/// Positions (partition, offset) per topic that became rows.
-type Inserted = HashMap<String, HashSet<(i32, i64)>>;
+/// Offsets (of one partition) that became rows.
+type Inserted = HashSet<i64>;
+
+/// How a partition's rows are written (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// COPY into the table; a stored id aborts the attempt.
+    Direct,
+    /// COPY into staging, INSERT .. SELECT .. ON CONFLICT DO NOTHING.
+    Staged,
+}
 
 /// A partition's chain head as locked in `sink_offsets`.
 #[derive(Debug, Clone)]
@@ -80,10 +76,24 @@ pub struct BatchReport {
     pub duplicates: u64,
     /// Records an earlier transaction already handled (skipped).
     pub redelivered: u64,
+    /// Partitions whose direct COPY met a stored id and were stored on the staged path.
+    pub staged: u64,
     /// Chain length per partition after the batch.
     pub chain_lengths: Vec<(String, i32, i64)>,
     /// Newest Kafka timestamp among the new records, epoch ms.
     pub newest_timestamp_ms: Option<i64>,
+}
+
+impl BatchReport {
+    fn add(&mut self, other: BatchReport) {
+        self.audit_rows += other.audit_rows;
+        self.report_rows += other.report_rows;
+        self.duplicates += other.duplicates;
+        self.redelivered += other.redelivered;
+        self.staged += other.staged;
+        self.chain_lengths.extend(other.chain_lengths);
+        self.newest_timestamp_ms = self.newest_timestamp_ms.max(other.newest_timestamp_ms);
+    }
 }
 
 /// What became of a record handed to [`Store::reject`].
@@ -106,18 +116,13 @@ fn pg<T>(r: Result<T, tokio_postgres::Error>) -> Result<T, Failure> {
 }
 
 /// Runs one step of a batch's transaction, observing its duration as
-/// `audit_sink_db_seconds{operation=<step>}` (where a batch's time goes).
+/// `audit_sink_db_seconds{operation=<step>}` (where a batch's time goes;
+/// with several partitions stored at once, their steps add up).
 async fn step<T>(name: &str, f: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
     let started = Instant::now();
     let result = f.await;
     metrics::db_seconds(name, started.elapsed().as_secs_f64());
     result
-}
-
-fn kafka_micros(r: &Record) -> Option<i64> {
-    r.timestamp
-        .and_then(|ms| ms.checked_mul(1000))
-        .filter(|us| DateTime::from_timestamp_micros(*us).is_some())
 }
 
 impl Store {
@@ -131,15 +136,56 @@ impl Store {
         &self.pool
     }
 
-    /// Stores `items` in one transaction. `Failure::Refused` means some item's
-    /// value was refused (nothing of the batch is stored; store them one by one
-    /// to find it) or a redelivered record had been rejected before.
+    /// Stores `items`: each partition's records in one transaction, the
+    /// partitions concurrently (at most the pool's size at once). Waits for
+    /// every partition; on any failure returns it (`Transient` before
+    /// `Refused`): a partition that committed skips its records when the loop
+    /// hands them again. `Failure::Refused` means some item's value was refused
+    /// (nothing of its partition is stored; store them one by one to find it)
+    /// or a redelivered record had been rejected before.
     pub async fn store(&self, items: &[Item<'_>]) -> Result<BatchReport, Failure> {
+        let mut by_tp: BTreeMap<Tp, Vec<&Item<'_>>> = BTreeMap::new();
+        for it in items {
+            by_tp
+                .entry((it.record.topic.clone(), it.record.partition))
+                .or_default()
+                .push(it);
+        }
+        let results = futures::future::join_all(
+            by_tp.into_iter().map(|(tp, mut v)| {
+                v.sort_by_key(|it| it.record.offset);
+                self.store_partition(tp, v)
+            }),
+        )
+        .await;
+        let mut report = BatchReport::default();
+        let mut failure: Option<Failure> = None;
+        for r in results {
+            match r {
+                Ok(r) => report.add(r),
+                Err(f @ Failure::Transient(_)) => failure = Some(f),
+                Err(f @ Failure::Refused(_)) => {
+                    failure.get_or_insert(f);
+                }
+            }
+        }
+        failure.map_or(Ok(report), Err)
+    }
+
+    /// Stores one partition's records (in offset order): the direct path,
+    /// then the staged path if a record's id was already stored.
+    async fn store_partition(&self, tp: Tp, items: Vec<&Item<'_>>) -> Result<BatchReport, Failure> {
         let mut client = self.pool.get().await.map_err(|e| classify_pool(&e))?;
-        let tx = pg(client.transaction().await)?;
-        let report = store_in(&tx, items).await?;
-        step("commit", async { pg(tx.commit().await) }).await?;
-        Ok(report)
+        for path in [Path::Direct, Path::Staged] {
+            let tx = pg(client.transaction().await)?;
+            if let Some(mut report) = store_in(&tx, &tp, &items, path).await? {
+                step("commit", async { pg(tx.commit().await) }).await?;
+                report.staged = u64::from(path == Path::Staged);
+                return Ok(report);
+            }
+            // dropped: rolled back
+        }
+        Err(Failure::Transient("the staged path reported a conflict".into()))
     }
 
     /// Links `record` as rejected with `reason` (its original bytes kept in
@@ -148,8 +194,7 @@ impl Store {
         let mut client = self.pool.get().await.map_err(|e| classify_pool(&e))?;
         let tx = pg(client.transaction().await)?;
         let tp = (record.topic.clone(), record.partition);
-        let heads = lock_heads(&tx, std::slice::from_ref(&tp)).await?;
-        let head = &heads[&tp];
+        let head = lock_head(&tx, &tp).await?;
         if record.offset < head.next_offset {
             let row = pg(tx
                 .query_opt(
@@ -165,7 +210,6 @@ impl Store {
                 _ => Rejection::AlreadyStored,
             });
         }
-        let consumed_at = now_micros();
         let link = Link {
             topic: &record.topic,
             partition: record.partition,
@@ -174,137 +218,155 @@ impl Store {
             outcome: Outcome::Rejected,
             entity_id: None,
             reason: Some(reason),
-            consumed_at_us: consumed_at,
+            consumed_at_us: now_micros(),
             kafka_timestamp_us: kafka_micros(record),
             key: record.key.as_deref(),
             value: record.payload.as_deref(),
             row: None,
         };
         let hash = link.hash(&head.hash);
-        copy_links(&tx, &[(link, head.hash, hash)]).await?;
-        let moved = [(tp, record.offset + 1, head.next_seq + 1, hash, head.next_offset)];
-        move_heads(&tx, &moved).await?;
+        pg(copy_links(&tx, &[(link, head.hash, hash)]).await)?;
+        move_head(&tx, &tp, (record.offset + 1, head.next_seq + 1, hash), head.next_offset).await?;
         pg(tx.commit().await)?;
         Ok(Rejection::Recorded(reason.to_string()))
     }
 }
 
-async fn store_in(tx: &Transaction<'_>, items: &[Item<'_>]) -> Result<BatchReport, Failure> {
+/// Stores one partition's `items` (offset order) in `tx` on `path`; `None`:
+/// the direct COPY met an id already stored (the transaction is aborted).
+async fn store_in(tx: &Transaction<'_>, tp: &Tp, items: &[&Item<'_>], path: Path) -> Result<Option<BatchReport>, Failure> {
     let mut report = BatchReport::default();
-    // Per partition, in offset order.
-    let mut by_tp: BTreeMap<Tp, Vec<&Item<'_>>> = BTreeMap::new();
-    for it in items {
-        by_tp
-            .entry((it.record.topic.clone(), it.record.partition))
-            .or_default()
-            .push(it);
-    }
-    for v in by_tp.values_mut() {
-        v.sort_by_key(|it| it.record.offset);
-    }
-    let tps: Vec<Tp> = by_tp.keys().cloned().collect();
-    let heads = step("lock_heads", lock_heads(tx, &tps)).await?;
-    let mut fresh: Vec<&Item<'_>> = Vec::with_capacity(items.len());
-    for (tp, v) in &by_tp {
-        let head = &heads[tp];
-        let (old, new): (Vec<&Item<'_>>, Vec<&Item<'_>>) =
-            v.iter().partition(|it| it.record.offset < head.next_offset);
-        if !old.is_empty() {
-            report.redelivered += old.len() as u64;
-            refuse_if_rejected_before(tx, tp, &old).await?;
-        }
-        fresh.extend(new);
+    let head = step("lock_heads", lock_head(tx, tp)).await?;
+    let (old, fresh): (Vec<&Item<'_>>, Vec<&Item<'_>>) =
+        items.iter().partition(|it| it.record.offset < head.next_offset);
+    if !old.is_empty() {
+        report.redelivered += old.len() as u64;
+        refuse_if_rejected_before(tx, tp, &old).await?;
     }
     if fresh.is_empty() {
-        return Ok(report);
+        return Ok(Some(report));
     }
-    let inserted = insert_rows(tx, &fresh).await?;
+    let inserted = match path {
+        Path::Direct => match step("copy_rows", copy_direct(tx, &fresh)).await? {
+            true => None,
+            false => return Ok(None),
+        },
+        Path::Staged => Some(insert_staged(tx, &fresh).await?),
+    };
     let consumed_at = now_micros();
     let mut links = Vec::with_capacity(fresh.len());
-    let mut moved = Vec::new();
-    for (tp, v) in &by_tp {
-        let head = &heads[tp];
-        let (mut seq, mut prev) = (head.next_seq, head.hash);
-        let mut last = None;
-        for it in v.iter().filter(|it| it.record.offset >= head.next_offset) {
-            let r = it.record;
-            let stored = inserted
-                .get(r.topic.as_str())
-                .is_some_and(|s| s.contains(&(r.partition, r.offset)));
-            match (&it.row, stored) {
-                (Row::Audit(_), true) => report.audit_rows += 1,
-                (Row::Report(_), true) => report.report_rows += 1,
-                (_, false) => report.duplicates += 1,
-            }
-            report.newest_timestamp_ms = report.newest_timestamp_ms.max(r.timestamp);
-            let link = Link {
-                topic: &r.topic,
-                partition: r.partition,
-                seq,
-                offset: r.offset,
-                outcome: if stored { Outcome::Stored } else { Outcome::Duplicate },
-                entity_id: Some(it.row.id()),
-                reason: None,
-                consumed_at_us: consumed_at,
-                kafka_timestamp_us: kafka_micros(r),
-                key: r.key.as_deref(),
-                value: r.payload.as_deref(),
-                row: stored.then_some(&it.row),
-            };
-            let hash = link.hash(&prev);
-            links.push((link, prev, hash));
-            prev = hash;
-            seq += 1;
-            last = Some(r.offset);
+    let (mut seq, mut prev) = (head.next_seq, head.hash);
+    for it in &fresh {
+        let r = it.record;
+        let stored = inserted.as_ref().is_none_or(|s| s.contains(&r.offset));
+        match (&it.row, stored) {
+            (Row::Audit(_), true) => report.audit_rows += 1,
+            (Row::Report(_), true) => report.report_rows += 1,
+            (_, false) => report.duplicates += 1,
         }
-        if let Some(last) = last {
-            moved.push((tp.clone(), last + 1, seq, prev, head.next_offset));
-            report.chain_lengths.push((tp.0.clone(), tp.1, seq));
-        }
+        report.newest_timestamp_ms = report.newest_timestamp_ms.max(r.timestamp);
+        let link = Link {
+            topic: &r.topic,
+            partition: r.partition,
+            seq,
+            offset: r.offset,
+            outcome: if stored { Outcome::Stored } else { Outcome::Duplicate },
+            entity_id: Some(it.row.id()),
+            reason: None,
+            consumed_at_us: consumed_at,
+            kafka_timestamp_us: kafka_micros(r),
+            key: r.key.as_deref(),
+            value: r.payload.as_deref(),
+            row: stored.then_some(&it.row),
+        };
+        let hash = link.hash(&prev);
+        links.push((link, prev, hash));
+        prev = hash;
+        seq += 1;
     }
-    step("copy_links", copy_links(tx, &links)).await?;
-    step("move_heads", move_heads(tx, &moved)).await?;
-    Ok(report)
+    let last = fresh.last().map_or(head.next_offset, |it| it.record.offset);
+    step("copy_links", async { pg(copy_links(tx, &links).await) }).await?;
+    step("move_heads", move_head(tx, tp, (last + 1, seq, prev), head.next_offset)).await?;
+    report.chain_lengths.push((tp.0.clone(), tp.1, seq));
+    Ok(Some(report))
 }
 
-/// Creates missing heads, then locks the heads of `tps` (in a fixed order, so
-/// two writers never deadlock on them) and reads them.
-async fn lock_heads(tx: &Transaction<'_>, tps: &[Tp]) -> Result<HashMap<Tp, Head>, Failure> {
-    let topics: Vec<&str> = tps.iter().map(|t| t.0.as_str()).collect();
-    let partitions: Vec<i32> = tps.iter().map(|t| t.1).collect();
-    let genesis: &[u8] = &GENESIS;
-    pg(tx
-        .execute(
-            "INSERT INTO audit.sink_offsets (topic, kafka_partition, next_offset, next_seq, head_hash, updated_at) \
-             SELECT t, p, 0, 0, $3, now() FROM unnest($1::text[], $2::int4[]) AS u(t, p) \
-             ON CONFLICT (topic, kafka_partition) DO NOTHING",
-            &[&topics, &partitions, &genesis],
-        )
-        .await)?;
-    let rows = pg(tx
-        .query(
-            "SELECT o.topic, o.kafka_partition, o.next_offset, o.next_seq, o.head_hash \
-             FROM audit.sink_offsets o JOIN unnest($1::text[], $2::int4[]) AS u(t, p) \
-               ON o.topic = u.t AND o.kafka_partition = u.p \
-             ORDER BY o.topic, o.kafka_partition FOR UPDATE OF o",
-            &[&topics, &partitions],
-        )
-        .await)?;
-    let mut heads = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let hash: &[u8] = row.get(4);
-        let hash: Hash = hash
-            .try_into()
-            .map_err(|_| Failure::Transient("sink_offsets.head_hash is not 32 bytes".into()))?;
-        heads.insert(
-            (row.get(0), row.get(1)),
-            Head { next_offset: row.get(2), next_seq: row.get(3), hash },
+/// The direct path: COPY `fresh` (all of one table) straight into its table.
+/// `false`: a record's id is already stored (unique violation; the
+/// transaction is aborted and the partition goes to the staged path).
+async fn copy_direct(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<bool, Failure> {
+    let audits: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Audit(_))).collect();
+    let reports: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Report(_))).collect();
+    let mut result = Ok(());
+    if !audits.is_empty() {
+        result = copy_audits(tx, "audit.audit_events", &audits).await;
+    }
+    if result.is_ok() && !reports.is_empty() {
+        result = copy_reports(tx, "audit.compliance_reports", &reports).await;
+    }
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// The staged path: COPY `fresh` into the staging tables and insert what is
+/// new; returns the offsets that became rows (the others are duplicates of
+/// stored ids).
+async fn insert_staged(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<Inserted, Failure> {
+    let audits: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Audit(_))).collect();
+    let reports: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Report(_))).collect();
+    let mut inserted = Inserted::new();
+    for (table, columns, id, items) in [
+        ("audit_events", AUDIT_COLUMNS, "event_id", &audits),
+        ("compliance_reports", REPORT_COLUMNS, "report_id", &reports),
+    ] {
+        if items.is_empty() {
+            continue;
+        }
+        let staging = format!("pg_temp.{table}_staging");
+        step("copy_rows", async {
+            pg(if table == "audit_events" {
+                copy_audits(tx, &staging, items).await
+            } else {
+                copy_reports(tx, &staging, items).await
+            })
+        })
+        .await?;
+        let sql = format!(
+            "INSERT INTO audit.{table} ({columns}) SELECT {columns} FROM {staging} ORDER BY kafka_offset \
+             ON CONFLICT ({id}) DO NOTHING RETURNING kafka_offset"
         );
+        let rows = step("insert_rows", async { pg(tx.query(&sql, &[]).await) }).await?;
+        inserted.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
     }
-    if heads.len() != tps.len() {
-        return Err(Failure::Transient("sink_offsets rows missing after insert".into()));
+    Ok(inserted)
+}
+
+/// Locks the head of `tp` and reads it, creating it at the chain's start
+/// when the partition has none yet.
+async fn lock_head(tx: &Transaction<'_>, tp: &Tp) -> Result<Head, Failure> {
+    const SELECT: &str = "SELECT next_offset, next_seq, head_hash FROM audit.sink_offsets \
+        WHERE topic = $1 AND kafka_partition = $2 FOR UPDATE";
+    let mut row = pg(tx.query_opt(SELECT, &[&tp.0, &tp.1]).await)?;
+    if row.is_none() {
+        let genesis: &[u8] = &GENESIS;
+        pg(tx
+            .execute(
+                "INSERT INTO audit.sink_offsets (topic, kafka_partition, next_offset, next_seq, head_hash, updated_at) \
+                 VALUES ($1, $2, 0, 0, $3, now()) ON CONFLICT (topic, kafka_partition) DO NOTHING",
+                &[&tp.0, &tp.1, &genesis],
+            )
+            .await)?;
+        row = pg(tx.query_opt(SELECT, &[&tp.0, &tp.1]).await)?;
     }
-    Ok(heads)
+    let row = row.ok_or_else(|| Failure::Transient("sink_offsets row missing after insert".into()))?;
+    let hash: &[u8] = row.get(2);
+    let hash: Hash = hash
+        .try_into()
+        .map_err(|_| Failure::Transient("sink_offsets.head_hash is not 32 bytes".into()))?;
+    Ok(Head { next_offset: row.get(0), next_seq: row.get(1), hash })
 }
 
 /// A redelivered record that was rejected earlier must be dead-lettered again
@@ -335,146 +397,22 @@ async fn refuse_if_rejected_before(
     }
 }
 
-/// Stages `fresh` with binary COPY and inserts what is new; returns the
-/// positions that became rows (the others are duplicates of stored ids).
-async fn insert_rows(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<Inserted, Failure> {
-    let audits: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Audit(_))).collect();
-    let reports: Vec<&Item<'_>> = fresh.iter().copied().filter(|it| matches!(it.row, Row::Report(_))).collect();
-    let mut inserted = Inserted::new();
-    if !audits.is_empty() {
-        step("copy_rows", copy_audits(tx, "pg_temp.audit_events_staging", &audits)).await?;
-        let rows = step("insert_rows", async { pg(tx
-            .query(
-                &format!(
-                    "INSERT INTO audit.audit_events ({AUDIT_COLUMNS}) SELECT {AUDIT_COLUMNS} \
-                     FROM pg_temp.audit_events_staging ORDER BY topic, kafka_partition, kafka_offset \
-                     ON CONFLICT (event_id) DO NOTHING RETURNING topic, kafka_partition, kafka_offset"
-                ),
-                &[],
-            )
-            .await) })
-        .await?;
-        collect_inserted(&rows, &mut inserted);
-    }
-    if !reports.is_empty() {
-        step("copy_rows", copy_reports(tx, &reports)).await?;
-        let rows = step("insert_rows", async { pg(tx
-            .query(
-                &format!(
-                    "INSERT INTO audit.compliance_reports ({REPORT_COLUMNS}) SELECT {REPORT_COLUMNS} \
-                     FROM pg_temp.compliance_reports_staging ORDER BY topic, kafka_partition, kafka_offset \
-                     ON CONFLICT (report_id) DO NOTHING RETURNING topic, kafka_partition, kafka_offset"
-                ),
-                &[],
-            )
-            .await) })
-        .await?;
-        collect_inserted(&rows, &mut inserted);
-    }
-    Ok(inserted)
-}
-
-fn collect_inserted(rows: &[tokio_postgres::Row], out: &mut Inserted) {
-    for row in rows {
-        out.entry(row.get(0)).or_default().insert((row.get(1), row.get(2)));
-    }
-}
-
-/// Binary COPY of the audit events among `items` into `table` (the staging
-/// table; the benchmark's ceiling copies straight into a table).
-pub async fn copy_audits(tx: &Transaction<'_>, table: &str, items: &[&Item<'_>]) -> Result<(), Failure> {
-    let sink = pg(tx
-        .copy_in(&format!("COPY {table} ({AUDIT_COLUMNS}) FROM STDIN (FORMAT binary)"))
-        .await)?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, AUDIT_TYPES));
-    for it in items {
-        let Row::Audit(a) = &it.row else { continue };
-        let r = it.record;
-        let occurred = timestamp(a.occurred_at_us);
-        let kafka_ts = kafka_micros(r).map(timestamp);
-        let values: [&(dyn ToSql + Sync); 16] = [
-            &a.event_id, &occurred, &a.user_id, &a.action, &a.resource, &JsonText(&a.details),
-            &a.ip_address, &a.user_agent, &a.session_id, &a.value_format,
-            &r.topic, &r.partition, &r.offset, &kafka_ts, &r.key, &r.payload,
-        ];
-        pg(writer.as_mut().write(&values).await)?;
-    }
-    pg(writer.finish().await)?;
-    Ok(())
-}
-
-async fn copy_reports(tx: &Transaction<'_>, items: &[&Item<'_>]) -> Result<(), Failure> {
-    let sink = pg(tx
-        .copy_in(&format!(
-            "COPY pg_temp.compliance_reports_staging ({REPORT_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await)?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, REPORT_TYPES));
-    for it in items {
-        let Row::Report(c) = &it.row else { continue };
-        let r = it.record;
-        let reported = timestamp(c.reported_at_us);
-        let kafka_ts = kafka_micros(r).map(timestamp);
-        let values: [&(dyn ToSql + Sync); 15] = [
-            &c.report_id, &c.organization_id, &reported, &c.report_type,
-            &c.risk_score, &c.risk_level, &JsonText(&c.data), &c.version, &c.value_format,
-            &r.topic, &r.partition, &r.offset, &kafka_ts, &r.key, &r.payload,
-        ];
-        pg(writer.as_mut().write(&values).await)?;
-    }
-    pg(writer.finish().await)?;
-    Ok(())
-}
-
-/// Appends links with binary COPY. A link whose record became a row carries
-/// no copy of the record (it is in the row).
-async fn copy_links(tx: &Transaction<'_>, links: &[(Link<'_>, Hash, Hash)]) -> Result<(), Failure> {
-    let sink = pg(tx
-        .copy_in(&format!("COPY audit.chain ({CHAIN_COLUMNS}) FROM STDIN (FORMAT binary)"))
-        .await)?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, CHAIN_TYPES));
-    for (l, prev, hash) in links {
-        let own_copy = l.row.is_none();
-        let consumed: DateTime<Utc> = timestamp(l.consumed_at_us);
-        let kafka_ts = l.kafka_timestamp_us.filter(|_| own_copy).map(timestamp);
-        let key = l.key.filter(|_| own_copy);
-        let value = l.value.filter(|_| own_copy);
-        let (prev, hash): (&[u8], &[u8]) = (prev, hash);
-        let values: [&(dyn ToSql + Sync); 13] = [
-            &l.topic, &l.partition, &l.seq, &l.offset, &l.outcome.as_str(), &l.entity_id,
-            &l.reason, &consumed, &kafka_ts, &key, &value, &prev, &hash,
-        ];
-        pg(writer.as_mut().write(&values).await)?;
-    }
-    pg(writer.finish().await)?;
-    Ok(())
-}
-
-/// Moves each head `(tp, next_offset, next_seq, head_hash, expected_next_offset)`;
-/// fails unless every head still was where this transaction read it.
-async fn move_heads(tx: &Transaction<'_>, moved: &[(Tp, i64, i64, Hash, i64)]) -> Result<(), Failure> {
-    if moved.is_empty() {
-        return Ok(());
-    }
-    let topics: Vec<&str> = moved.iter().map(|m| m.0 .0.as_str()).collect();
-    let partitions: Vec<i32> = moved.iter().map(|m| m.0 .1).collect();
-    let offsets: Vec<i64> = moved.iter().map(|m| m.1).collect();
-    let seqs: Vec<i64> = moved.iter().map(|m| m.2).collect();
-    let hashes: Vec<&[u8]> = moved.iter().map(|m| &m.3[..]).collect();
-    let expected: Vec<i64> = moved.iter().map(|m| m.4).collect();
+/// Moves the head of `tp` to `(next_offset, next_seq, head_hash)`; fails
+/// unless it still was at `expected_next_offset`, where this transaction read it.
+async fn move_head(tx: &Transaction<'_>, tp: &Tp, to: (i64, i64, Hash), expected_next_offset: i64) -> Result<(), Failure> {
+    let (next_offset, next_seq, hash) = to;
+    let hash: &[u8] = &hash;
     let n = pg(tx
         .execute(
-            "UPDATE audit.sink_offsets o SET next_offset = u.n, next_seq = u.s, head_hash = u.h, updated_at = now() \
-             FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[], $5::bytea[], $6::int8[]) AS u(t, p, n, s, h, e) \
-             WHERE o.topic = u.t AND o.kafka_partition = u.p AND o.next_offset = u.e",
-            &[&topics, &partitions, &offsets, &seqs, &hashes, &expected],
+            "UPDATE audit.sink_offsets SET next_offset = $3, next_seq = $4, head_hash = $5, updated_at = now() \
+             WHERE topic = $1 AND kafka_partition = $2 AND next_offset = $6",
+            &[&tp.0, &tp.1, &next_offset, &next_seq, &hash, &expected_next_offset],
         )
         .await)?;
-    if n as usize != moved.len() {
+    if n != 1 {
         return Err(Failure::Transient(format!(
-            "fence: {} of {} partition heads moved under this transaction",
-            moved.len() - n as usize,
-            moved.len()
+            "fence: the head of {}/{} moved under this transaction",
+            tp.0, tp.1
         )));
     }
     Ok(())

@@ -54,7 +54,7 @@ impl std::fmt::Display for Verdict {
 const LINKS: &str = "\
 SELECT seq, kafka_offset, outcome, entity_id, reason, consumed_at, kafka_timestamp, record_key, \
        record_value, prev_hash, hash \
-FROM audit.chain WHERE topic = $1 AND kafka_partition = $2 ORDER BY seq";
+FROM audit.chain WHERE topic = $1 AND kafka_partition = $2 ORDER BY kafka_offset";
 const AUDITS: &str = "\
 SELECT kafka_offset, event_id, occurred_at, user_id, action, resource, details, ip_address, \
        user_agent, session_id, value_format, kafka_timestamp, record_key, record_value \
@@ -196,10 +196,11 @@ impl Chain<'_> {
             let audit = audits.take_at(offset, &mut orphan_events).await?;
             let report = reports.take_at(offset, &mut orphan_reports).await?;
             if first_break.is_none() {
-                let problem = if seq != expected_seq {
+                // Links come in offset order (the chain's key); the sink numbers them in that order.
+                let problem = if seq > expected_seq {
                     Some(format!("{}: links {}..{} are missing (removed) before this one", at(seq, offset), expected_seq, seq - 1))
-                } else if offset <= last_offset {
-                    Some(format!("{}: offset does not follow offset {last_offset}", at(seq, offset)))
+                } else if seq < expected_seq {
+                    Some(format!("{}: position repeats or goes back after offset {last_offset} (expected seq {expected_seq}): a link inserted by hand", at(seq, offset)))
                 } else {
                     match check_link(&link, audit.as_ref(), report.as_ref(), topic, partition, &prev) {
                         Ok((outcome, hash)) => {

@@ -1,9 +1,13 @@
-//! Guarantee: two writers that both believe they own a partition (a zombie
-//! after a rebalance and its successor) cannot both append: the partition's
-//! head row is locked for each batch and moved only from where it was read,
-//! so overlapping batches stored concurrently give every record exactly one
-//! row and one link, and the chain verifies. Against the real PostgreSQL,
-//! through the store the service uses.
+//! Guarantees of the store, against the real PostgreSQL, through the store
+//! the service uses:
+//! - two writers that both believe they own a partition (a zombie after a
+//!   rebalance and its successor) cannot both append: the partition's head
+//!   row is locked for each transaction and moved only from where it was
+//!   read, so overlapping batches stored concurrently give every record
+//!   exactly one row and one link, and the chain verifies;
+//! - a batch's partitions are stored independently: a producer's duplicate in
+//!   one partition sends only that partition from the direct COPY to the
+//!   staged path, which stores the new records and links the duplicate.
 
 use anyhow::Result;
 use audit_sink::chain::{AuditColumns, Row};
@@ -16,9 +20,13 @@ use dora_kafka::Record;
 use dora_testkit as tk;
 
 fn record(topic: &str, offset: i64) -> Record {
+    record_in(topic, 0, offset)
+}
+
+fn record_in(topic: &str, partition: i32, offset: i64) -> Record {
     Record {
         topic: topic.into(),
-        partition: 0,
+        partition,
         offset,
         key: Some(b"2026-11-27-09".to_vec()),
         payload: Some(format!("{{\"n\":{offset}}}").into_bytes()),
@@ -28,10 +36,14 @@ fn record(topic: &str, offset: i64) -> Record {
 }
 
 fn item(record: &Record) -> Item<'_> {
+    item_with_id(record, format!("evt-{}", record.offset))
+}
+
+fn item_with_id(record: &Record, event_id: String) -> Item<'_> {
     Item {
         record,
         row: Row::Audit(AuditColumns {
-            event_id: format!("evt-{}", record.offset),
+            event_id,
             occurred_at_us: 1_795_771_815_000_000,
             user_id: "user-1".into(),
             action: "LOGIN".into(),
@@ -45,8 +57,8 @@ fn item(record: &Record) -> Item<'_> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_writers_on_one_partition_never_both_append() -> Result<()> {
+/// A fresh database, migrated, and the writer's settings for it.
+async fn migrated() -> Result<(tk::TempDatabase, PostgresSettings)> {
     let server = tk::postgres();
     let mut database = tk::TempDatabase::create(&server).await?;
     let writer = tk::unique("audit_sink").replace('-', "_");
@@ -63,6 +75,12 @@ async fn two_writers_on_one_partition_never_both_append() -> Result<()> {
         ..Default::default()
     };
     db::migrate(&settings).await?;
+    Ok((database, settings))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_partition_never_both_append() -> Result<()> {
+    let (database, settings) = migrated().await?;
     let connector = db::Connector::new(&settings)?;
     let (zombie, owner) = (
         Store::new(connector.writer_pool(&settings)?),
@@ -98,5 +116,55 @@ async fn two_writers_on_one_partition_never_both_append() -> Result<()> {
     let verdict = verify::verify(&mut client).await?;
     assert!(verdict.intact(), "{verdict}");
     assert_eq!(verdict.links, 150);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_duplicate_sends_only_its_partition_to_the_staged_path() -> Result<()> {
+    let (database, settings) = migrated().await?;
+    let store = Store::new(db::Connector::new(&settings)?.writer_pool(&settings)?);
+    let topic = tk::unique("user-activities");
+    let id = |p: i32, o: i64| format!("evt-{p}-{o}");
+    let first: Vec<Record> = (0..20).map(|i| record_in(&topic, i % 2, i64::from(i / 2))).collect();
+    let batch: Vec<Item<'_>> = first.iter().map(|r| item_with_id(r, id(r.partition, r.offset))).collect();
+    let r = store.store(&batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!((r.audit_rows, r.duplicates, r.staged), (20, 0, 0), "new ids: both partitions on the direct path");
+
+    // Partition 0 gets 5 new records around a producer's duplicate of its
+    // offset 3 (same eventId, new offset 12); partition 1 gets 5 new records.
+    let second: Vec<Record> = (10..16)
+        .map(|o| record_in(&topic, 0, o))
+        .chain((10..15).map(|o| record_in(&topic, 1, o)))
+        .collect();
+    let batch: Vec<Item<'_>> = second
+        .iter()
+        .map(|r| {
+            let original = if (r.partition, r.offset) == (0, 12) { id(0, 3) } else { id(r.partition, r.offset) };
+            item_with_id(r, original)
+        })
+        .collect();
+    let r = store.store(&batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!((r.audit_rows, r.duplicates, r.staged), (10, 1, 1), "only partition 0 redone on the staged path");
+
+    // The same batch again (a redelivery): skipped below the heads, nothing staged.
+    let r = store.store(&batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!((r.audit_rows, r.redelivered, r.staged), (0, 11, 0));
+
+    let mut client = database.connect().await?;
+    let outcomes: Vec<(i32, i64, String)> = client
+        .query(
+            "SELECT kafka_partition, kafka_offset, outcome FROM audit.chain WHERE outcome <> 'stored' ORDER BY 1, 2",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(outcomes, vec![(0, 12, "duplicate".to_string())]);
+    let rows: i64 = client.query_one("SELECT count(*) FROM audit.audit_events", &[]).await?.get(0);
+    assert_eq!(rows, 30);
+    let verdict = verify::verify(&mut client).await?;
+    assert!(verdict.intact(), "{verdict}");
+    assert_eq!((verdict.links, verdict.duplicates), (31, 1));
     Ok(())
 }

@@ -30,6 +30,8 @@ async fn redelivered_records_and_a_producers_duplicate_add_no_row() -> Result<()
     h.produce_event(&events[0]).await?;
     tk::eventually(tk::DEADLINE, || async { (h.links(&t, 0).await.ok()? == 6).then_some(()) }).await?;
     assert_eq!(h.count("audit_events").await?, 5, "a duplicate made a row");
+    let staged = metric(&sink, "audit_sink_staged_transactions_total", &[]).await?;
+    assert!(staged.unwrap_or(0.0) >= 1.0, "the duplicate's direct COPY did not fall back to the staged path");
     assert!(sink.terminate(tk::DEADLINE).await?.success(), "{}", sink.log());
     assert_eq!(h.committed(&t, 0).await?, Some(6));
 

@@ -3,8 +3,8 @@
 //!
 //! 1. A topic is pre-filled with Avro `AuditEvent`s.
 //! 2. **sink**: the consume loop in batch mode with audit-sink's handler
-//!    (decode, staging COPY, INSERT ... SELECT ON CONFLICT DO NOTHING, chain,
-//!    fence) reads it into PostgreSQL.
+//!    (decode; per partition of a batch, concurrently: fence, COPY into the
+//!    table, chain, head) reads it into PostgreSQL.
 //! 3. **baseline**: the same loop and decoding, a second group, storing each
 //!    batch with plain multi-row `INSERT ... VALUES` statements of 1000 rows
 //!    (ON CONFLICT DO NOTHING) into a copy of the table: no chain, no fence.
