@@ -1,8 +1,8 @@
 //! State of a transactional transform against the real broker: an aborted
 //! transaction's state changes are rolled back (`aborted`), a restarted
 //! instance rebuilds its state by replay (`StartAt::Rebuild`) so its outputs
-//! equal an uninterrupted run's, and the periodic `tick` produces in
-//! transactions of its own.
+//! equal an uninterrupted run's, the periodic `tick` produces in
+//! transactions of its own, and `batch_end`'s records commit with their batch.
 
 mod common;
 
@@ -251,5 +251,83 @@ async fn ticks_produce_in_their_own_transactions_and_a_failed_tick_leaves_nothin
     );
     let all = read_committed(&kafka(), &output).await?;
     assert!(all.len() >= 3);
+    Ok(())
+}
+
+/// Copies each record and closes each batch with a summary naming the ids
+/// it copied (`batch_end`); the first summary fails retryably once.
+#[derive(Default)]
+struct Summarizer {
+    output: String,
+    open: Mutex<Vec<u64>>,
+    summaries_failed: AtomicU32,
+}
+
+impl Transform for Summarizer {
+    async fn transform(&self, r: &Record) -> Result<Vec<OutboundRecord>, HandlerError> {
+        let id = parse_id(r)?;
+        self.open.lock().unwrap().push(id);
+        Ok(vec![OutboundRecord::new(&self.output, Some("copy"), payload(id))])
+    }
+
+    async fn batch_end(&self) -> Result<Vec<OutboundRecord>, HandlerError> {
+        if self.summaries_failed.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(HandlerError::unavailable("InjectedOutage", "first summary fails"));
+        }
+        let ids = self.open.lock().unwrap().clone();
+        let summary = serde_json::json!({ "summary": ids }).to_string();
+        Ok(vec![OutboundRecord::new(&self.output, Some("summary"), summary.into_bytes())])
+    }
+
+    async fn committed(&self) {
+        self.open.lock().unwrap().clear();
+    }
+
+    async fn aborted(&self, _partitions: &[(String, i32)]) {
+        self.open.lock().unwrap().clear();
+    }
+}
+
+/// `batch_end`'s records commit with their batch: every id is copied once
+/// and named by exactly one committed summary, and the batch whose summary
+/// failed was aborted whole (its copies and summary never visible).
+#[tokio::test]
+async fn a_batch_is_closed_by_its_summary_in_the_same_transaction() -> anyhow::Result<()> {
+    logs();
+    let (input, output, group) = (unique("close-in"), unique("close-out"), unique("close-g"));
+    create_topic(&kafka(), &input, 1).await?;
+    create_topic(&kafka(), &output, 1).await?;
+    produce_ids(&input, 0..8).await?;
+    let ctx = context("close-test");
+    let mut settings = consumer(&group);
+    settings.transactional_id = Some(unique("close-txn"));
+    settings.max_batch_records = 3;
+    let summarizer = Arc::new(Summarizer {
+        output: output.clone(),
+        ..Summarizer::default()
+    });
+    let task = tokio::spawn(
+        ConsumeLoop::new(&kafka(), &settings, &ctx, codec())
+            .topics(&[&input])
+            .run_transactional(summarizer.clone()),
+    );
+    let (copies, summarized) = eventually(DEADLINE, || async {
+        let records = read_committed(&kafka(), &output).await.ok()?;
+        let (mut copies, mut summarized) = (Vec::new(), Vec::new());
+        for r in &records {
+            let v: serde_json::Value = serde_json::from_slice(r.payload()?).ok()?;
+            match v["summary"].as_array() {
+                Some(ids) => summarized.extend(ids.iter().filter_map(|i| i.as_u64())),
+                None => copies.push(v["id"].as_u64()?),
+            }
+        }
+        (summarized.len() >= 8).then_some((copies, summarized))
+    })
+    .await?;
+    ctx.shutdown.cancel();
+    task.await??;
+    assert_exactly_once(&copies, 0..8, "copies");
+    assert_exactly_once(&summarized, 0..8, "ids named by the summaries");
+    assert!(summarizer.summaries_failed.load(Ordering::SeqCst) >= 2, "the failed summary was retried");
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! An operator's order carried out: the waiting letters of a dead-letter
 //! topic that match a filter are replayed (or parked) through the platform's
-//! consume loop in transactional mode — each letter's output, its resolution
-//! marker, its audit event and the loop's progress in one Kafka transaction
-//! — then the topic is read on from where the plan's read ended to see what
-//! happened to each letter.
+//! consume loop in transactional mode — each letter's output and resolution
+//! marker, one audit event naming the transaction's letters, and the loop's
+//! progress in one Kafka transaction. What happened to each letter is known
+//! from the transactions that committed; only when some letter is neither
+//! resolved by this order nor seen resolved by someone else (a signal
+//! stopped the run) is the topic read on from where the plan's read ended.
 //!
 //! Resuming: the resolution markers are the progress. Planning the same
 //! order again selects only letters still waiting, and the loop's
@@ -25,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::letter::{Action, Letter, Position, RESOLUTION_HEADER, RESOLVES_HEADER};
-use crate::outbound::{self, Actor};
+use crate::outbound::{self, Actor, AuditEntry};
 use crate::selection::{replayable, Filter, Refusal};
 use crate::snapshot::Snapshot;
 use crate::Settings;
@@ -107,11 +109,14 @@ pub async fn carry_out(
     order: &Order,
 ) -> Result<Outcome> {
     anyhow::ensure!(plan.refused.is_empty(), "the plan has refused letters");
-    let interrupted = if plan.selected.is_empty() {
-        false
+    let (interrupted, progress) = if plan.selected.is_empty() {
+        (false, Progress::default())
     } else {
         run_loop(settings, codec, &plan, order).await?
     };
+    if let Some(outcome) = progress.outcome(&plan.selected, interrupted) {
+        return Ok(outcome);
+    }
     plan.snapshot.read_on(&settings.common.kafka, codec).await?;
     let mut outcome = Outcome {
         done: 0,
@@ -129,10 +134,19 @@ pub async fn carry_out(
     Ok(outcome)
 }
 
+/// Letters per transaction of an order without `--rate`: large transactions
+/// spread the commit (and the audit event) over many letters.
+pub const UNRATED_TRANSACTION_LETTERS: usize = 1000;
+
 /// Runs the consume loop over the topic, each partition from its first
 /// selected letter up to the end it had at assignment (`until_end`), or until
-/// a signal stops it; true when a signal did.
-async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order) -> Result<bool> {
+/// a signal stops it; whether a signal did, and what the loop saw committed.
+async fn run_loop(
+    settings: &Settings,
+    codec: &Codec,
+    plan: &Plan,
+    order: &Order,
+) -> Result<(bool, Progress)> {
     let ctx = ServiceContext::new("dlq-replayer");
     let interrupted = CancellationToken::new();
     let (stop, signalled) = (ctx.shutdown.clone(), interrupted.clone());
@@ -154,7 +168,7 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
         *start = (*start).min(letter.position.offset);
     }
     let consumer = command_consumer(&settings.consumer, topic, order.rate);
-    let operator = Operator {
+    let operator = Arc::new(Operator {
         codec: codec.clone(),
         audit_topic: settings.dlq.audit_topic.clone(),
         order: order.clone(),
@@ -165,7 +179,7 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
             .collect(),
         state: Mutex::new(Progress::default()),
         pace: order.rate.map(|r| Mutex::new(Pace::new(r))),
-    };
+    });
     let result = ConsumeLoop::new(
         &settings.common.kafka,
         &consumer,
@@ -179,11 +193,12 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
         None => StartAt::Committed,
     })
     .until_end()
-    .run_transactional(operator)
+    .run_transactional(operator.clone())
     .await;
     signals.abort();
     result?;
-    Ok(interrupted.is_cancelled())
+    let progress = std::mem::take(&mut *operator.lock());
+    Ok((interrupted.is_cancelled(), progress))
 }
 
 /// The loop settings of a command on `topic`: a `transactional.id` of its
@@ -191,14 +206,17 @@ async fn run_loop(settings: &Settings, codec: &Codec, plan: &Plan, order: &Order
 /// first, and a rerun aborts what a killed run left open); a fresh group
 /// (the markers, not a group's offsets, say what is done, so no earlier
 /// run's offsets can skip a letter); about one second of work per
-/// transaction at a limited rate.
+/// transaction at a limited rate, [`UNRATED_TRANSACTION_LETTERS`] records
+/// otherwise.
 fn command_consumer(
     service: &ConsumerSettings,
     topic: &str,
     rate: Option<f64>,
 ) -> ConsumerSettings {
     let id = format!("{}-cli-{topic}", service.group_id);
-    let batch = rate.map_or(100, |r| (r.ceil() as usize).clamp(1, 100));
+    let batch = rate.map_or(UNRATED_TRANSACTION_LETTERS, |r| {
+        (r.ceil() as usize).clamp(1, 100)
+    });
     ConsumerSettings {
         group_id: format!("{id}-{}", uuid::Uuid::new_v4().simple()),
         auto_offset_reset: "earliest".into(),
@@ -238,6 +256,33 @@ impl Pace {
 struct Progress {
     /// Letters resolved by a marker the loop read (by anyone).
     resolved: HashSet<Position>,
+    /// Letters this order resolved in transactions that committed.
+    done: HashSet<Position>,
+    /// The open transaction's letters and their audit entries.
+    open: Vec<(Position, AuditEntry)>,
+}
+
+impl Progress {
+    /// What happened to `selected`, when the loop saw it all: each letter
+    /// resolved by this order or (before it came to it) by someone else.
+    /// `None` when some letter is neither (a signal stopped the run): then
+    /// only reading the topic on tells.
+    fn outcome(&self, selected: &[Letter], interrupted: bool) -> Option<Outcome> {
+        let done = selected
+            .iter()
+            .filter(|l| self.done.contains(&l.position))
+            .count();
+        let by_others = selected
+            .iter()
+            .filter(|l| !self.done.contains(&l.position) && self.resolved.contains(&l.position))
+            .count();
+        (done + by_others == selected.len()).then_some(Outcome {
+            done,
+            by_others,
+            waiting: 0,
+            interrupted,
+        })
+    }
 }
 
 /// The transform of a command: the selected letters become their outputs;
@@ -277,16 +322,57 @@ impl Transform for Operator {
             let at = pace.lock().unwrap_or_else(|p| p.into_inner()).slot();
             tokio::time::sleep_until(at).await;
         }
-        let outputs = outbound::resolution(
-            &self.codec,
-            &self.audit_topic,
-            letter,
-            self.order.action,
-            &self.order.actor,
-            &self.order.reason,
-        )
-        .await
-        .map_err(outbound::encode_failure)?;
+        let o = &self.order;
+        let Some((outputs, entry)) = outbound::resolution(letter, o.action, &o.actor, &o.reason)
+        else {
+            return Ok(Vec::new());
+        };
+        self.lock().open.push((position, entry));
         Ok(outputs)
+    }
+
+    /// The transaction's audit event, naming every letter it resolves.
+    async fn batch_end(&self) -> Result<Vec<OutboundRecord>, HandlerError> {
+        let entries: Vec<AuditEntry> = self.lock().open.iter().map(|(_, e)| e.clone()).collect();
+        outbound::audit_events(&self.codec, &self.audit_topic, &self.order.actor, &entries)
+            .await
+            .map_err(outbound::encode_failure)
+    }
+
+    async fn committed(&self) {
+        let mut progress = self.lock();
+        let open = std::mem::take(&mut progress.open);
+        progress.done.extend(open.into_iter().map(|(p, _)| p));
+    }
+
+    async fn aborted(&self, _partitions: &[(String, i32)]) {
+        self.lock().open.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::letter::fixtures::{dead_letter, letter};
+
+    #[test]
+    fn the_outcome_is_known_without_reading_back_only_when_every_letter_was_seen() {
+        let selected: Vec<Letter> = (0..3).map(|o| letter(o, dead_letter())).collect();
+        let mut p = Progress::default();
+        p.done.insert(selected[0].position.clone());
+        p.resolved.insert(selected[1].position.clone());
+        assert!(p.outcome(&selected, true).is_none(), "one letter not reached");
+        // Resolved by someone else, then (seen after the plan) ours too: ours counts.
+        p.resolved.insert(selected[0].position.clone());
+        p.done.insert(selected[2].position.clone());
+        assert_eq!(
+            p.outcome(&selected, false),
+            Some(Outcome {
+                done: 2,
+                by_others: 1,
+                waiting: 0,
+                interrupted: false
+            })
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The records a replay or a parking writes, all in one Kafka transaction:
-//! the replayed record (byte-exact, on its original topic and partition) or
-//! the parked letter (on `<topic>-dlq-parked`), the resolution marker on the
-//! dead-letter topic, and the audit event on `user-activities`.
+//! per letter the replayed record (byte-exact, on its original topic and
+//! partition) or the parked letter (on `<topic>-dlq-parked`) and the
+//! resolution marker on the dead-letter topic; per transaction the audit
+//! event on `user-activities` naming every letter it resolved.
 
 use dora_kafka::audit::{event_record, user_activity};
 use dora_kafka::consume::RecordHeader;
@@ -91,19 +92,28 @@ pub fn resolution_marker(letter: &Position, action: Action, actor: &Actor) -> Ou
         .with_header(RESOLVED_BY_HEADER, actor.name.as_bytes())
 }
 
-/// The audit event of a replay or parking (who, what, which record), encoded
-/// for `audit_topic`.
-pub async fn audit_event(
-    codec: &Codec,
-    audit_topic: &str,
-    letter: &Letter,
-    action: Action,
-    actor: &Actor,
-    reason: &str,
-) -> Result<OutboundRecord, SchemaError> {
+/// Most bytes of records one audit event names (its JSON `records`); a
+/// larger set is split over several events, so an event stays far below the
+/// broker's record size limit whatever the keys are.
+const AUDIT_EVENT_BUDGET: usize = 256 * 1024;
+
+/// What an audit event says about one letter it names.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// The dead-letter topic.
+    pub dlq_topic: String,
+    /// Replayed or parked.
+    pub action: Action,
+    /// Why.
+    pub reason: String,
+    /// The letter: its position and original record (JSON).
+    pub record: serde_json::Value,
+}
+
+/// The audit entry of `letter` acted on by `action` for `reason`.
+pub fn audit_entry(letter: &Letter, action: Action, reason: &str) -> AuditEntry {
     let d = letter.dead_letter.as_ref().ok();
-    let details = json!({
-        "dlqTopic": letter.position.topic,
+    let record = json!({
         "dlqPartition": letter.position.partition,
         "dlqOffset": letter.position.offset,
         "originalTopic": d.map(|d| d.original_topic.as_str()),
@@ -116,21 +126,67 @@ pub async fn audit_event(
             Action::Replayed => letter.replays() + 1,
             Action::Parked => letter.replays(),
         },
-        "automatic": actor.automatic,
-        "reason": reason,
     });
-    let verb = match action {
-        Action::Replayed => "dlq.replay",
-        Action::Parked => "dlq.park",
-    };
-    let event = user_activity(
-        &actor.name,
-        verb,
-        &letter.position.to_string(),
-        details,
-        chrono::Utc::now(),
-    );
-    event_record(codec, audit_topic, &event).await
+    AuditEntry {
+        dlq_topic: letter.position.topic.clone(),
+        action,
+        reason: reason.to_string(),
+        record,
+    }
+}
+
+/// The audit events of one transaction's replays and parkings, encoded for
+/// `audit_topic`: one event per dead-letter topic, action and reason
+/// (who: `actor`; what: `dlq.replay` or `dlq.park` on the dead-letter topic;
+/// which records: `details.records`, each letter's position and original
+/// record), split when the records exceed [`AUDIT_EVENT_BUDGET`].
+pub async fn audit_events(
+    codec: &Codec,
+    audit_topic: &str,
+    actor: &Actor,
+    entries: &[AuditEntry],
+) -> Result<Vec<OutboundRecord>, SchemaError> {
+    let mut out = Vec::new();
+    for (topic, action, reason, records) in audit_groups(entries) {
+        let verb = match action {
+            Action::Replayed => "dlq.replay",
+            Action::Parked => "dlq.park",
+        };
+        let details = json!({
+            "dlqTopic": topic,
+            "reason": reason,
+            "automatic": actor.automatic,
+            "count": records.len(),
+            "records": records,
+        });
+        let event = user_activity(&actor.name, verb, topic, details, chrono::Utc::now());
+        out.push(event_record(codec, audit_topic, &event).await?);
+    }
+    Ok(out)
+}
+
+/// `entries` grouped by dead-letter topic, action and reason (in order of
+/// first appearance), each group cut into pieces of at most
+/// [`AUDIT_EVENT_BUDGET`] bytes of records.
+fn audit_groups(entries: &[AuditEntry]) -> Vec<(&str, Action, &str, Vec<&serde_json::Value>)> {
+    let mut groups: Vec<(&str, Action, &str, Vec<&serde_json::Value>, usize)> = Vec::new();
+    for e in entries {
+        let size = e.record.to_string().len();
+        let open = groups.iter().rposition(|(t, a, r, _, _)| {
+            *t == e.dlq_topic && *a == e.action && *r == e.reason
+        });
+        match open {
+            Some(i) if groups[i].4 + size <= AUDIT_EVENT_BUDGET => {
+                groups[i].3.push(&e.record);
+                groups[i].4 += size;
+            }
+            _ => groups.push((&e.dlq_topic, e.action, &e.reason, vec![&e.record], size)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(t, a, r, records, _)| (t, a, r, records))
+        .collect()
 }
 
 /// How a loop treats a failure to encode a resolution's audit event: a
@@ -147,29 +203,22 @@ pub fn encode_failure(e: SchemaError) -> dora_kafka::HandlerError {
     }
 }
 
-/// Everything that resolves `letter` in one transaction: the replayed record
-/// (or the parked letter), the marker and the audit event. Nothing for a
-/// replay of a letter that does not decode (refused before).
-pub async fn resolution(
-    codec: &Codec,
-    audit_topic: &str,
+/// The records that resolve `letter`: the replayed record (or the parked
+/// letter) and its marker, with the letter's entry for the transaction's
+/// audit event ([`audit_events`]). `None` for a replay of a letter that does
+/// not decode (refused before).
+pub fn resolution(
     letter: &Letter,
     action: Action,
     actor: &Actor,
     reason: &str,
-) -> Result<Vec<OutboundRecord>, SchemaError> {
+) -> Option<(Vec<OutboundRecord>, AuditEntry)> {
     let output = match action {
-        Action::Replayed => match replayed_record(letter, actor) {
-            Some(record) => record,
-            None => return Ok(Vec::new()),
-        },
+        Action::Replayed => replayed_record(letter, actor)?,
         Action::Parked => parked_record(letter, actor, reason),
     };
-    Ok(vec![
-        output,
-        resolution_marker(&letter.position, action, actor),
-        audit_event(codec, audit_topic, letter, action, actor, reason).await?,
-    ])
+    let marker = resolution_marker(&letter.position, action, actor);
+    Some((vec![output, marker], audit_entry(letter, action, reason)))
 }
 
 #[cfg(test)]
@@ -262,6 +311,26 @@ mod tests {
             Some(b"agent-events-dlq/0/7".to_vec())
         )));
         assert!(h.contains(&(PARKED_REASON_HEADER.into(), Some(b"poison".to_vec()))));
+    }
+
+    #[test]
+    fn one_audit_event_per_topic_action_and_reason_cut_at_its_budget() {
+        let l = letter(7, dead_letter());
+        let entry = audit_entry(&l, Action::Replayed, "fixed");
+        assert_eq!(entry.record["dlqOffset"], 7);
+        assert_eq!(entry.record["originalTopic"], "agent-events");
+        assert_eq!(entry.record["replayCount"], 1);
+        let parked = audit_entry(&l, Action::Parked, "fixed");
+        let per_event = AUDIT_EVENT_BUDGET / entry.record.to_string().len();
+        let mut entries = vec![entry.clone(); per_event + 1];
+        entries.insert(1, parked);
+        let groups = audit_groups(&entries);
+        let shape: Vec<(Action, usize)> = groups.iter().map(|g| (g.1, g.3.len())).collect();
+        assert_eq!(
+            shape,
+            [(Action::Replayed, per_event), (Action::Parked, 1), (Action::Replayed, 1)]
+        );
+        assert!(groups.iter().all(|g| g.0 == "agent-events-dlq" && g.2 == "fixed"));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! from there: every marker that ever committed is known before the service
 //! acts on any letter of it. Records only feed the ledger (their
 //! transactions commit the loop's offsets and nothing else); the loop's tick
-//! replays or parks the due letters, each with its marker and audit event,
-//! in a transaction of its own.
+//! replays or parks the due letters, each with its marker, in a transaction
+//! of its own with one audit event naming them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -171,21 +171,26 @@ impl Transform for Service {
             .lock()
             .retry
             .due(now_ms, self.settings.dlq.max_per_tick);
-        let mut out = Vec::new();
+        let (mut out, mut audit) = (Vec::new(), Vec::new());
         for d in due {
-            let records = outbound::resolution(
-                &self.codec,
-                &self.settings.dlq.audit_topic,
-                &d.letter,
-                d.action,
-                &self.actor,
-                &d.reason,
-            )
-            .await
-            .map_err(outbound::encode_failure)?;
+            let Some((records, entry)) =
+                outbound::resolution(&d.letter, d.action, &self.actor, &d.reason)
+            else {
+                continue;
+            };
             tracing::info!(letter = %d.letter.position, action = d.action.as_str(), reason = %d.reason, "automatic");
             out.extend(records);
+            audit.push(entry);
         }
+        let events = outbound::audit_events(
+            &self.codec,
+            &self.settings.dlq.audit_topic,
+            &self.actor,
+            &audit,
+        )
+        .await
+        .map_err(outbound::encode_failure)?;
+        out.extend(events);
         Ok(out)
     }
 

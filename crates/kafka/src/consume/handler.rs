@@ -202,6 +202,15 @@ pub trait Transform: Send + Sync + 'static {
         record: &Record,
     ) -> impl Future<Output = Result<Vec<OutboundRecord>, HandlerError>> + Send;
 
+    /// The records that close a batch, produced in the same transaction
+    /// after the outputs of its last record (e.g. one summary of what the
+    /// batch did). A retryable error aborts the transaction and the batch is
+    /// processed again ([`aborted`](Self::aborted) is called); any other
+    /// error stops the loop. Default: nothing.
+    fn batch_end(&self) -> impl Future<Output = Result<Vec<OutboundRecord>, HandlerError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
     /// Called after the batch's outputs were acknowledged and before the
     /// transaction commits; an error aborts the transaction and the batch is
     /// retried. Default: nothing.
@@ -295,6 +304,9 @@ impl<T: Transform> Transform for Arc<T> {
         record: &Record,
     ) -> impl Future<Output = Result<Vec<OutboundRecord>, HandlerError>> + Send {
         (**self).transform(record)
+    }
+    fn batch_end(&self) -> impl Future<Output = Result<Vec<OutboundRecord>, HandlerError>> + Send {
+        (**self).batch_end()
     }
     fn before_commit(&self) -> impl Future<Output = Result<(), HandlerError>> + Send {
         (**self).before_commit()

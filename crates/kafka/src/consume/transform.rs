@@ -257,7 +257,36 @@ impl<T: Transform> Transactional<T> {
             f.positions.insert(tp, r.offset + 1);
             f.transformed.push(r.topic.clone());
         }
+        self.close_batch(d, records, &mut f).await?;
         Ok(f)
+    }
+
+    /// Enqueues the transform's closing records of the batch (attributed to
+    /// its last record).
+    async fn close_batch<D: DeadLetterEncoder>(
+        &self,
+        d: &mut Driver<D>,
+        records: &[Record],
+        f: &mut Filled,
+    ) -> Result<(), Failure> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let at = (TopicPartition::of(last), last.offset);
+        let outputs = match self.transform.batch_end().await {
+            Ok(outputs) => outputs,
+            Err(e) if e.is_retryable() => return Err(Failure::Retry { at, error: e }),
+            Err(e) => return Err(Failure::Fatal(ConsumeError::Handler(e))),
+        };
+        for out in outputs {
+            let delivery = d
+                .producer
+                .enqueue_raw(out)
+                .await
+                .map_err(|pe| produce_failure(pe, at.clone()))?;
+            f.pending.push(Pending { delivery, from: at.clone(), dead_letter_of: None });
+        }
+        Ok(())
     }
 
     /// Awaits the outputs, adds the input offsets and commits.

@@ -230,6 +230,26 @@ impl Scenario {
         }
         Ok(out)
     }
+
+    /// The letters the committed audit events name (`topic/partition/offset`,
+    /// one entry per naming, so a letter named twice appears twice).
+    pub async fn audited_letters(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for event in self.audit_events().await? {
+            let d = &event.details;
+            let records = d["records"].as_array().cloned().unwrap_or_default();
+            assert_eq!(d["count"].as_u64(), Some(records.len() as u64), "{d}");
+            for r in records {
+                out.push(format!(
+                    "{}/{}/{}",
+                    d["dlqTopic"].as_str().unwrap_or_default(),
+                    r["dlqPartition"],
+                    r["dlqOffset"]
+                ));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A dead letter of `topic` as the consume loop writes it.
