@@ -12,6 +12,9 @@ use dora_service::{EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE};
 use crate::settings::Settings;
 use crate::{db, export, verify};
 
+/// Chains `verify` walks at once (one connection each, one shared snapshot).
+pub const VERIFY_WORKERS: usize = 4;
+
 /// Exit code of `verify` when a chain is broken.
 pub const EXIT_BROKEN: u8 = 1;
 
@@ -101,8 +104,9 @@ async fn execute(command: Command, settings: &Settings) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {
-            let mut client = db::Connector::new(pg)?.connect(&pg.config_for(&pg.user, pg.password.as_ref())).await?;
-            let verdict = verify::verify(&mut client).await?;
+            let (connector, cfg) = (db::Connector::new(pg)?, pg.config_for(&pg.user, pg.password.as_ref()));
+            let mut client = connector.connect(&cfg).await?;
+            let verdict = verify::verify_concurrently(&mut client, VERIFY_WORKERS, || async { Ok(connector.connect(&cfg).await?) }).await?;
             println!("{verdict}");
             Ok(if verdict.intact() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_BROKEN) })
         }

@@ -67,37 +67,108 @@ FROM audit.compliance_reports WHERE topic = $1 AND kafka_partition = $2 ORDER BY
 /// Rows fetched per round trip from each cursor.
 const FETCH: i32 = 2000;
 
+/// A chain head as recorded in `sink_offsets`: topic, partition, next
+/// position, head hash.
+type ChainHead = (String, i32, i64, Vec<u8>);
+
+async fn snapshot_of(client: &mut Client) -> Result<Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
+async fn chain_heads(tx: &Transaction<'_>) -> anyhow::Result<Vec<ChainHead>> {
+    let rows = tx
+        .query(
+            "SELECT topic, kafka_partition, next_seq, head_hash FROM audit.sink_offsets ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+}
+
+/// Walks the chains `heads` (those of `worker` among `workers`) in `tx`;
+/// returns each one's index, counts and first break.
+async fn walk_share(
+    tx: &Transaction<'_>,
+    heads: &[ChainHead],
+    worker: usize,
+    workers: usize,
+) -> anyhow::Result<Vec<(usize, Verdict, Option<String>)>> {
+    let mut out = Vec::new();
+    for (i, (topic, partition, next_seq, head_hash)) in heads.iter().enumerate().skip(worker).step_by(workers) {
+        let mut part = Verdict::default();
+        let chain = Chain { tx, topic, partition: *partition };
+        let first_break = chain.walk(*next_seq, head_hash, &mut part).await?;
+        out.push((i, part, first_break));
+    }
+    Ok(out)
+}
+
 /// Verifies every chain in the database `client` is connected to, in one
 /// read-only REPEATABLE READ snapshot (so a sink writing meanwhile is seen
 /// consistently). Each chain is merged with its rows in offset order from
 /// three cursors, so the cost is one ordered index scan per table, whatever
 /// the planner's statistics say.
 pub async fn verify(client: &mut Client) -> anyhow::Result<Verdict> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let mut verdict = Verdict::default();
-    let heads = tx
-        .query(
-            "SELECT topic, kafka_partition, next_seq, head_hash FROM audit.sink_offsets ORDER BY 1, 2",
-            &[],
-        )
-        .await?;
-    let mut known = std::collections::HashSet::new();
-    for head in &heads {
-        let (topic, partition): (String, i32) = (head.get(0), head.get(1));
-        let next_seq: i64 = head.get(2);
-        let head_hash: &[u8] = head.get(3);
-        verdict.chains += 1;
-        let chain = Chain { tx: &tx, topic: &topic, partition };
-        if let Some(b) = chain.walk(next_seq, head_hash, &mut verdict).await? {
-            verdict.breaks.push(b);
+    let tx = snapshot_of(client).await?;
+    let heads = chain_heads(&tx).await?;
+    let parts = walk_share(&tx, &heads, 0, 1).await?;
+    conclude(tx, &heads, parts).await
+}
+
+/// [`verify`] with up to `workers` chains walked at once, each worker on a
+/// connection of its own (from `connect`) that imports the first
+/// connection's snapshot (`pg_export_snapshot`): the same result as walking
+/// them one after another in that snapshot, in a fraction of the time when
+/// the database has idle cores.
+pub async fn verify_concurrently<F, Fut>(client: &mut Client, workers: usize, connect: F) -> anyhow::Result<Verdict>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Client>>,
+{
+    let tx = snapshot_of(client).await?;
+    let heads = chain_heads(&tx).await?;
+    let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
+    let workers = workers.clamp(1, heads.len().max(1));
+    let shares = (0..workers).map(|worker| {
+        let (heads, snapshot, connect) = (&heads, &snapshot, &connect);
+        async move {
+            let mut own = connect().await?;
+            let wtx = snapshot_of(&mut own).await?;
+            // The snapshot id is PostgreSQL's own string (hex digits and dashes).
+            wtx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""))).await?;
+            let share = walk_share(&wtx, heads, worker, workers).await?;
+            wtx.commit().await?;
+            anyhow::Ok(share)
         }
-        known.insert((topic, partition));
+    });
+    let parts = futures::future::try_join_all(shares).await?.into_iter().flatten().collect();
+    conclude(tx, &heads, parts).await
+}
+
+/// Adds the chains' results in head order, looks for rows of partitions
+/// without a head, ends the snapshot.
+async fn conclude(
+    tx: Transaction<'_>,
+    heads: &[ChainHead],
+    mut parts: Vec<(usize, Verdict, Option<String>)>,
+) -> anyhow::Result<Verdict> {
+    parts.sort_by_key(|p| p.0);
+    let mut verdict = Verdict::default();
+    for (_, part, first_break) in parts {
+        verdict.chains += 1;
+        verdict.links += part.links;
+        verdict.stored += part.stored;
+        verdict.duplicates += part.duplicates;
+        verdict.rejected += part.rejected;
+        verdict.breaks.extend(part.breaks);
+        verdict.breaks.extend(first_break);
     }
+    let known = heads.iter().map(|h| (h.0.clone(), h.1)).collect();
     unchained(&tx, &known, &mut verdict).await?;
     tx.commit().await?;
     Ok(verdict)

@@ -8,6 +8,8 @@
 //! 3. **baseline**: the same loop and decoding, a second group, storing each
 //!    batch with plain multi-row `INSERT ... VALUES` statements of 1000 rows
 //!    (ON CONFLICT DO NOTHING) into a copy of the table: no chain, no fence.
+//!    **ceiling**: the same loop and decoding, a third group, writing
+//!    nothing: the most any write path through this loop can reach.
 //! 4. The database write alone, from decoded rows in memory: the sink's
 //!    store vs the multi-row INSERT, batches of 1000.
 //! 5. Hash chaining's CPU: hashing every link of the run, timed alone, as a
@@ -157,6 +159,27 @@ impl BatchHandler for PlainInsert {
         let mut total = self.times.lock().unwrap_or_else(|p| p.into_inner());
         total.insert += t.insert;
         total.commit += t.commit;
+        Ok(())
+    }
+    async fn handle_one(&self, record: &Record) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(record)).await
+    }
+}
+
+/// The end-to-end ceiling's handler: the same loop and decoding as both
+/// sides, nothing written. No write path through this loop can be faster.
+pub struct DecodeOnly {
+    /// Decoder.
+    pub codec: Codec,
+    /// Topic -> table.
+    pub topics: Topics,
+}
+
+impl BatchHandler for DecodeOnly {
+    async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
+        for r in records {
+            std::hint::black_box(decode(&self.codec, &self.topics, r).await?);
+        }
         Ok(())
     }
     async fn handle_one(&self, record: &Record) -> Result<(), HandlerError> {

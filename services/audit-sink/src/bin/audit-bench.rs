@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use audit_sink::bench::profile::{self, round};
-use audit_sink::bench::{self, Ingest, PlainInsert};
+use audit_sink::bench::{self, DecodeOnly, Ingest, PlainInsert};
 use audit_sink::health::DbHealth;
 use audit_sink::intake::{decode, Topics};
 use audit_sink::settings::PostgresSettings;
@@ -121,8 +121,9 @@ impl Side {
     }
 }
 
-/// End to end through the consume loop: the sink, then the baseline.
-async fn end_to_end(b: &Bench, n: usize, writer: &db::Pool, owner: &db::Pool, probe: &tokio_postgres::Client) -> Result<(Side, Side)> {
+/// End to end through the consume loop: the sink, the baseline, then the
+/// ceiling (the same loop decoding and writing nothing).
+async fn end_to_end(b: &Bench, n: usize, writer: &db::Pool, owner: &db::Pool, probe: &tokio_postgres::Client) -> Result<(Side, Side, Ingest)> {
     let kafka = &b.settings.common.kafka;
     let topics = Topics::new(std::slice::from_ref(&b.topic), &[]);
     let health = DbHealth::new(&Readiness::new(), Duration::from_secs(10));
@@ -139,7 +140,9 @@ async fn end_to_end(b: &Bench, n: usize, writer: &db::Pool, owner: &db::Pool, pr
     let backend_cpu = profile::cpu_between(&cpu0, &profile::backend_cpu(probe, &b.owner.user).await?);
     let t = *times.lock().unwrap_or_else(|p| p.into_inner());
     let baseline = Side { ingest, backend_cpu, breakdown: json!({"insert_s": round(t.insert), "commit_s": round(t.commit)}) };
-    Ok((sink, baseline))
+    let decode_only = DecodeOnly { codec: b.codec.clone(), topics: Topics::new(std::slice::from_ref(&b.topic), &[]) };
+    let ceiling = bench::ingest(kafka, &consumer(format!("bench-decode-{}", b.run)), &b.codec, &b.topic, decode_only, n as u64).await?;
+    Ok((sink, baseline, ceiling))
 }
 
 /// The database write path alone, from decoded rows in memory (fresh ids, a
@@ -216,7 +219,7 @@ async fn main() -> Result<()> {
     probe.batch_execute("CREATE TABLE audit.plain_events (LIKE audit.audit_events INCLUDING ALL)").await?;
     let produced = prefill(&b, n).await?;
 
-    let (sink, plain) = end_to_end(&b, n, &writer, &owner, &probe).await?;
+    let (sink, plain, decode_only) = end_to_end(&b, n, &writer, &owner, &probe).await?;
     anyhow::ensure!(count(&probe, "audit.audit_events").await? == n as i64, "the sink did not store every record");
     anyhow::ensure!(count(&probe, "audit.plain_events").await? == n as i64, "the baseline did not store every record");
     let sink_bytes = profile::stored_bytes(&probe, &["audit.audit_events", "audit.chain", "audit.sink_offsets"]).await?;
@@ -224,13 +227,17 @@ async fn main() -> Result<()> {
 
     let (store_rate, store_steps, values_rate, values_times, hash_secs) = write_path(&b, n, args.partitions.max(1) as usize, &writer, &owner).await?;
 
-    let mut verifier = connector.connect(&b.pg.config_for(&b.pg.user, b.pg.password.as_ref())).await?;
+    let verifier_cfg = b.pg.config_for(&b.pg.user, b.pg.password.as_ref());
+    let mut verifier = connector.connect(&verifier_cfg).await?;
     let started = Instant::now();
-    let verdict = verify::verify(&mut verifier).await?;
+    let verdict = verify::verify_concurrently(&mut verifier, audit_sink::cli::VERIFY_WORKERS, || async {
+        Ok(connector.connect(&verifier_cfg).await?)
+    })
+    .await?;
     let verify_rate = verdict.links as f64 / started.elapsed().as_secs_f64();
     anyhow::ensure!(verdict.intact(), "{verdict}");
 
-    let r = Results { n, partitions: args.partitions, quick: args.quick, produced, sink, plain, sink_bytes, plain_bytes,
+    let r = Results { n, partitions: args.partitions, quick: args.quick, produced, sink, plain, decode_only, sink_bytes, plain_bytes,
         store_rate, store_steps, values_rate, values_times, hash_secs, verify_rate, links: verdict.links };
     let line = r.report();
     println!("{line}");
@@ -256,6 +263,7 @@ struct Results {
     produced: f64,
     sink: Side,
     plain: Side,
+    decode_only: Ingest,
     sink_bytes: i64,
     plain_bytes: i64,
     store_rate: f64,
@@ -277,6 +285,8 @@ impl Results {
         eprintln!("end to end, topic -> PostgreSQL (same loop, same decoding):");
         eprintln!("  audit-sink (COPY per partition, chain, fence)     {:>10.0} records/s", s.rate);
         eprintln!("  baseline (multi-row INSERT .. VALUES x1000)        {:>10.0} records/s   ratio {:.2}x (target 3x)", p.rate, s.rate / p.rate);
+        let ceiling = self.decode_only.rate;
+        eprintln!("  ceiling: same loop decoding, nothing written   {ceiling:>10.0} records/s   = {:.2}x the baseline: no write path through this loop can exceed it", ceiling / p.rate);
         eprintln!("  profile sink:     {sink_profile}");
         eprintln!("  profile baseline: {plain_profile}");
         eprintln!("database write path alone (decoded rows in memory):");
@@ -291,6 +301,7 @@ impl Results {
             "results": [
                 figure(e2e, "audit-sink (COPY per partition, chain, fence)", s.rate, "records/s", false),
                 figure(e2e, "same loop + multi-row INSERT VALUES x1000", p.rate, "records/s", true),
+                figure(e2e, "ceiling: same loop + decoding, nothing written", ceiling, "records/s", false),
                 figure(write, "audit-sink store", self.store_rate, "records/s", false),
                 figure(write, "multi-row INSERT VALUES x1000", self.values_rate, "records/s", true),
                 figure(write, "ceiling: bare binary COPY into the table (no ON CONFLICT, no chain)",
@@ -301,6 +312,7 @@ impl Results {
             "records": n, "partitions": self.partitions, "quick": self.quick,
             "prefill_records_per_second": self.produced.round(),
             "ingest_ratio": round(s.rate / p.rate), "ingest_ratio_target": 3.0,
+            "ingest_ceiling_ratio": round(ceiling / p.rate), "decode_only_cpu_us_per_record": (self.decode_only.cpu * 1e7 / n as f64).round() / 10.0,
             "hash_share_percent": round(hash_share), "hash_share_target_percent": 5.0,
             "hash_cpu_seconds": round(self.hash_secs), "sink_process_cpu_seconds": round(s.cpu),
             "verify_ratio": round(self.verify_rate / s.rate), "verify_ratio_target": 5.0,
