@@ -109,5 +109,15 @@ async fn verify_names_a_row_changed_deleted_or_inserted_by_a_superuser() -> Resu
     broken(&h, &[&format!("{t}/0 seq 2 offset 2"), "links 1..1 are missing"]).await?;
     su.batch_execute("INSERT INTO audit.chain SELECT * FROM saved_link").await?;
     intact(&h).await?;
+
+    // A link inserted by hand that repeats a position (since V2 no index on seq refuses it).
+    su.batch_execute(
+        "INSERT INTO audit.chain SELECT topic, kafka_partition, seq, 98, outcome, entity_id, reason, consumed_at, \
+         kafka_timestamp, record_key, record_value, prev_hash, hash FROM audit.chain WHERE seq = 4",
+    )
+    .await?;
+    broken(&h, &[&format!("{t}/0 seq 4 offset 98"), "position repeats"]).await?;
+    su.batch_execute("DELETE FROM audit.chain WHERE kafka_offset = 98").await?;
+    intact(&h).await?;
     Ok(())
 }
