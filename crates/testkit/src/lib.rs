@@ -699,7 +699,10 @@ impl ServiceProcess {
 
     /// Everything the process printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        // Lossy: a client library's debug line with stray bytes must not hide the whole log.
+        std::fs::read(&self.log_path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
     }
 }
 

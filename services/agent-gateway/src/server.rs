@@ -126,30 +126,7 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
     )
     .await
     .with_context(|| format!("opening {}", s.health_topic))?;
-    // A partition is folded only once the view holds its agents' latest
-    // committed state (the previous owner's last transaction included).
-    let processor = {
-        let view = view.clone();
-        let fold = HealthFold::new(
-            codec.clone(),
-            &s.events_topic,
-            &s.health_topic,
-            directory.clone(),
-            s.liveness(settings.consumer.lag_interval_ms),
-        );
-        ConsumeLoop::new(kafka, &settings.consumer, &ctx, Arc::new(codec.clone()))
-            .topics(&[s.events_topic.as_str()])
-            .producer_settings(&settings.producer)
-            .on_assign(move |_, _| {
-                let view = view.clone();
-                async move {
-                    view.caught_up().await;
-                    StartAt::Committed
-                }
-            })
-            .tick_every(Duration::from_millis(s.liveness_check_ms.max(10)))
-            .run_transactional(fold)
-    };
+    let processor = health_processor(&settings, &ctx, codec.clone(), view, directory.clone());
     let api = api(s, auth, sink, directory, ctx.shutdown.clone())?;
     let grpc = async {
         let r = serve_grpc(s, listener, api, ctx.shutdown.clone()).await;
@@ -166,13 +143,115 @@ pub async fn run(settings: Settings, ctx: ServiceContext) -> anyhow::Result<()> 
             Err(e) => Err(e).context("agent-health view task"),
         }
     };
+    // A processor that gave up stops the gateway (non-zero exit, restarted
+    // by its supervisor): serving on without folding would be a gateway
+    // whose health view silently freezes.
     let work = async {
-        let (grpc, processor) = tokio::join!(grpc, processor);
-        grpc?;
-        processor.context("health processor")
+        tokio::pin!(grpc, processor);
+        tokio::select! {
+            r = &mut processor => {
+                r.context("health processor")?;
+                grpc.await
+            }
+            r = &mut grpc => {
+                r?;
+                processor.await.context("health processor")
+            }
+        }
     };
     tokio::select! {
         r = work => r,
         r = view_failed => r,
+    }
+}
+
+/// Consecutive processor failures after which the gateway gives up (and exits).
+const PROCESSOR_ATTEMPTS: u32 = 5;
+
+/// A processor that ran this long before failing starts a fresh count.
+const PROCESSOR_HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// The health processor: the events topic folded into agent-health in the
+/// runtime's transactional mode, a partition only once the view holds its
+/// agents' latest committed state (the previous owner's last transaction
+/// included). When its transactional producer fails fatally (librdkafka can
+/// turn an abort after a broker restart into a fatal INVALID_TXN_STATE), the
+/// processor is started again: a new producer with the same transactional id
+/// fences the failed one and aborts its open transaction, and the new fold
+/// starts from the committed offsets and the view, as after a process
+/// restart. Any other failure, or too many in a row, is returned.
+async fn health_processor(
+    settings: &Settings,
+    ctx: &ServiceContext,
+    codec: dora_schema::Codec,
+    view: HealthView,
+    directory: AgentDirectory,
+) -> Result<(), dora_kafka::consume::ConsumeError> {
+    use dora_kafka::consume::ConsumeError;
+    let s = &settings.gateway;
+    let mut failures = 0;
+    loop {
+        let view = view.clone();
+        let fold = HealthFold::new(
+            codec.clone(),
+            &s.events_topic,
+            &s.health_topic,
+            directory.clone(),
+            s.liveness(settings.consumer.lag_interval_ms),
+        );
+        let started = tokio::time::Instant::now();
+        let run = ConsumeLoop::new(&settings.common.kafka, &settings.consumer, ctx, Arc::new(codec.clone()))
+            .topics(&[s.events_topic.as_str()])
+            .producer_settings(&settings.producer)
+            .on_assign(move |_, _| {
+                let view = view.clone();
+                async move {
+                    view.caught_up().await;
+                    StartAt::Committed
+                }
+            })
+            .tick_every(Duration::from_millis(s.liveness_check_ms.max(10)))
+            .run_transactional(fold)
+            .await;
+        let reason = match run {
+            Err(ConsumeError::Transaction(reason)) if !ctx.shutdown.is_cancelled() => reason,
+            other => return other,
+        };
+        let Some(wait) = restart_delay(&mut failures, started.elapsed(), &settings.consumer.retry) else {
+            return Err(ConsumeError::Transaction(format!("{reason} ({failures} failures in a row)")));
+        };
+        tracing::error!(%reason, failures, ?wait, "health processor failed; starting it again with a new transactional producer");
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// After a processor failure, its run having lasted `ran_for`: the wait
+/// before starting it again, or `None` to give up. A run of
+/// [`PROCESSOR_HEALTHY_RUN`] or longer starts a fresh count of `failures`.
+fn restart_delay(failures: &mut u32, ran_for: Duration, retry: &dora_kafka::RetryPolicy) -> Option<Duration> {
+    *failures = if ran_for >= PROCESSOR_HEALTHY_RUN { 1 } else { *failures + 1 };
+    (*failures < PROCESSOR_ATTEMPTS).then(|| retry.delay(*failures - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_processor_is_restarted_a_few_times_in_a_row_then_given_up() {
+        let retry = dora_kafka::RetryPolicy::default();
+        let quick = Duration::from_secs(1);
+        let mut failures = 0;
+        for n in 1..PROCESSOR_ATTEMPTS {
+            assert!(restart_delay(&mut failures, quick, &retry).is_some(), "failure {n}");
+        }
+        assert_eq!(restart_delay(&mut failures, quick, &retry), None);
+        // A processor that ran well for a while before failing starts a fresh count.
+        let mut failures = PROCESSOR_ATTEMPTS - 1;
+        assert!(restart_delay(&mut failures, PROCESSOR_HEALTHY_RUN, &retry).is_some());
+        assert_eq!(failures, 1);
     }
 }

@@ -55,7 +55,16 @@ async fn agent(
         .stream_events(ReceiverStream::new(rx))
         .await?
         .into_inner();
-    while let Some(ack) = acks.message().await? {
+    loop {
+        let ack = match acks.message().await {
+            Ok(Some(ack)) => ack,
+            Ok(None) => break,
+            Err(status) => anyhow::bail!(
+                "{agent}: the ack stream failed at {} after {} answers: {status}",
+                chrono::Utc::now().format("%H:%M:%S%.3f"),
+                answers.len()
+            ),
+        };
         let answer = match ack.accepted {
             Some(a) => {
                 acked.fetch_add(1, Ordering::Relaxed);
@@ -100,11 +109,30 @@ async fn across_a_broker_restart_acked_events_land_once_and_refused_ones_never()
         agents.push(tokio::spawn(agent(client, id, acked.clone(), stop.clone())));
     }
     acks_reach(&acked, 100, "before the restart").await?;
+    let restarting = chrono::Utc::now();
     broker.restart().await?;
+    eprintln!(
+        "broker restarted from {} to {}",
+        restarting.format("%H:%M:%S%.3f"),
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
     let after = acked.load(Ordering::Relaxed) + 100;
     if let Err(e) = acks_reach(&acked, after, "after the restart").await {
+        // Which agents' streams are still open, and how the others ended.
+        let mut streams = String::new();
+        for a in &mut agents {
+            if a.is_finished() {
+                match a.await {
+                    Ok(Ok((id, answers))) => streams += &format!("{id}: stream ended after {} answers\n", answers.len()),
+                    Ok(Err(e)) => streams += &format!("stream failed: {e:#}\n"),
+                    Err(e) => streams += &format!("agent task: {e}\n"),
+                }
+            } else {
+                streams += "a stream still open\n";
+            }
+        }
         anyhow::bail!(
-            "{e:#}\ngateway log:\n{}\nbroker log (last 200 lines):\n{}",
+            "{e:#}\n{streams}gateway log:\n{}\nbroker log (last 200 lines):\n{}",
             gw.process.log(),
             broker.log_tail(200)
         );
