@@ -102,22 +102,61 @@ pub fn transactional_passthrough(
 ) -> Result<Duration, KafkaError> {
     let txn = Transactional::open(kafka, settings, producer_settings, transactional_id, input)?;
     txn.run((expected, batch), |m, producer| {
-        let mut record = BaseRecord::to(output).payload(m.payload().unwrap_or_default());
+        let mut record =
+            BaseRecord::<[u8], [u8]>::to(output).payload(m.payload().unwrap_or_default());
         if let Some(k) = m.key() {
             record = record.key(k);
         }
-        let mut record = Some(record);
-        while let Some(r) = record.take() {
-            if let Err((e, r)) = producer.send(r) {
-                if e != RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) {
-                    return Err(KafkaError::Client(e));
-                }
-                producer.poll(Duration::from_millis(1));
-                record = Some(r);
-            }
+        send_waiting(producer, record)
+    })
+}
+
+/// A bare transactional consume -> produce (blocking; run it on a blocking
+/// thread) that writes, for the `n`th record read from `input`, the records
+/// `outputs(n)` names (already encoded: a benchmark hands in the same records
+/// its service writes per input, e.g. a report and its audit event), in
+/// transactions of `batch` inputs as [`transactional_passthrough`].
+pub fn transactional_consume_produce<'a>(
+    kafka: &KafkaSettings,
+    settings: &ConsumerSettings,
+    producer_settings: &ProducerSettings,
+    transactional_id: &str,
+    input: &str,
+    (expected, batch): (u64, u64),
+    mut outputs: impl FnMut(u64) -> &'a [RawRecord],
+) -> Result<Duration, KafkaError> {
+    let txn = Transactional::open(kafka, settings, producer_settings, transactional_id, input)?;
+    let mut n = 0u64;
+    txn.run((expected, batch), |_, producer| {
+        for (topic, key, value) in outputs(n) {
+            send_waiting(
+                producer,
+                BaseRecord::to(topic.as_str())
+                    .key(key.as_bytes())
+                    .payload(value.as_slice()),
+            )?;
         }
+        n += 1;
         Ok(())
     })
+}
+
+/// Sends `record`, polling while librdkafka's queue is full.
+fn send_waiting(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    let mut record = Some(record);
+    while let Some(r) = record.take() {
+        if let Err((e, r)) = producer.send(r) {
+            if e != RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) {
+                return Err(KafkaError::Client(e));
+            }
+            producer.poll(Duration::from_millis(1));
+            record = Some(r);
+        }
+    }
+    Ok(())
 }
 
 /// A bare transactional consumer (blocking; run it on a blocking thread): as

@@ -2,12 +2,23 @@
 //! in the same run on the same broker (`eval "$(deploy/local/stack.sh env)"`):
 //!
 //! 1. gRPC submissions acknowledged per second (report + audit event each,
-//!    `--callers` concurrent calls) vs a bare `FutureProducer` writing the same
-//!    records flat out (`dora_kafka::baseline::produce_all`);
+//!    `--callers` concurrent calls over `--channels` connections) vs a bare
+//!    `FutureProducer` writing the same records flat out
+//!    (`dora_kafka::baseline::produce_all`). A diagnostic row: the same records
+//!    through the platform `Producer` by `--callers` tasks that each await both
+//!    acknowledgements before the next, without gRPC (what Kafka allows a
+//!    closed loop like the service's).
 //! 2. agent-events -> reports (the service's transactional consume loop and
-//!    transform, every event an assessment) vs a bare transactional
-//!    consume -> produce pass-through (`dora_kafka::baseline::transactional_passthrough`),
-//!    both committing every `--batch` records.
+//!    transform, every event an assessment) vs two bare transactional loops,
+//!    all committing every `--batch` records: a consume -> produce
+//!    pass-through (`dora_kafka::baseline::transactional_passthrough`, one
+//!    record per event) and one writing the records the service writes per
+//!    event, a report and an audit event
+//!    (`dora_kafka::baseline::transactional_consume_produce`).
+//!
+//! Every row also reports the CPU the whole process spent per operation
+//! (`cpu_us_per_op`): client, service and librdkafka threads share 2 cores,
+//! so on a busy machine the ratios follow it.
 //!
 //! Prints one JSON line (for `cargo xtask bench`: `results` as in
 //! `crates/bench/src/figures.rs`) and a readable summary. `--quick` (or
@@ -25,6 +36,12 @@ use dora_kafka::{KafkaSettings, OutboundRecord};
 use dora_schema::{Codec, RegistrySettings};
 use dora_telemetry::ServiceContext;
 use report_ingest::client;
+
+mod baselines;
+use baselines::{
+    closed_loop, cpu_seconds, platform_producer, provision, same_records, transactional_baselines,
+    Rate,
+};
 use serde_json::json;
 
 /// Benchmark report-ingest against bare rdkafka.
@@ -39,12 +56,29 @@ struct Args {
     /// Agent events to time on the agent path.
     #[arg(long, default_value_t = 50_000)]
     events: u64,
+    /// gRPC connections the callers share.
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
     /// Records per transaction (the loop's `max_batch_records`, the baseline's commit interval).
     #[arg(long, default_value_t = 100)]
     batch: u64,
     /// A run of a few seconds that only shows everything works (`cargo xtask bench --quick`).
     #[arg(long)]
     quick: bool,
+}
+
+/// The gRPC path's figures.
+struct GrpcFigures {
+    grpc: Rate,
+    bare: Rate,
+    closed_loop: Rate,
+}
+
+/// The agent path's figures.
+struct AgentFigures {
+    service: Rate,
+    passthrough: Rate,
+    same_records: Rate,
 }
 
 fn kafka() -> KafkaSettings {
@@ -87,39 +121,58 @@ async fn main() -> anyhow::Result<()> {
     ] {
         *field = unique(prefix);
     }
-    let topics: Vec<dora_kafka::topics::TopicSpec> =
-        [&s.events_topic, &s.gap_topic, &s.risk_topic, &s.audit_topic]
-            .iter()
-            .map(|t| dora_kafka::topics::TopicSpec {
-                name: t.to_string(),
-                partitions: 3,
-                configs: vec![],
-            })
-            .collect();
-    dora_kafka::topics::provision(&settings.common.kafka, &topics, 1, Duration::from_secs(30))
-        .await?;
+    let topics = [&s.events_topic, &s.gap_topic, &s.risk_topic, &s.audit_topic].map(|t| t.clone());
+    provision(&settings, &topics.iter().collect::<Vec<_>>()).await?;
 
-    let (grpc, bare_pairs) = grpc_vs_bare(&settings, &codec, &args).await?;
-    let (derive, bare_txn) = derive_vs_bare(&settings, &codec, &args).await?;
+    let g = grpc_vs_bare(&settings, &codec, &args).await?;
+    let a = derive_vs_bare(&settings, &codec, &args).await?;
+    let row = |group: &str, name: &str, r: Rate, unit: &str, baseline: bool| json!({"group": group, "name": name, "rate": r.per_s, "unit": unit, "baseline": baseline});
+    let (gs, ae) = ("gRPC submissions", "agent events -> reports");
     let line = json!({
         "bench": "report-ingest",
-        "grpc_submissions_per_s": grpc, "bare_producer_submissions_per_s": bare_pairs, "grpc_ratio": grpc / bare_pairs,
-        "agent_events_per_s": derive, "bare_txn_passthrough_per_s": bare_txn, "agent_ratio": derive / bare_txn,
-        "submissions": args.submissions, "callers": args.callers, "events": args.events, "batch": args.batch,
+        "grpc_submissions_per_s": g.grpc.per_s, "bare_producer_submissions_per_s": g.bare.per_s,
+        "grpc_ratio": g.grpc.per_s / g.bare.per_s,
+        "closed_loop_submissions_per_s": g.closed_loop.per_s,
+        "agent_events_per_s": a.service.per_s, "bare_txn_passthrough_per_s": a.passthrough.per_s,
+        "agent_ratio": a.service.per_s / a.passthrough.per_s,
+        "bare_txn_same_records_per_s": a.same_records.per_s,
+        "agent_ratio_same_records": a.service.per_s / a.same_records.per_s,
+        "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
+            "agent_loop": a.service.cpu_us, "bare_passthrough": a.passthrough.cpu_us, "bare_same_records": a.same_records.cpu_us},
+        "submissions": args.submissions, "callers": args.callers, "channels": args.channels, "events": args.events, "batch": args.batch,
         "results": [
-            {"group": "gRPC submissions", "name": "report-ingest (report + audit event per call)", "rate": grpc,
-             "unit": "submissions/s", "baseline": false},
-            {"group": "gRPC submissions", "name": "bare FutureProducer, same records", "rate": bare_pairs,
-             "unit": "submissions/s", "baseline": true},
-            {"group": "agent events -> reports", "name": "report-ingest transactional loop", "rate": derive,
-             "unit": "events/s", "baseline": false},
-            {"group": "agent events -> reports", "name": "bare transactional pass-through", "rate": bare_txn,
-             "unit": "events/s", "baseline": true},
+            row(gs, "report-ingest (report + audit event per call)", g.grpc, "submissions/s", false),
+            row(gs, "platform Producer, same records, callers awaiting both acks, no gRPC", g.closed_loop, "submissions/s", false),
+            row(gs, "bare FutureProducer, same records", g.bare, "submissions/s", true),
+            row(ae, "report-ingest transactional loop", a.service, "events/s", false),
+            row(ae, "bare transactional pass-through", a.passthrough, "events/s", true),
+            row(ae, "bare transactional loop writing the same records (report + audit event)", a.same_records, "events/s", true),
         ],
     });
     println!("{line}");
-    eprintln!("gRPC submissions: {grpc:.0}/s vs bare producer (same records) {bare_pairs:.0}/s: ratio {:.2}", grpc / bare_pairs);
-    eprintln!("agent events -> reports: {derive:.0}/s vs bare transactional pass-through {bare_txn:.0}/s: ratio {:.2}", derive / bare_txn);
+    let show =
+        |what: &str, r: Rate| eprintln!("{what}: {:.0}/s, {:.1} us CPU per op", r.per_s, r.cpu_us);
+    show("gRPC submissions (report-ingest)", g.grpc);
+    show(
+        "  platform Producer, same records, closed loop, no gRPC",
+        g.closed_loop,
+    );
+    show("  bare FutureProducer, same records (baseline)", g.bare);
+    eprintln!("  ratio {:.2}", g.grpc.per_s / g.bare.per_s);
+    show("agent events -> reports (report-ingest)", a.service);
+    show(
+        "  bare transactional pass-through (baseline)",
+        a.passthrough,
+    );
+    show(
+        "  bare transactional loop, same records (baseline)",
+        a.same_records,
+    );
+    eprintln!(
+        "  ratios {:.2} (pass-through), {:.2} (same records)",
+        a.service.per_s / a.passthrough.per_s,
+        a.service.per_s / a.same_records.per_s
+    );
     Ok(())
 }
 
@@ -127,12 +180,13 @@ fn report_ingest_registry_default() -> String {
     dora_schema::DEFAULT_REGISTRY_URL.to_string()
 }
 
-/// Submissions/s over gRPC, and the bare producer's rate on the same records.
+/// Submissions/s over gRPC, the bare producer's rate on the same records, and
+/// the platform producer's in a closed loop without gRPC.
 async fn grpc_vs_bare(
     settings: &report_ingest::Settings,
     codec: &Codec,
     args: &Args,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<GrpcFigures> {
     let key = format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
@@ -163,7 +217,8 @@ async fn grpc_vs_bare(
     let data = json!({"framework": "DORA", "gaps": [{"article": "Art. 11", "status": "missing"}]})
         .to_string();
     let next = Arc::new(AtomicU64::new(0));
-    let channels: Vec<_> = futures_channels(&format!("http://{addr}"), 8).await?;
+    let channels: Vec<_> = futures_channels(&format!("http://{addr}"), args.channels).await?;
+    let cpu0 = cpu_seconds();
     let started = Instant::now();
     let mut callers = Vec::new();
     for i in 0..args.callers {
@@ -188,6 +243,7 @@ async fn grpc_vs_bare(
         c.await??;
     }
     let grpc = args.submissions as f64 / started.elapsed().as_secs_f64();
+    let grpc_cpu = (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64;
     ctx.shutdown.cancel();
     service.await??;
 
@@ -226,8 +282,25 @@ async fn grpc_vs_bare(
             codec.encode(&settings.ingest.audit_topic, &audit).await?,
         ));
     }
+    let cpu0 = cpu_seconds();
     let bare = baseline::produce_all(&settings.common.kafka, &settings.producer, &records).await?;
-    Ok((grpc, args.submissions as f64 / bare.as_secs_f64()))
+    let bare_cpu = (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64;
+    let (closed, closed_cpu) = closed_loop(&settings, records, args).await?;
+    let n = args.submissions as f64;
+    Ok(GrpcFigures {
+        grpc: Rate {
+            per_s: grpc,
+            cpu_us: grpc_cpu,
+        },
+        bare: Rate {
+            per_s: n / bare.as_secs_f64(),
+            cpu_us: bare_cpu,
+        },
+        closed_loop: Rate {
+            per_s: closed,
+            cpu_us: closed_cpu,
+        },
+    })
 }
 
 async fn futures_channels(url: &str, n: usize) -> anyhow::Result<Vec<tonic::transport::Channel>> {
@@ -265,14 +338,18 @@ impl<T: Transform> Transform for Timed<T> {
     }
 }
 
-/// Agent events/s through the service's transactional path, and the bare pass-through's.
+/// Agent events/s through the service's transactional path, and the two bare loops'.
 async fn derive_vs_bare(
     settings: &report_ingest::Settings,
     codec: &Codec,
     args: &Args,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<AgentFigures> {
     let s = &settings.ingest;
     let mut input: Vec<RawRecord> = Vec::new();
+    // What the service writes per event (its report and audit event), for the
+    // baseline that writes the same records.
+    let (same_risk, same_audit) = (unique("bench-same-risk"), unique("bench-same-audit"));
+    let mut same: Vec<[RawRecord; 2]> = Vec::new();
     for k in 0..args.events {
         let event = dora_schema::AgentEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
@@ -291,48 +368,16 @@ async fn derive_vs_bare(
             event.agent_id.clone(),
             codec.encode(&s.events_topic, &event).await?,
         ));
+        same.push(same_records(codec, &event, (&same_risk, &same_audit), k).await?);
     }
     baseline::produce_all(&settings.common.kafka, &settings.producer, &input).await?;
 
-    // Bare: copy every event to a topic of its own, in transactions of `batch`.
-    let out = unique("bench-passthrough");
-    dora_kafka::topics::provision(
-        &settings.common.kafka,
-        &[dora_kafka::topics::TopicSpec {
-            name: out.clone(),
-            partitions: 3,
-            configs: vec![],
-        }],
-        1,
-        Duration::from_secs(30),
-    )
-    .await?;
-    let cs = ConsumerSettings {
-        group_id: unique("bench-bare"),
-        fetch_min_bytes: 1,
-        ..settings.consumer.clone()
-    };
-    let (kafka, ps, input_topic, n, batch) = (
-        settings.common.kafka.clone(),
-        settings.producer.clone(),
-        s.events_topic.clone(),
-        args.events,
-        args.batch,
-    );
-    let txn = unique("bench-bare-txn");
-    let bare = tokio::task::spawn_blocking(move || {
-        baseline::transactional_passthrough(&kafka, &cs, &ps, &txn, (&input_topic, &out), n, batch)
-    })
-    .await??;
+    let (passthrough, same_records) = transactional_baselines(settings, args, same).await?;
+    let cpu0 = cpu_seconds();
 
     // The service's path: its transform in its consume loop, same batch size.
     let ctx = ServiceContext::new("report-ingest");
-    let producer = dora_kafka::Producer::new(
-        &settings.common.kafka,
-        &settings.producer,
-        ctx.name,
-        &ctx.readiness,
-    )?;
+    let producer = platform_producer(settings, &ctx)?;
     let audit =
         dora_kafka::audit::AuditProducer::with_topic(producer, codec.clone(), &s.audit_topic);
     let timed = Arc::new(Timed {
@@ -368,10 +413,15 @@ async fn derive_vs_bare(
         anyhow::ensure!(!task.is_finished(), "the consume loop stopped early");
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let cpu_us = (cpu_seconds() - cpu0) * 1e6 / args.events as f64;
     ctx.shutdown.cancel();
     task.await?.context("consume loop")?;
-    Ok((
-        args.events as f64 / elapsed.as_secs_f64(),
-        args.events as f64 / bare.as_secs_f64(),
-    ))
+    Ok(AgentFigures {
+        service: Rate {
+            per_s: args.events as f64 / elapsed.as_secs_f64(),
+            cpu_us,
+        },
+        passthrough,
+        same_records,
+    })
 }
