@@ -12,8 +12,8 @@
 //! letter goes into the ledger with its plan (hold, replay at a time, park
 //! now) and the offset moves on. A timer ([`AutomaticRetry::due`]) picks the
 //! letters whose time has come, whatever their offsets, and each one's
-//! replay (or parking), its resolution marker and its audit event commit in
-//! one transaction. What is done is therefore in the log itself: after a
+//! replay (or parking) commits in one transaction with the tick's resolution
+//! markers and audit event naming it. What is done is therefore in the log itself: after a
 //! crash or a rebalance, the new owner folds the partition up to its last
 //! stable offset before acting ([`crate::service`]), sees every marker that
 //! committed, and replays only letters that have none. Letters acted on in

@@ -1,7 +1,9 @@
 //! The state of dead-letter topics, folded from their records in order: which
 //! letters are still waiting and how many were replayed or parked. A letter
-//! is resolved by the marker written in the same transaction as its replay or
-//! parking, so folding a topic's committed records gives its exact state.
+//! is resolved by the marker naming it, written in the same transaction as
+//! its replay or parking (one marker names all of a transaction's letters of
+//! a partition; markers before 2026-11-27 name one letter each, and both are
+//! read alike), so folding a topic's committed records gives its exact state.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,7 +16,7 @@ pub struct PartitionState<T> {
     pub waiting: BTreeMap<i64, T>,
     /// Resolved letters, by offset.
     pub resolved: HashMap<i64, Resolution>,
-    /// Letters replayed (markers seen, one per letter).
+    /// Letters replayed (letters named by the markers seen).
     pub replayed: u64,
     /// Letters parked.
     pub parked: u64,
@@ -170,6 +172,8 @@ impl<T> Ledger<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::letter::{RESOLUTION_HEADER, RESOLVED_BY_HEADER, RESOLVES_HEADER};
+    use dora_kafka::consume::{Record, RecordHeader};
 
     fn pos(partition: i32, offset: i64) -> Position {
         Position {
@@ -225,6 +229,49 @@ mod tests {
         );
         let waiting: Vec<_> = l.waiting("t-dlq").map(|(p, v)| (p.offset, *v)).collect();
         assert_eq!(waiting, [(0, "a")]);
+    }
+
+    fn marker_record(partition: i32, offset: i64, letters: &str) -> Record {
+        let header = |k: &str, v: &str| RecordHeader {
+            key: k.into(),
+            value: Some(v.as_bytes().to_vec()),
+        };
+        Record {
+            topic: "t-dlq".into(),
+            partition,
+            offset,
+            key: None,
+            payload: Some(Vec::new()),
+            headers: vec![
+                header(RESOLUTION_HEADER, "replayed"),
+                header(RESOLVES_HEADER, letters),
+                header(RESOLVED_BY_HEADER, "op"),
+            ],
+            timestamp: Some(5),
+        }
+    }
+
+    #[test]
+    fn a_multi_letter_marker_resolves_exactly_its_letters_and_an_old_one_its_letter() {
+        let mut l = Ledger::default();
+        for offset in 0..6 {
+            l.letter(&pos(0, offset), offset);
+        }
+        let multi = Resolution::of_marker(&marker_record(0, 6, "t-dlq/0/1,3,4")).unwrap();
+        assert_eq!(multi.len(), 3);
+        assert!(multi.iter().all(|r| r.by == "op" && r.at == Some(5)));
+        let resolved: Vec<_> = multi.iter().filter_map(|r| l.resolve(r)).collect();
+        assert_eq!(resolved, [1, 3, 4]);
+        // A marker as written before 2026-11-27: one letter.
+        let old = Resolution::of_marker(&marker_record(0, 7, "t-dlq/0/5")).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(l.resolve(&old[0]), Some(5));
+        let waiting: Vec<_> = l.waiting("t-dlq").map(|(p, _)| p.offset).collect();
+        assert_eq!(waiting, [0, 2]);
+        assert_eq!(l.counts("t-dlq").replayed, 4);
+        for malformed in ["t-dlq/0/1,x", "t-dlq/0/", "t-dlq/1", "/0/1", "t-dlq/a/1"] {
+            assert_eq!(Resolution::of_marker(&marker_record(0, 8, malformed)), None);
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What a record of a `<topic>-dlq` topic is: a dead letter (Avro
 //! `DeadLetter`, the seed's JSON, or bytes that are neither) or a resolution
-//! marker that says an earlier dead letter was replayed or parked.
+//! marker that says earlier dead letters were replayed or parked.
 
 use std::fmt;
 
@@ -9,8 +9,15 @@ use dora_schema::{Codec, DeadLetter, SchemaError};
 
 /// Header of a resolution marker: `replayed` or `parked`.
 pub const RESOLUTION_HEADER: &str = "dora-dlq-resolution";
-/// Header of a resolution marker: the position of the letter it resolves.
+/// Header of a resolution marker: the letters it resolves, all on the
+/// marker's own dead-letter partition, written `topic/partition/offset,offset,...`
+/// ([`marker_letters`]). Markers written before 2026-11-27 name one letter
+/// (`topic/partition/offset`), which is the same format with one offset.
 pub const RESOLVES_HEADER: &str = "dora-dlq-letter";
+/// Most letters one marker names: a transaction's letters of one partition
+/// are split over several markers past it, so its header stays below
+/// 21 KiB (at most 20 digits and a comma per offset, plus the topic).
+pub const MARKER_LETTERS: usize = 1000;
 /// Header of a resolution marker: who resolved it.
 pub const RESOLVED_BY_HEADER: &str = "dora-dlq-by";
 /// Header of a replayed record: how many times it was replayed (1, 2, ...).
@@ -89,7 +96,8 @@ impl Action {
     }
 }
 
-/// A marker on a dead-letter topic: the letter at `letter` was resolved.
+/// What a marker on a dead-letter topic says about one letter it names: the
+/// letter at `letter` was resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolution {
     /// The resolved letter.
@@ -100,6 +108,56 @@ pub struct Resolution {
     pub by: String,
     /// When, epoch ms (the marker's timestamp).
     pub at: Option<i64>,
+}
+
+impl Resolution {
+    /// The resolutions a resolution marker record says, one per letter it
+    /// names (old single-letter markers and multi-letter ones alike); `None`
+    /// when `record` is not a well-formed marker.
+    pub fn of_marker(record: &Record) -> Option<Vec<Resolution>> {
+        let action = Action::parse(record.header_str(RESOLUTION_HEADER)?)?;
+        let letters = parse_marker_letters(record.header_str(RESOLVES_HEADER)?)?;
+        let by = record.header_str(RESOLVED_BY_HEADER).unwrap_or("unknown");
+        Some(
+            letters
+                .into_iter()
+                .map(|letter| Resolution {
+                    letter,
+                    action,
+                    by: by.to_string(),
+                    at: record.timestamp,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The [`RESOLVES_HEADER`] of a marker naming `offsets` of `topic`'s
+/// `partition`: `topic/partition/offset,offset,...`.
+pub fn marker_letters(topic: &str, partition: i32, offsets: &[i64]) -> String {
+    let offsets: Vec<String> = offsets.iter().map(i64::to_string).collect();
+    format!("{topic}/{partition}/{}", offsets.join(","))
+}
+
+/// Parses [`marker_letters`] (one offset or more, so old single-letter
+/// markers too); `None` when malformed.
+pub fn parse_marker_letters(text: &str) -> Option<Vec<Position>> {
+    let (head, offsets) = text.rsplit_once('/')?;
+    let (topic, partition) = head.rsplit_once('/')?;
+    let partition: i32 = partition.parse().ok()?;
+    if topic.is_empty() {
+        return None;
+    }
+    offsets
+        .split(',')
+        .map(|o| {
+            Some(Position {
+                topic: topic.to_string(),
+                partition,
+                offset: o.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 /// How a dead letter's value was written.
@@ -139,8 +197,8 @@ pub struct Letter {
 pub enum Entry {
     /// A dead letter.
     Letter(Box<Letter>),
-    /// A resolution marker.
-    Resolution(Resolution),
+    /// A resolution marker: the letters it resolves.
+    Resolutions(Vec<Resolution>),
 }
 
 /// The `errorType` of letters whose value is not a dead letter.
@@ -151,20 +209,8 @@ impl Entry {
     /// error (retry later); a value that is not a dead letter is a
     /// [`Format::Unreadable`] letter.
     pub async fn read(codec: &Codec, record: &Record) -> Result<Entry, SchemaError> {
-        if let Some(action) = record.header_str(RESOLUTION_HEADER) {
-            let resolution = Action::parse(action)
-                .zip(record.header_str(RESOLVES_HEADER).and_then(Position::parse));
-            if let Some((action, letter)) = resolution {
-                return Ok(Entry::Resolution(Resolution {
-                    letter,
-                    action,
-                    by: record
-                        .header_str(RESOLVED_BY_HEADER)
-                        .unwrap_or("unknown")
-                        .to_string(),
-                    at: record.timestamp,
-                }));
-            }
+        if let Some(resolutions) = Resolution::of_marker(record) {
+            return Ok(Entry::Resolutions(resolutions));
         }
         let value = record.payload().to_vec();
         let (format, dead_letter) = match codec.decode::<DeadLetter>(&record.topic, &value).await {

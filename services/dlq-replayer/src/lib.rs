@@ -7,12 +7,14 @@
 //! # A dead-letter topic is a log of letters and their resolutions
 //!
 //! A `<topic>-dlq` record with a value is a dead letter (Avro `DeadLetter`,
-//! or the seed's JSON). When a letter is replayed or parked, a *resolution
+//! or the seed's JSON). When letters are replayed or parked, a *resolution
 //! marker* is written to the same topic and partition — a record without a
-//! value whose headers name the letter (`dora-dlq-letter`), the action
-//! (`dora-dlq-resolution`) and who acted (`dora-dlq-by`) — in the same Kafka
-//! transaction as the replayed record (or the parked letter) and the audit
-//! event. Folding a partition's committed records in order therefore gives
+//! value whose headers name the letters (`dora-dlq-letter`:
+//! `topic/partition/offset,offset,...`, one marker per transaction,
+//! partition and action, at most [`letter::MARKER_LETTERS`] letters; older
+//! markers name one), the action (`dora-dlq-resolution`) and who acted
+//! (`dora-dlq-by`) — in the same Kafka transaction as the replayed records
+//! (or the parked letters) and the audit event. Folding a partition's committed records in order therefore gives
 //! its exact state ([`ledger`]): a letter is waiting until its marker, and
 //! because the marker commits atomically with the replay, a letter is
 //! replayed once and only once whoever replays it, and whenever a replay
@@ -36,8 +38,8 @@
 //! `list` and `inspect` read the topics with a plain reader (no group, nothing
 //! written). `replay` and `park` read the topic, select the waiting letters,
 //! and act through the platform's consume loop in transactional mode: per
-//! letter the output, the marker, the audit event and the loop's progress
-//! commit together. See [`cli`].
+//! letter the output, and per transaction its markers, its audit event and
+//! the loop's progress commit together. See [`cli`].
 
 pub mod automatic;
 pub mod cli;

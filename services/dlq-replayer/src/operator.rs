@@ -1,8 +1,8 @@
 //! An operator's order carried out: the waiting letters of a dead-letter
 //! topic that match a filter are replayed (or parked) through the platform's
-//! consume loop in transactional mode — each letter's output and resolution
-//! marker, one audit event naming the transaction's letters, and the loop's
-//! progress in one Kafka transaction. What happened to each letter is known
+//! consume loop in transactional mode — each letter's output, one resolution
+//! marker per dead-letter partition and one audit event naming the
+//! transaction's letters, and the loop's progress in one Kafka transaction. What happened to each letter is known
 //! from the transactions that committed; only when some letter is neither
 //! resolved by this order nor seen resolved by someone else (a signal
 //! stopped the run) is the topic read on from where the plan's read ended.
@@ -26,7 +26,7 @@ use dora_telemetry::ServiceContext;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::letter::{Action, Letter, Position, RESOLUTION_HEADER, RESOLVES_HEADER};
+use crate::letter::{Action, Letter, Position, Resolution, RESOLUTION_HEADER};
 use crate::outbound::{self, Actor, AuditEntry};
 use crate::selection::{replayable, Filter, Refusal};
 use crate::snapshot::Snapshot;
@@ -305,8 +305,10 @@ impl Operator {
 impl Transform for Operator {
     async fn transform(&self, record: &Record) -> Result<Vec<OutboundRecord>, HandlerError> {
         if record.header(RESOLUTION_HEADER).is_some() {
-            if let Some(p) = record.header_str(RESOLVES_HEADER).and_then(Position::parse) {
-                self.lock().resolved.insert(p);
+            if let Some(resolutions) = Resolution::of_marker(record) {
+                self.lock()
+                    .resolved
+                    .extend(resolutions.into_iter().map(|r| r.letter));
             }
             return Ok(Vec::new());
         }
@@ -323,18 +325,19 @@ impl Transform for Operator {
             tokio::time::sleep_until(at).await;
         }
         let o = &self.order;
-        let Some((outputs, entry)) = outbound::resolution(letter, o.action, &o.actor, &o.reason)
+        let Some((output, entry)) = outbound::resolution(letter, o.action, &o.actor, &o.reason)
         else {
             return Ok(Vec::new());
         };
         self.lock().open.push((position, entry));
-        Ok(outputs)
+        Ok(vec![output])
     }
 
-    /// The transaction's audit event, naming every letter it resolves.
+    /// The transaction's resolution markers (one per dead-letter partition)
+    /// and audit event, naming every letter it resolves.
     async fn batch_end(&self) -> Result<Vec<OutboundRecord>, HandlerError> {
         let entries: Vec<AuditEntry> = self.lock().open.iter().map(|(_, e)| e.clone()).collect();
-        outbound::audit_events(&self.codec, &self.audit_topic, &self.order.actor, &entries)
+        outbound::closing_records(&self.codec, &self.audit_topic, &self.order.actor, &entries)
             .await
             .map_err(outbound::encode_failure)
     }
@@ -361,7 +364,10 @@ mod tests {
         let mut p = Progress::default();
         p.done.insert(selected[0].position.clone());
         p.resolved.insert(selected[1].position.clone());
-        assert!(p.outcome(&selected, true).is_none(), "one letter not reached");
+        assert!(
+            p.outcome(&selected, true).is_none(),
+            "one letter not reached"
+        );
         // Resolved by someone else, then (seen after the plan) ours too: ours counts.
         p.resolved.insert(selected[0].position.clone());
         p.done.insert(selected[2].position.clone());

@@ -1,8 +1,8 @@
 //! The records a replay or a parking writes, all in one Kafka transaction:
 //! per letter the replayed record (byte-exact, on its original topic and
-//! partition) or the parked letter (on `<topic>-dlq-parked`) and the
-//! resolution marker on the dead-letter topic; per transaction the audit
-//! event on `user-activities` naming every letter it resolved.
+//! partition) or the parked letter (on `<topic>-dlq-parked`); per transaction
+//! one resolution marker per dead-letter partition and action naming every
+//! letter it resolved there, and the audit event on `user-activities`.
 
 use dora_kafka::audit::{event_record, user_activity};
 use dora_kafka::consume::RecordHeader;
@@ -11,8 +11,8 @@ use dora_schema::{Codec, SchemaError};
 use serde_json::json;
 
 use crate::letter::{
-    Action, Letter, Position, REPLAYED_BY_HEADER, REPLAY_COUNT_HEADER, REPLAY_OF_HEADER,
-    RESOLUTION_HEADER, RESOLVED_BY_HEADER, RESOLVES_HEADER,
+    marker_letters, Action, Letter, Position, MARKER_LETTERS, REPLAYED_BY_HEADER,
+    REPLAY_COUNT_HEADER, REPLAY_OF_HEADER, RESOLUTION_HEADER, RESOLVED_BY_HEADER, RESOLVES_HEADER,
 };
 
 /// Header of a parked letter: where it was on the dead-letter topic.
@@ -83,13 +83,33 @@ pub fn parked_record(letter: &Letter, actor: &Actor, reason: &str) -> OutboundRe
     record
 }
 
-/// The marker that resolves `letter`, on its dead-letter topic and partition.
-pub fn resolution_marker(letter: &Position, action: Action, actor: &Actor) -> OutboundRecord {
-    OutboundRecord::new(&letter.topic, None, Vec::new())
-        .to_partition(letter.partition)
-        .with_header(RESOLUTION_HEADER, action.as_str())
-        .with_header(RESOLVES_HEADER, letter.to_string())
-        .with_header(RESOLVED_BY_HEADER, actor.name.as_bytes())
+/// The resolution markers of one transaction's letters (`resolved`, in the
+/// order resolved): one per dead-letter topic, partition and action, on that
+/// partition, naming its letters in order ([`marker_letters`]), split past
+/// [`MARKER_LETTERS`]; all by `actor`. A letter is resolved exactly when the
+/// transaction holding its marker commits, the same one as its replay.
+pub fn resolution_markers(resolved: &[AuditEntry], actor: &Actor) -> Vec<OutboundRecord> {
+    let mut groups: Vec<(&str, i32, Action, Vec<i64>)> = Vec::new();
+    for e in resolved {
+        let p = &e.letter;
+        let open = groups
+            .iter()
+            .rposition(|(t, n, a, _)| *t == p.topic && *n == p.partition && *a == e.action);
+        match open {
+            Some(i) if groups[i].3.len() < MARKER_LETTERS => groups[i].3.push(p.offset),
+            _ => groups.push((&p.topic, p.partition, e.action, vec![p.offset])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(topic, partition, action, offsets)| {
+            OutboundRecord::new(topic, None, Vec::new())
+                .to_partition(partition)
+                .with_header(RESOLUTION_HEADER, action.as_str())
+                .with_header(RESOLVES_HEADER, marker_letters(topic, partition, &offsets))
+                .with_header(RESOLVED_BY_HEADER, actor.name.as_bytes())
+        })
+        .collect()
 }
 
 /// Most bytes of records one audit event names (its JSON `records`); a
@@ -97,11 +117,12 @@ pub fn resolution_marker(letter: &Position, action: Action, actor: &Actor) -> Ou
 /// broker's record size limit whatever the keys are.
 const AUDIT_EVENT_BUDGET: usize = 256 * 1024;
 
-/// What an audit event says about one letter it names.
+/// One letter a transaction resolves: what its marker and its audit event
+/// say about it.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
-    /// The dead-letter topic.
-    pub dlq_topic: String,
+    /// The letter's position on its dead-letter topic.
+    pub letter: Position,
     /// Replayed or parked.
     pub action: Action,
     /// Why.
@@ -128,7 +149,7 @@ pub fn audit_entry(letter: &Letter, action: Action, reason: &str) -> AuditEntry 
         },
     });
     AuditEntry {
-        dlq_topic: letter.position.topic.clone(),
+        letter: letter.position.clone(),
         action,
         reason: reason.to_string(),
         record,
@@ -172,15 +193,15 @@ fn audit_groups(entries: &[AuditEntry]) -> Vec<(&str, Action, &str, Vec<&serde_j
     let mut groups: Vec<(&str, Action, &str, Vec<&serde_json::Value>, usize)> = Vec::new();
     for e in entries {
         let size = e.record.to_string().len();
-        let open = groups.iter().rposition(|(t, a, r, _, _)| {
-            *t == e.dlq_topic && *a == e.action && *r == e.reason
-        });
+        let open = groups
+            .iter()
+            .rposition(|(t, a, r, _, _)| *t == e.letter.topic && *a == e.action && *r == e.reason);
         match open {
             Some(i) if groups[i].4 + size <= AUDIT_EVENT_BUDGET => {
                 groups[i].3.push(&e.record);
                 groups[i].4 += size;
             }
-            _ => groups.push((&e.dlq_topic, e.action, &e.reason, vec![&e.record], size)),
+            _ => groups.push((&e.letter.topic, e.action, &e.reason, vec![&e.record], size)),
         }
     }
     groups
@@ -203,22 +224,35 @@ pub fn encode_failure(e: SchemaError) -> dora_kafka::HandlerError {
     }
 }
 
-/// The records that resolve `letter`: the replayed record (or the parked
-/// letter) and its marker, with the letter's entry for the transaction's
-/// audit event ([`audit_events`]). `None` for a replay of a letter that does
-/// not decode (refused before).
+/// The record that resolves `letter` (the replayed record or the parked
+/// letter), with the letter's entry for the transaction's marker and audit
+/// event ([`closing_records`]). `None` for a replay of a letter that does not
+/// decode (refused before).
 pub fn resolution(
     letter: &Letter,
     action: Action,
     actor: &Actor,
     reason: &str,
-) -> Option<(Vec<OutboundRecord>, AuditEntry)> {
+) -> Option<(OutboundRecord, AuditEntry)> {
     let output = match action {
         Action::Replayed => replayed_record(letter, actor)?,
         Action::Parked => parked_record(letter, actor, reason),
     };
-    let marker = resolution_marker(&letter.position, action, actor);
-    Some((vec![output, marker], audit_entry(letter, action, reason)))
+    Some((output, audit_entry(letter, action, reason)))
+}
+
+/// The records that close a transaction resolving `resolved`: its
+/// resolution markers ([`resolution_markers`]) and audit events
+/// ([`audit_events`]), to be written in that same transaction.
+pub async fn closing_records(
+    codec: &Codec,
+    audit_topic: &str,
+    actor: &Actor,
+    resolved: &[AuditEntry],
+) -> Result<Vec<OutboundRecord>, SchemaError> {
+    let mut out = resolution_markers(resolved, actor);
+    out.extend(audit_events(codec, audit_topic, actor, resolved).await?);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -328,25 +362,76 @@ mod tests {
         let shape: Vec<(Action, usize)> = groups.iter().map(|g| (g.1, g.3.len())).collect();
         assert_eq!(
             shape,
-            [(Action::Replayed, per_event), (Action::Parked, 1), (Action::Replayed, 1)]
+            [
+                (Action::Replayed, per_event),
+                (Action::Parked, 1),
+                (Action::Replayed, 1)
+            ]
         );
-        assert!(groups.iter().all(|g| g.0 == "agent-events-dlq" && g.2 == "fixed"));
+        assert!(groups
+            .iter()
+            .all(|g| g.0 == "agent-events-dlq" && g.2 == "fixed"));
     }
 
     #[test]
-    fn the_marker_sits_on_the_letters_partition_and_names_it() {
-        let l = letter(7, dead_letter());
-        let m = resolution_marker(&l.position, Action::Parked, &operator());
+    fn one_marker_per_partition_and_action_names_its_letters_cut_at_its_limit() {
+        let at = |partition: i32, offset: i64, action: Action| {
+            let mut l = letter(offset, dead_letter());
+            l.position.partition = partition;
+            audit_entry(&l, action, "fixed")
+        };
+        let mut resolved = vec![
+            at(0, 7, Action::Parked),
+            at(1, 3, Action::Parked),
+            at(0, 9, Action::Parked),
+            at(0, 8, Action::Replayed),
+        ];
+        resolved.extend((0..MARKER_LETTERS as i64 + 1).map(|o| at(2, o, Action::Replayed)));
+        let markers = resolution_markers(&resolved, &operator());
+        let shape: Vec<(i32, String, usize)> = markers
+            .iter()
+            .map(|m| {
+                let h = headers(m);
+                assert!(m.payload.is_empty());
+                assert!(h.contains(&(RESOLVED_BY_HEADER.into(), Some(b"alice".to_vec()))));
+                let action = h.iter().find(|(k, _)| k == RESOLUTION_HEADER).unwrap();
+                let letters = h.iter().find(|(k, _)| k == RESOLVES_HEADER).unwrap();
+                let letters = String::from_utf8(letters.1.clone().unwrap()).unwrap();
+                let positions = crate::letter::parse_marker_letters(&letters).unwrap();
+                assert!(positions
+                    .iter()
+                    .all(|p| p.partition == m.partition.unwrap()));
+                let action = String::from_utf8(action.1.clone().unwrap()).unwrap();
+                (m.partition.unwrap(), action, positions.len())
+            })
+            .collect();
         assert_eq!(
-            (m.topic.as_str(), m.partition),
-            ("agent-events-dlq", Some(0))
+            shape,
+            [
+                (0, "parked".into(), 2),
+                (1, "parked".into(), 1),
+                (0, "replayed".into(), 1),
+                (2, "replayed".into(), MARKER_LETTERS),
+                (2, "replayed".into(), 1),
+            ]
         );
-        assert!(m.payload.is_empty());
-        let h = headers(&m);
-        assert!(h.contains(&(RESOLUTION_HEADER.into(), Some(b"parked".to_vec()))));
-        assert!(h.contains(&(
-            RESOLVES_HEADER.into(),
-            Some(b"agent-events-dlq/0/7".to_vec())
-        )));
+        assert!(markers.iter().all(|m| m.topic == "agent-events-dlq"));
+        assert_eq!(
+            headers(&markers[0])
+                .into_iter()
+                .find(|(k, _)| k == RESOLVES_HEADER),
+            Some((
+                RESOLVES_HEADER.into(),
+                Some(b"agent-events-dlq/0/7,9".to_vec())
+            ))
+        );
+        let biggest = markers
+            .iter()
+            .flat_map(headers)
+            .map(|(_, v)| v.map_or(0, |v| v.len()));
+        assert!(
+            biggest.max().unwrap() < 64 * 1024,
+            "a marker's headers stay bounded"
+        );
     }
 }

@@ -8,8 +8,8 @@
 //! from there: every marker that ever committed is known before the service
 //! acts on any letter of it. Records only feed the ledger (their
 //! transactions commit the loop's offsets and nothing else); the loop's tick
-//! replays or parks the due letters, each with its marker, in a transaction
-//! of its own with one audit event naming them.
+//! replays or parks the due letters in a transaction of its own with one
+//! marker per dead-letter partition and one audit event naming them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -131,8 +131,10 @@ impl Service {
                     let plan = self.plan(&letter);
                     ledger.letter(letter.position.offset, Kept::new(*letter, plan));
                 }
-                Entry::Resolution(r) => {
-                    ledger.resolve(&r);
+                Entry::Resolutions(resolutions) => {
+                    for r in &resolutions {
+                        ledger.resolve(r);
+                    }
                 }
             },
         )
@@ -160,7 +162,12 @@ impl Transform for Service {
                 let plan = self.plan(&letter);
                 self.lock().retry.letter(*letter, plan);
             }
-            Entry::Resolution(r) => self.lock().retry.resolution(&r),
+            Entry::Resolutions(resolutions) => {
+                let mut state = self.lock();
+                for r in &resolutions {
+                    state.retry.resolution(r);
+                }
+            }
         }
         Ok(Vec::new())
     }
@@ -173,16 +180,16 @@ impl Transform for Service {
             .due(now_ms, self.settings.dlq.max_per_tick);
         let (mut out, mut audit) = (Vec::new(), Vec::new());
         for d in due {
-            let Some((records, entry)) =
+            let Some((record, entry)) =
                 outbound::resolution(&d.letter, d.action, &self.actor, &d.reason)
             else {
                 continue;
             };
             tracing::info!(letter = %d.letter.position, action = d.action.as_str(), reason = %d.reason, "automatic");
-            out.extend(records);
+            out.push(record);
             audit.push(entry);
         }
-        let events = outbound::audit_events(
+        let closing = outbound::closing_records(
             &self.codec,
             &self.settings.dlq.audit_topic,
             &self.actor,
@@ -190,7 +197,7 @@ impl Transform for Service {
         )
         .await
         .map_err(outbound::encode_failure)?;
-        out.extend(events);
+        out.extend(closing);
         Ok(out)
     }
 

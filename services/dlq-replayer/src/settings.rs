@@ -226,7 +226,12 @@ mod tests {
         assert!(s.dlq.transient_policy("InvalidJson").is_none());
 
         let mut bad = s.dlq.clone();
-        for permanent in ["InvalidJson", "SchemaError", "UndecodableAgentEvent", "JSONDecodeError"] {
+        for permanent in [
+            "InvalidJson",
+            "SchemaError",
+            "UndecodableAgentEvent",
+            "JSONDecodeError",
+        ] {
             bad.transient[0].error_type = permanent.into();
             assert!(bad.validate().unwrap_err().contains(permanent));
         }
@@ -236,7 +241,9 @@ mod tests {
 
         // Refused when loaded: the key and the reason are named.
         std::fs::write(&file, "[[dlq.transient]]\nerror_type = \"InvalidAvro\"\n").unwrap();
-        let err = dora_config::load_from::<Settings>(&vars).unwrap_err().to_string();
+        let err = dora_config::load_from::<Settings>(&vars)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dlq") && err.contains("InvalidAvro"), "{err}");
     }
 }

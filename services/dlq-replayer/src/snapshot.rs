@@ -78,8 +78,10 @@ impl Snapshot {
                     ledger.letter(&letter.position, letters.len());
                     letters.push(*letter);
                 }
-                Entry::Resolution(r) => {
-                    ledger.resolve(&r);
+                Entry::Resolutions(resolutions) => {
+                    for r in &resolutions {
+                        ledger.resolve(r);
+                    }
                 }
             },
         )
@@ -111,8 +113,10 @@ impl Snapshot {
                 ledger.letter(&letter.position, letters.len());
                 letters.push(*letter);
             }
-            Entry::Resolution(r) => {
-                ledger.resolve(&r);
+            Entry::Resolutions(resolutions) => {
+                for r in &resolutions {
+                    ledger.resolve(r);
+                }
             }
         })
         .await?;

@@ -209,7 +209,10 @@ async fn a_letter_waiting_for_its_delay_does_not_hold_up_the_letters_behind_it()
     assert_eq!(replays[0].key.as_deref(), Some(&b"quick"[..]));
     tk::eventually(tk::DEADLINE, || async {
         let f = |n| metric(&service, n, &s.dlq);
-        let seen = (f("dlq_records_waiting").await?, f("dlq_records_replayed").await?);
+        let seen = (
+            f("dlq_records_waiting").await?,
+            f("dlq_records_replayed").await?,
+        );
         (seen == (2.0, 1.0)).then_some(())
     })
     .await?;
@@ -328,7 +331,13 @@ async fn a_service_killed_in_the_middle_of_automatic_replays_replays_each_letter
     assert_eq!(s.markers().await?.len(), 600);
     let audited = s.audited_letters().await?;
     assert_eq!(audited.len(), 600, "each letter named by one audit event");
-    assert_eq!(audited.iter().collect::<std::collections::BTreeSet<_>>().len(), 600);
+    assert_eq!(
+        audited
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        600
+    );
     let status = second.terminate(Duration::from_secs(30)).await?;
     assert!(status.success(), "exit {status}: {}", second.log());
     Ok(())

@@ -11,8 +11,9 @@
 //! Each round writes the same dead letters (Avro `DeadLetter`) to two fresh
 //! topics: the bare copy reads one and copies key and value to a third topic;
 //! the replayer plans and carries out a replay of the other (read the topic,
-//! select, then per letter the replayed record and its resolution marker, per
-//! transaction one audit event naming its letters). Both commit a
+//! select, then per letter the replayed record, per transaction one
+//! resolution marker per dead-letter partition and one audit event naming
+//! its letters). Both commit a
 //! transaction per [`UNRATED_TRANSACTION_LETTERS`] input records, the
 //! replayer's size for an order without `--rate` (the bare copy's cost per
 //! transaction is amortised the same way; rust-rdkafka's transactions
@@ -151,7 +152,15 @@ async fn bare(settings: &Settings, r: &Round, n: u64, batch: u64) -> Result<Dura
     // transactions initialised, every record copied and committed.
     let started = Instant::now();
     let from_first_record = tokio::task::spawn_blocking(move || {
-        transactional_passthrough(&kafka, &consumer, &producer, &id, (&input, &output), n, batch)
+        transactional_passthrough(
+            &kafka,
+            &consumer,
+            &producer,
+            &id,
+            (&input, &output),
+            n,
+            batch,
+        )
     })
     .await??;
     let took = started.elapsed();
@@ -230,7 +239,7 @@ async fn main() -> Result<()> {
     let line = serde_json::json!({
         "bench": "dlq-replayer",
         "results": [
-            {"group": "replay", "name": "dlq-replayer replay (record and marker per letter, an audit event per transaction)",
+            {"group": "replay", "name": "dlq-replayer replay (record per letter, a marker and an audit event per transaction)",
              "rate": replay.round(), "unit": "records/s", "baseline": false},
             {"group": "replay", "name": "bare rdkafka transactional copy",
              "rate": bare.round(), "unit": "records/s", "baseline": true},

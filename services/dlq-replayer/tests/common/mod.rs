@@ -201,20 +201,34 @@ impl Scenario {
         Ok(counts)
     }
 
-    /// Committed resolution markers of the dead-letter topic: (action, letter position).
-    pub async fn markers(&self) -> Result<Vec<(String, String)>> {
+    /// How many committed resolution marker records the dead-letter topic holds.
+    pub async fn marker_records(&self) -> Result<usize> {
         Ok(tk::read_committed(&tk::kafka(), &self.dlq)
             .await?
-            .into_iter()
-            .filter_map(|r| {
-                let action = r.header("dora-dlq-resolution")?;
-                let letter = r.header("dora-dlq-letter")?;
-                Some((
-                    String::from_utf8_lossy(action).into_owned(),
-                    String::from_utf8_lossy(letter).into_owned(),
-                ))
-            })
-            .collect())
+            .iter()
+            .filter(|r| r.header("dora-dlq-resolution").is_some())
+            .count())
+    }
+
+    /// What the committed resolution markers of the dead-letter topic say,
+    /// per letter named (a marker names `topic/partition/offset,offset,...`):
+    /// (action, letter position). A letter marked twice appears twice.
+    pub async fn markers(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for r in tk::read_committed(&tk::kafka(), &self.dlq).await? {
+            let (Some(action), Some(letters)) =
+                (r.header("dora-dlq-resolution"), r.header("dora-dlq-letter"))
+            else {
+                continue;
+            };
+            let action = String::from_utf8_lossy(action).into_owned();
+            let letters = String::from_utf8_lossy(letters);
+            let (head, offsets) = letters.rsplit_once('/').expect("topic/partition/offsets");
+            for offset in offsets.split(',') {
+                out.push((action.clone(), format!("{head}/{offset}")));
+            }
+        }
+        Ok(out)
     }
 
     /// Committed audit events.
