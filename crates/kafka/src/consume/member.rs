@@ -18,9 +18,6 @@ use crate::KafkaError;
 /// How long one blocking call to the brokers may take.
 pub(crate) const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long [`Member::resume`]'s wake-up query may take.
-const WAKE_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// The loop's consumer. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Member {
@@ -73,24 +70,10 @@ impl Member {
         off_worker(move || c.pause(&list(partitions.iter().map(|tp| (tp, Offset::Invalid))))).await
     }
 
-    /// Fetches `partitions` again, from now. librdkafka's resume only
-    /// clears the pause flag (`rd_kafka_toppar_pause_resume`) without waking
-    /// the broker thread, which then starts the fetch at its next periodic
-    /// serve, up to a second later. A watermark query is served by the
-    /// partition leader's broker thread and so wakes it (errors ignored: it
-    /// only hastens the fetch).
+    /// Fetches `partitions` again.
     pub async fn resume(&self, partitions: Vec<TopicPartition>) -> KafkaResult<()> {
         let c = self.consumer.clone();
-        off_worker(move || {
-            c.resume(&list(partitions.iter().map(|tp| (tp, Offset::Invalid))))?;
-            for tp in &partitions {
-                if c.fetch_watermarks(&tp.topic, tp.partition, WAKE_TIMEOUT).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        })
-        .await
+        off_worker(move || c.resume(&list(partitions.iter().map(|tp| (tp, Offset::Invalid))))).await
     }
 
     /// The first offset of `tp` at or after `timestamp_ms` (`End` when none).
