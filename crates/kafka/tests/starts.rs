@@ -2,15 +2,17 @@
 //! slow `on_assign` answer holds only its own partition and takes effect
 //! before its first record; `assigned` comes before a partition's first
 //! record and `revoked` after its last; `until_end` returns at the end each
-//! partition had when it was assigned.
+//! partition had when it was assigned; another partition's start answer
+//! never cuts an open batch short.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
-use dora_kafka::{ConsumeLoop, Handler, HandlerError, Record, StartAt};
+use dora_kafka::{BatchHandler, ConsumeLoop, Handler, HandlerError, Record, StartAt};
 use dora_testkit::{committed_offset, create_topic, eventually, unique, DEADLINE};
 use tokio::sync::watch;
 
@@ -60,6 +62,24 @@ impl Handler for Journal {
     }
 }
 
+/// An `on_assign` answer: partition 0's (`held`) only once `released`
+/// turned true, any other partition's (`others`) at once.
+fn held_for_partition_0(
+    released: &watch::Receiver<bool>,
+    partition: i32,
+    held: StartAt,
+    others: StartAt,
+) -> impl std::future::Future<Output = StartAt> + Send + 'static {
+    let mut released = released.clone();
+    async move {
+        if partition != 0 {
+            return others;
+        }
+        let _ = released.wait_for(|r| *r).await;
+        held
+    }
+}
+
 fn assigned_with(partition: i32) -> impl Fn(&Event) -> bool {
     move |e| matches!(e, Event::Assigned(ps) if ps.iter().any(|(_, p)| *p == partition))
 }
@@ -86,15 +106,7 @@ async fn a_slow_on_assign_answer_holds_only_its_partition_and_applies_before_its
         ConsumeLoop::new(&kafka(), &consumer(&group), &ctx, codec())
             .topics(&[&topic])
             .on_assign(move |_topic, partition| {
-                let mut released = released.clone();
-                async move {
-                    if partition == 0 {
-                        let _ = released.wait_for(|r| *r).await;
-                        StartAt::Offset(3)
-                    } else {
-                        StartAt::Committed
-                    }
-                }
+                held_for_partition_0(&released, partition, StartAt::Offset(3), StartAt::Committed)
             })
             .run(journal.clone()),
     );
@@ -264,5 +276,100 @@ async fn until_end_returns_after_processing_what_each_partition_held_at_assignme
         committed_offset(&kafka(), &group, &topic, 1).await?.is_some_and(|c| c >= 3),
         "partition 1 committed"
     );
+    Ok(())
+}
+
+/// A batch as (partition, offset) pairs, with when the handler got it.
+type TimedBatch = (Instant, Vec<(i32, i64)>);
+
+/// The batches a batch handler was given.
+#[derive(Clone, Default)]
+struct Timed(Arc<Mutex<Vec<TimedBatch>>>);
+
+impl Timed {
+    fn batches(&self) -> Vec<TimedBatch> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl BatchHandler for Timed {
+    async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
+        let batch = records.iter().map(|r| (r.partition, r.offset)).collect();
+        self.0.lock().unwrap().push((Instant::now(), batch));
+        Ok(())
+    }
+
+    async fn handle_one(&self, r: &Record) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push((Instant::now(), vec![(r.partition, r.offset)]));
+        Ok(())
+    }
+}
+
+/// Batch mode with a long fill time: partition 1 starts at once and its six
+/// records open a batch; partition 0's start is answered while that batch is
+/// open. The batch still fills for its full time (the answer waits for the
+/// next turn of the loop), and partition 0's records come after it. Before
+/// the fix, the answer's wake-up closed the open batch at once, so a batch
+/// ended early whenever another partition of the member finished starting
+/// (audit-sink's SIGTERM test saw its open batch stored before the signal).
+#[tokio::test]
+async fn a_start_answer_arriving_while_a_batch_is_open_does_not_close_it() -> anyhow::Result<()> {
+    logs();
+    let (topic, group) = (unique("openbatch"), unique("openbatch-g"));
+    create_topic(&kafka(), &topic, 2).await?;
+    produce_ids_to(&topic, 0, 0..3).await?;
+    produce_ids_to(&topic, 1, 100..106).await?;
+    let fill = Duration::from_millis(8_000);
+    let mut settings = consumer(&group);
+    settings.max_batch_wait_ms = 8_000;
+    settings.max_batch_records = 10_000;
+    settings.lag_interval_ms = 100;
+    let (release, released) = watch::channel(false);
+    let handler = Timed::default();
+    let ctx = context("openbatch-test");
+    let started = Instant::now();
+    let task = tokio::spawn(
+        ConsumeLoop::new(&kafka(), &settings, &ctx, codec())
+            .topics(&[&topic])
+            .on_assign(move |_topic, partition| {
+                held_for_partition_0(&released, partition, StartAt::Beginning, StartAt::Beginning)
+            })
+            .run_batches(handler.clone()),
+    );
+    // Lag 0 on partition 1 while nothing was handed over: its six records
+    // were polled into the open batch.
+    let t = topic.clone();
+    eventually(DEADLINE, || {
+        let lag = dora_kafka::metrics::consumer_lag(&t, 1);
+        async move { (lag == Some(0)).then_some(()) }
+    })
+    .await?;
+    let released_at = Instant::now();
+    assert!(handler.batches().is_empty(), "the batch closed before its fill time");
+    anyhow::ensure!(
+        released_at < started + fill - Duration::from_secs(1),
+        "partition 1 took {:?} to be polled: too slow to open the batch before the fill time, the test proves nothing",
+        released_at - started
+    );
+    release.send(true)?;
+    let h = handler.clone();
+    eventually(DEADLINE, || {
+        let n: usize = h.batches().iter().map(|(_, b)| b.len()).sum();
+        async move { (n == 9).then_some(()) }
+    })
+    .await?;
+    let batches = handler.batches();
+    let (closed_at, first) = &batches[0];
+    assert_eq!(first, &(100..106).map(|o| (1, o - 100)).collect::<Vec<_>>(), "the first batch is partition 1's six records");
+    assert!(
+        *closed_at >= started + fill,
+        "the open batch closed {:?} after the answer for partition 0, {:?} after the loop started: before its fill time {fill:?}",
+        *closed_at - released_at,
+        *closed_at - started
+    );
+    let zero: Vec<i64> = batches[1..].iter().flat_map(|(_, b)| b.iter().filter(|(p, _)| *p == 0).map(|(_, o)| *o)).collect();
+    assert_eq!(zero, vec![0, 1, 2], "partition 0 started at its answer, after the open batch");
+    ctx.shutdown.cancel();
+    task.await??;
     Ok(())
 }

@@ -86,7 +86,7 @@ async fn a_crash_between_the_database_commit_and_the_kafka_commit_stores_every_r
     h.wait_committed(&t, 0, 30).await?;
     assert_eq!(h.links(&t, 0).await?, 30, "a record was linked twice");
     let redelivered = metric(&sink, "audit_sink_records_total", &[("outcome", "redelivered")]).await?;
-    assert_eq!(redelivered.unwrap_or(0.0), 0.0, "the restart read records the database had stored");
+    assert_eq!(redelivered.unwrap_or(0.0), 0.0, "the restart read records the database had stored: {}", sink.log());
     let db = h.owner().await?;
     let dup: i64 = db.query_one("SELECT count(*) FROM audit.chain WHERE outcome <> 'stored'", &[]).await?.get(0);
     assert_eq!(dup, 0);
@@ -148,7 +148,7 @@ async fn sigterm_stores_and_commits_the_open_batch_and_exits_zero() -> Result<()
     })
     .await
     .context("the records never reached the loop")?;
-    assert_eq!(h.count("audit_events").await?, 0, "the batch closed before SIGTERM");
+    assert_eq!(h.count("audit_events").await?, 0, "the batch closed before SIGTERM: {}", sink.log());
     let status = sink.terminate(tk::DEADLINE).await?;
     assert!(status.success(), "exit {status}: {}", sink.log());
     assert_eq!(h.count("audit_events").await?, 50);

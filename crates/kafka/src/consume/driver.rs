@@ -179,13 +179,18 @@ impl<D: DeadLetterEncoder> Driver<D> {
     }
 
     /// Keeps the records that may be processed now: of the partition's current
-    /// assignment, its start applied, not waiting for a retry.
+    /// assignment, at or after its start, its start applied, not waiting for a retry.
     fn admit(&mut self, polled: Vec<Polled>) -> Vec<Record> {
         let mut admitted = Vec::with_capacity(polled.len());
+        let mut below_start = 0usize;
         for Polled { record, fetched_in } in polled {
             let tp = TopicPartition::of(&record);
             if !self.membership.is_current(&tp, fetched_in) {
                 tracing::debug!(topic = %tp.topic, partition = tp.partition, offset = record.offset, "dropped: fetched under an earlier assignment");
+                continue;
+            }
+            if self.starts.below_start(&tp, record.offset) {
+                below_start += 1;
                 continue;
             }
             if self.starts.is_starting(&tp)
@@ -195,6 +200,9 @@ impl<D: DeadLetterEncoder> Driver<D> {
             }
             self.membership.mark_polled(&tp, record.offset);
             admitted.push(record);
+        }
+        if below_start > 0 {
+            tracing::warn!(records = below_start, group = %self.membership.group, "dropped records fetched below their partition's start (the client did not fetch from the seeked offset)");
         }
         admitted
     }

@@ -1,7 +1,9 @@
 //! Gathering one batch on the poll thread: poll until the first record (or
 //! the loop's next timer), then keep filling up to the batch size for the
-//! fill time; stop early when a rebalance happened or the loop asked for
-//! attention. Each record is tagged with the rebalance counter at its poll.
+//! fill time; stop early when a rebalance happened or a shutdown began. A
+//! nudge (a partition's start answer arrived) ends only a gather that has no
+//! record yet: an open batch is never cut short by another partition's start.
+//! Each record is tagged with the rebalance counter at its poll.
 
 use std::time::{Duration, Instant};
 
@@ -72,7 +74,7 @@ pub(crate) fn gather(consumer: &BaseConsumer<GroupContext>, plan: &Plan) -> Gath
             None if remaining.is_zero() => break,
             None => {}
         }
-        if membership.take_interrupt() {
+        if membership.take_interrupt() || (out.records.is_empty() && membership.take_nudge()) {
             break;
         }
     }

@@ -138,6 +138,7 @@ pub(crate) struct Membership {
     pub pause_assigned: bool,
     rebalances: AtomicU64,
     interrupted: AtomicBool,
+    nudged: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -157,6 +158,7 @@ impl Membership {
             pause_assigned,
             rebalances: AtomicU64::new(0),
             interrupted: AtomicBool::new(false),
+            nudged: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         }
     }
@@ -170,7 +172,8 @@ impl Membership {
         self.rebalances.load(Ordering::SeqCst)
     }
 
-    /// Asks the poll thread to hand back what it gathered so far.
+    /// Asks the poll thread to hand back what it gathered so far (an
+    /// assignment change, a shutdown): the open batch closes now.
     pub fn interrupt(&self) {
         self.interrupted.store(true, Ordering::SeqCst);
     }
@@ -178,6 +181,18 @@ impl Membership {
     /// True (once) when someone asked for the loop's attention.
     pub fn take_interrupt(&self) -> bool {
         self.interrupted.swap(false, Ordering::SeqCst)
+    }
+
+    /// Asks the poll thread for a turn of the loop as soon as no batch is
+    /// open (a start answer arrived): a gather still waiting for its first
+    /// record returns at once, an open batch fills for its full time.
+    pub fn nudge(&self) {
+        self.nudged.store(true, Ordering::SeqCst);
+    }
+
+    /// True (once) when the loop was nudged.
+    pub fn take_nudge(&self) -> bool {
+        self.nudged.swap(false, Ordering::SeqCst)
     }
 
     /// Rebalance callback: `partitions` are ours from now on.
