@@ -70,7 +70,11 @@
 //!   partition and takes effect before the partition's first record, after
 //!   the `assigned` hook — `starts::a_slow_on_assign_answer_holds_only_its_partition_and_applies_before_its_first_record`,
 //!   `starts::an_on_assign_answer_committed_resumes_at_the_groups_committed_offset`,
-//!   `loop_semantics::on_assign_can_seek_back_by_timestamp`; no record of a
+//!   `loop_semantics::on_assign_can_seek_back_by_timestamp`; another
+//!   partition's answer never cuts an open batch short —
+//!   `starts::a_start_answer_arriving_while_a_batch_is_open_does_not_close_it`;
+//!   no record below the seeked start is handed over (unit test
+//!   `starts::tests::records_before_a_seeked_start_are_below_it_until_the_partition_is_forgotten`); no record of a
 //!   revoked partition is handled after its `revoked` hook —
 //!   `starts::revoked_names_the_partitions_taken_away_and_none_is_handled_after`;
 //!   `until_end` stops at the ends captured at assignment —
