@@ -265,29 +265,46 @@ pub struct OpenTransaction {
 impl OpenTransaction {
     /// Begins a transaction and writes `records` to `topic` in it (acknowledged, not committed).
     pub async fn begin(settings: &KafkaSettings, topic: &str, records: &[Outgoing]) -> Result<Self> {
+        let open = Self::prepare(settings).await?;
+        open.write(topic, records).await?;
+        Ok(open)
+    }
+
+    /// A transactional producer with its id registered and no transaction
+    /// yet: [`OpenTransaction::write`] then opens one at the moment a test
+    /// chooses, without the coordinator round trips of the set-up.
+    pub async fn prepare(settings: &KafkaSettings) -> Result<Self> {
         let mut cfg = settings.client_config()?;
         cfg.set("transactional.id", unique("testkit-open-tx"));
         let producer: FutureProducer = cfg.create()?;
         let p = producer.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            p.init_transactions(Duration::from_secs(30))?;
-            p.begin_transaction()?;
-            Ok(())
-        })
-        .await??;
+        tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30))).await??;
+        Ok(Self { producer })
+    }
+
+    /// Begins the transaction and writes `records` to `topic` in it
+    /// (acknowledged, not committed).
+    pub async fn write(&self, topic: &str, records: &[Outgoing]) -> Result<()> {
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || p.begin_transaction()).await??;
         for r in records {
             let mut record = FutureRecord::to(topic).key(r.key.as_str()).payload(r.value.as_slice());
             if let Some(p) = r.partition {
                 record = record.partition(p);
             }
-            producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+            self.producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
         }
-        Ok(Self { producer })
+        Ok(())
     }
 
     /// Commits it.
     pub async fn commit(self) -> Result<()> {
         tokio::task::spawn_blocking(move || Ok(self.producer.commit_transaction(Duration::from_secs(30))?)).await?
+    }
+
+    /// Aborts it: its records are never read by a read_committed consumer.
+    pub async fn abort(self) -> Result<()> {
+        tokio::task::spawn_blocking(move || Ok(self.producer.abort_transaction(Duration::from_secs(30))?)).await?
     }
 }
 
