@@ -5,12 +5,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dora_proto::agent::v1 as pb;
 use dora_proto::agent::v1::agent_gateway_server::AgentGateway;
-use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,17 +16,19 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, Authenticator, Principal, Role};
-use crate::callers::{OpenCall, OpenCalls};
+use crate::callers::OpenCalls;
 use crate::directory::{AgentDirectory, AgentFilter};
 use crate::health::{AgentState, HealthStatus};
 use crate::intake::{self, SharedSink};
 use crate::metrics;
 use crate::queue::{call_deadline, SendQueue};
+use crate::stream::{self, credential_end, expired, StreamContext};
 use crate::validation::{self, EventDraft, Invalid, Limits};
 
 pub use crate::intake::{
     CountingSink, Delivered, EventSink, SinkError, StampedEvent, EVENT_VERSION,
 };
+pub use crate::stream::STREAM_DRAIN_GRACE;
 
 /// How many of its streams and watches one caller may hold open.
 #[derive(Debug, Clone, Copy)]
@@ -119,85 +119,6 @@ impl Inner {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-type PendingAck = BoxFuture<'static, Result<pb::EventAck, Status>>;
-
-/// When `caller`'s credential runs out (far in the future for a certificate).
-fn credential_end(caller: &Principal) -> Instant {
-    let far = Duration::from_secs(100 * 365 * 24 * 3600);
-    Instant::now() + caller.remaining().unwrap_or(far)
-}
-
-/// Reads one stream's events and admits each in order; pushes each event's
-/// pending ack, in order, to `acks`. Ends the stream with UNAUTHENTICATED
-/// when the caller's token expires.
-async fn dispatch(
-    inner: Arc<Inner>,
-    caller: Principal,
-    mut inbound: Streaming<pb::PublishEventRequest>,
-    acks: mpsc::Sender<PendingAck>,
-    _open: OpenCall,
-) {
-    let expires = credential_end(&caller);
-    let mut sequence = 0u64;
-    // After shutdown was asked for, events still arriving are answered
-    // UNAVAILABLE (not produced) so the agent stops and resends elsewhere;
-    // the stream ends when the agent closes its side, or after a grace period.
-    let mut draining_until: Option<Instant> = None;
-    loop {
-        let drain_end = draining_until.unwrap_or(expires);
-        let next = tokio::select! {
-            _ = inner.shutdown.cancelled(), if draining_until.is_none() => {
-                draining_until = Some(Instant::now() + STREAM_DRAIN_GRACE);
-                continue;
-            }
-            _ = tokio::time::sleep_until(drain_end), if draining_until.is_some() => break,
-            _ = tokio::time::sleep_until(expires) => {
-                let _ = acks.send(futures::future::ready(Err(expired())).boxed()).await;
-                break;
-            }
-            next = inbound.next() => next,
-        };
-        let request = match next {
-            Some(Ok(r)) => r,
-            Some(Err(status)) => {
-                tracing::debug!(%status, "event stream ended by the client");
-                break;
-            }
-            None => break,
-        };
-        let seq = sequence;
-        sequence += 1;
-        let ack: PendingAck = if draining_until.is_some() {
-            let status =
-                Status::unavailable("gateway is shutting down; send this event again elsewhere");
-            futures::future::ready(Ok(rejected_ack(seq, &status))).boxed()
-        } else {
-            let draft = validation::publish_request(&request, &inner.limits);
-            match intake::admit(&*inner.sink, &inner.queue, &caller, draft, None).await {
-                Ok(admitted) => async move {
-                    Ok(match admitted.acknowledged(None).await {
-                        Ok(accepted) => pb::EventAck {
-                            sequence: seq,
-                            accepted: Some(accepted),
-                            error_code: 0,
-                            error_message: String::new(),
-                        },
-                        Err(status) => rejected_ack(seq, &status),
-                    })
-                }
-                .boxed(),
-                Err(status) => futures::future::ready(Ok(rejected_ack(seq, &status))).boxed(),
-            }
-        };
-        if acks.send(ack).await.is_err() {
-            break;
-        }
-    }
-}
-
-fn expired() -> Status {
-    Status::unauthenticated("token expired; open a new call with a fresh token")
-}
 
 #[tonic::async_trait]
 impl AgentGateway for GatewayApi {
@@ -222,18 +143,14 @@ impl AgentGateway for GatewayApi {
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let caller = self.inner.identify(&req)?;
         let open = self.inner.streams.open(&caller.name)?;
-        let (acks_tx, acks_rx) = mpsc::channel(self.inner.stream_window);
-        tokio::spawn(dispatch(
-            self.inner.clone(),
-            caller,
-            req.into_inner(),
-            acks_tx,
-            open,
-        ));
-        // Acks go out in request order: the pending acks are queued in order
-        // and awaited in turn (only the waiting overlaps).
-        let acks = ReceiverStream::new(acks_rx).then(|ack| ack);
-        Ok(Response::new(Box::pin(acks)))
+        let ctx = StreamContext {
+            sink: self.inner.sink.clone(),
+            queue: self.inner.queue.clone(),
+            limits: self.inner.limits,
+            shutdown: self.inner.shutdown.clone(),
+            window: self.inner.stream_window,
+        };
+        Ok(Response::new(stream::start(ctx, caller, req.into_inner(), open)))
     }
 
     async fn heartbeat(
@@ -334,19 +251,6 @@ impl AgentGateway for GatewayApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// How long an event stream stays open after shutdown was asked for, answering
-/// UNAVAILABLE, while waiting for the agent to close its side.
-pub const STREAM_DRAIN_GRACE: Duration = Duration::from_secs(5);
-
-fn rejected_ack(sequence: u64, status: &Status) -> pb::EventAck {
-    pb::EventAck {
-        sequence,
-        accepted: None,
-        error_code: status.code() as i32,
-        error_message: status.message().to_string(),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod queue;
 pub mod server;
 pub mod settings;
 pub mod simulator;
+pub mod stream;
 pub mod validation;
 pub mod view;
 pub mod watch;

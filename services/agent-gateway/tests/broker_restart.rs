@@ -97,6 +97,8 @@ async fn across_a_broker_restart_acked_events_land_once_and_refused_ones_never()
     scenario.env = vec![
         ("DORA_GATEWAY__SEND_QUEUE_CAPACITY", "64".into()),
         ("DORA_GATEWAY__SEND_QUEUE_WAIT_MS", "200".into()),
+        // h2's connection errors (rare lines) name the cause if a connection is closed.
+        ("RUST_LOG", "info,h2::proto::streams::streams=debug,h2::proto::connection=debug".into()),
     ];
     let gw = scenario.start().await?;
 

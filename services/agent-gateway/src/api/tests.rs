@@ -2,6 +2,9 @@
 //! one deadline per call, and room held until the broker answered.
 
 use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use super::*;
 use crate::auth::TokenKey;
