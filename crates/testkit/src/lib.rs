@@ -586,7 +586,7 @@ impl ServiceProcess {
     /// kill in the middle) without waiting for readiness.
     pub fn start_with_args(binary: impl AsRef<Path>, args: &[&str], env: &[(&str, String)]) -> Result<Self> {
         let binary = binary.as_ref();
-        let base = std::env::temp_dir().join(format!(
+        let base = logs_dir()?.join(format!(
             "{}-{}",
             binary.file_name().and_then(|n| n.to_str()).unwrap_or("service"),
             uuid::Uuid::new_v4().simple()
@@ -723,6 +723,38 @@ impl ServiceProcess {
     }
 }
 
+/// How long a service process's log is kept after the run that wrote it.
+const LOG_RETENTION: Duration = Duration::from_secs(6 * 3600);
+
+/// Where service processes log: `<temp>/dora-test-logs`, created on first
+/// use, when logs older than [`LOG_RETENTION`] are removed (a failing run's
+/// logs stay for a look; repeated runs do not fill the disk).
+fn logs_dir() -> Result<PathBuf> {
+    static PRUNED: std::sync::Once = std::sync::Once::new();
+    let dir = std::env::temp_dir().join("dora-test-logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    PRUNED.call_once(|| prune_older_than(&dir, LOG_RETENTION));
+    Ok(dir)
+}
+
+/// Removes the files of `dir` last modified more than `age` ago.
+fn prune_older_than(dir: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|elapsed| elapsed > age);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -797,6 +829,18 @@ pub use serde_json::json;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_removes_only_the_logs_older_than_the_retention() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (old, fresh) = (dir.path().join("old.log"), dir.path().join("fresh.log"));
+        std::fs::File::create(&old)?.set_modified(std::time::SystemTime::now() - Duration::from_secs(7 * 3600))?;
+        std::fs::File::create(&fresh)?;
+        prune_older_than(dir.path(), LOG_RETENTION);
+        assert!(!old.exists(), "a log older than the retention was kept");
+        assert!(fresh.exists(), "a fresh log was removed");
+        Ok(())
+    }
 
     #[test]
     fn unique_names_differ() {

@@ -210,6 +210,7 @@ async fn grpc_vs_bare(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let _ = std::fs::remove_file(&announce);
     let token = dora_auth::TokenKey::new(key.as_bytes())?.issue(
         &dora_auth::Grant::new("bench", "report-ingest", Duration::from_secs(3600))
             .with_org("org-bench"),
