@@ -321,7 +321,7 @@ async fn a_start_answer_arriving_while_a_batch_is_open_does_not_close_it() -> an
     produce_ids_to(&topic, 1, 100..106).await?;
     let fill = Duration::from_millis(8_000);
     let mut settings = consumer(&group);
-    settings.max_batch_wait_ms = 8_000;
+    settings.max_batch_wait_ms = u64::try_from(fill.as_millis())?;
     settings.max_batch_records = 10_000;
     settings.lag_interval_ms = 100;
     let (release, released) = watch::channel(false);
