@@ -2,6 +2,7 @@
 //! `DeadLetter`, the seed's JSON, or bytes that are neither) or a resolution
 //! marker that says earlier dead letters were replayed or parked.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use dora_kafka::consume::{Record, RecordHeader};
@@ -276,12 +277,12 @@ impl Letter {
     }
 
     /// The original key as text (lossy), when it had one.
-    pub fn original_key_text(&self) -> Option<String> {
+    pub fn original_key_text(&self) -> Option<Cow<'_, str>> {
         let key = match &self.dead_letter {
             Ok(d) => d.original_key.as_deref(),
             Err(_) => self.key.as_deref(),
         }?;
-        Some(String::from_utf8_lossy(key).into_owned())
+        Some(String::from_utf8_lossy(key))
     }
 
     /// How often the original record was replayed already: its

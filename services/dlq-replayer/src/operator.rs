@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::letter::{Action, Letter, Position, Resolution, RESOLUTION_HEADER};
-use crate::outbound::{self, Actor, AuditEntry};
+use crate::outbound::{self, Actor, Resolved};
 use crate::selection::{replayable, Filter, Refusal};
 use crate::snapshot::Snapshot;
 use crate::Settings;
@@ -109,12 +109,14 @@ pub async fn carry_out(
     order: &Order,
 ) -> Result<Outcome> {
     anyhow::ensure!(plan.refused.is_empty(), "the plan has refused letters");
-    let (interrupted, progress) = if plan.selected.is_empty() {
+    // Shared with the loop's transform, not copied.
+    let selected = Arc::new(std::mem::take(&mut plan.selected));
+    let (interrupted, progress) = if selected.is_empty() {
         (false, Progress::default())
     } else {
-        run_loop(settings, codec, &plan, order).await?
+        run_loop(settings, codec, &plan, &selected, order).await?
     };
-    if let Some(outcome) = progress.outcome(&plan.selected, interrupted) {
+    if let Some(outcome) = progress.outcome(&selected, interrupted) {
         return Ok(outcome);
     }
     plan.snapshot.read_on(&settings.common.kafka, codec).await?;
@@ -124,7 +126,7 @@ pub async fn carry_out(
         waiting: 0,
         interrupted,
     };
-    for letter in &plan.selected {
+    for letter in selected.iter() {
         match plan.snapshot.ledger.resolution(&letter.position) {
             Some(r) if r.action == order.action && r.by == order.actor.name => outcome.done += 1,
             Some(_) => outcome.by_others += 1,
@@ -145,6 +147,7 @@ async fn run_loop(
     settings: &Settings,
     codec: &Codec,
     plan: &Plan,
+    selected: &Arc<Vec<Letter>>,
     order: &Order,
 ) -> Result<(bool, Progress)> {
     let ctx = ServiceContext::new("dlq-replayer");
@@ -163,7 +166,7 @@ async fn run_loop(
         .iter()
         .map(|r| (r.partition, r.end))
         .collect();
-    for letter in &plan.selected {
+    for letter in selected.iter() {
         let start = starts.entry(letter.position.partition).or_insert(i64::MAX);
         *start = (*start).min(letter.position.offset);
     }
@@ -172,11 +175,13 @@ async fn run_loop(
         codec: codec.clone(),
         audit_topic: settings.dlq.audit_topic.clone(),
         order: order.clone(),
-        letters: plan
-            .selected
+        topic: topic.to_string(),
+        index: selected
             .iter()
-            .map(|l| (l.position.clone(), l.clone()))
+            .enumerate()
+            .map(|(i, l)| (slot_of(l), i))
             .collect(),
+        letters: selected.clone(),
         state: Mutex::new(Progress::default()),
         pace: order.rate.map(|r| Mutex::new(Pace::new(r))),
     });
@@ -252,14 +257,21 @@ impl Pace {
     }
 }
 
+/// A letter's place on the order's dead-letter topic: partition and offset.
+type Slot = (i32, i64);
+
+fn slot_of(letter: &Letter) -> Slot {
+    (letter.position.partition, letter.position.offset)
+}
+
 #[derive(Default)]
 struct Progress {
     /// Letters resolved by a marker the loop read (by anyone).
-    resolved: HashSet<Position>,
+    resolved: HashSet<Slot>,
     /// Letters this order resolved in transactions that committed.
-    done: HashSet<Position>,
-    /// The open transaction's letters and their audit entries.
-    open: Vec<(Position, AuditEntry)>,
+    done: HashSet<Slot>,
+    /// The open transaction's letters (indexes into the operator's letters).
+    open: Vec<usize>,
 }
 
 impl Progress {
@@ -270,11 +282,12 @@ impl Progress {
     fn outcome(&self, selected: &[Letter], interrupted: bool) -> Option<Outcome> {
         let done = selected
             .iter()
-            .filter(|l| self.done.contains(&l.position))
+            .filter(|l| self.done.contains(&slot_of(l)))
             .count();
         let by_others = selected
             .iter()
-            .filter(|l| !self.done.contains(&l.position) && self.resolved.contains(&l.position))
+            .map(slot_of)
+            .filter(|s| !self.done.contains(s) && self.resolved.contains(s))
             .count();
         (done + by_others == selected.len()).then_some(Outcome {
             done,
@@ -291,7 +304,12 @@ struct Operator {
     codec: Codec,
     audit_topic: String,
     order: Order,
-    letters: HashMap<Position, Letter>,
+    /// The dead-letter topic.
+    topic: String,
+    /// The selected letters.
+    letters: Arc<Vec<Letter>>,
+    /// Where each selected letter is in `letters`.
+    index: HashMap<Slot, usize>,
     state: Mutex<Progress>,
     pace: Option<Mutex<Pace>>,
 }
@@ -306,17 +324,20 @@ impl Transform for Operator {
     async fn transform(&self, record: &Record) -> Result<Vec<OutboundRecord>, HandlerError> {
         if record.header(RESOLUTION_HEADER).is_some() {
             if let Some(resolutions) = Resolution::of_marker(record) {
-                self.lock()
-                    .resolved
-                    .extend(resolutions.into_iter().map(|r| r.letter));
+                self.lock().resolved.extend(
+                    resolutions
+                        .iter()
+                        .filter(|r| r.letter.topic == self.topic)
+                        .map(|r| (r.letter.partition, r.letter.offset)),
+                );
             }
             return Ok(Vec::new());
         }
-        let position = Position::of(record);
-        let Some(letter) = self.letters.get(&position) else {
+        let slot = (record.partition, record.offset);
+        let Some(&i) = self.index.get(&slot).filter(|_| record.topic == self.topic) else {
             return Ok(Vec::new());
         };
-        if self.lock().resolved.contains(&position) {
+        if self.lock().resolved.contains(&slot) {
             // Someone else resolved it since the plan was made.
             return Ok(Vec::new());
         }
@@ -325,19 +346,29 @@ impl Transform for Operator {
             tokio::time::sleep_until(at).await;
         }
         let o = &self.order;
-        let Some((output, entry)) = outbound::resolution(letter, o.action, &o.actor, &o.reason)
+        let Some(output) =
+            outbound::resolving_record(&self.letters[i], o.action, &o.actor, &o.reason)
         else {
             return Ok(Vec::new());
         };
-        self.lock().open.push((position, entry));
+        self.lock().open.push(i);
         Ok(vec![output])
     }
 
     /// The transaction's resolution markers (one per dead-letter partition)
     /// and audit event, naming every letter it resolves.
     async fn batch_end(&self) -> Result<Vec<OutboundRecord>, HandlerError> {
-        let entries: Vec<AuditEntry> = self.lock().open.iter().map(|(_, e)| e.clone()).collect();
-        outbound::closing_records(&self.codec, &self.audit_topic, &self.order.actor, &entries)
+        let open = self.lock().open.clone();
+        let o = &self.order;
+        let resolved: Vec<Resolved<'_>> = open
+            .iter()
+            .map(|&i| Resolved {
+                letter: &self.letters[i],
+                action: o.action,
+                reason: &o.reason,
+            })
+            .collect();
+        outbound::closing_records(&self.codec, &self.audit_topic, &o.actor, &resolved)
             .await
             .map_err(outbound::encode_failure)
     }
@@ -345,7 +376,10 @@ impl Transform for Operator {
     async fn committed(&self) {
         let mut progress = self.lock();
         let open = std::mem::take(&mut progress.open);
-        progress.done.extend(open.into_iter().map(|(p, _)| p));
+        let letters = &self.letters;
+        progress
+            .done
+            .extend(open.into_iter().map(|i| slot_of(&letters[i])));
     }
 
     async fn aborted(&self, _partitions: &[(String, i32)]) {
@@ -362,15 +396,15 @@ mod tests {
     fn the_outcome_is_known_without_reading_back_only_when_every_letter_was_seen() {
         let selected: Vec<Letter> = (0..3).map(|o| letter(o, dead_letter())).collect();
         let mut p = Progress::default();
-        p.done.insert(selected[0].position.clone());
-        p.resolved.insert(selected[1].position.clone());
+        p.done.insert(slot_of(&selected[0]));
+        p.resolved.insert(slot_of(&selected[1]));
         assert!(
             p.outcome(&selected, true).is_none(),
             "one letter not reached"
         );
         // Resolved by someone else, then (seen after the plan) ours too: ours counts.
-        p.resolved.insert(selected[0].position.clone());
-        p.done.insert(selected[2].position.clone());
+        p.resolved.insert(slot_of(&selected[0]));
+        p.done.insert(slot_of(&selected[2]));
         assert_eq!(
             p.outcome(&selected, false),
             Some(Outcome {

@@ -4,15 +4,18 @@
 //! one resolution marker per dead-letter partition and action naming every
 //! letter it resolved there, and the audit event on `user-activities`.
 
+use std::borrow::Cow;
+
 use dora_kafka::audit::{event_record, user_activity};
 use dora_kafka::consume::RecordHeader;
 use dora_kafka::OutboundRecord;
 use dora_schema::{Codec, SchemaError};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::letter::{
-    marker_letters, Action, Letter, Position, MARKER_LETTERS, REPLAYED_BY_HEADER,
-    REPLAY_COUNT_HEADER, REPLAY_OF_HEADER, RESOLUTION_HEADER, RESOLVED_BY_HEADER, RESOLVES_HEADER,
+    marker_letters, Action, Letter, MARKER_LETTERS, REPLAYED_BY_HEADER, REPLAY_COUNT_HEADER,
+    REPLAY_OF_HEADER, RESOLUTION_HEADER, RESOLVED_BY_HEADER, RESOLVES_HEADER,
 };
 
 /// Header of a parked letter: where it was on the dead-letter topic.
@@ -83,21 +86,33 @@ pub fn parked_record(letter: &Letter, actor: &Actor, reason: &str) -> OutboundRe
     record
 }
 
+/// One letter a transaction resolves, and how: what its resolution marker
+/// and its audit event say about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    /// The letter.
+    pub letter: &'a Letter,
+    /// Replayed or parked.
+    pub action: Action,
+    /// Why.
+    pub reason: &'a str,
+}
+
 /// The resolution markers of one transaction's letters (`resolved`, in the
 /// order resolved): one per dead-letter topic, partition and action, on that
 /// partition, naming its letters in order ([`marker_letters`]), split past
 /// [`MARKER_LETTERS`]; all by `actor`. A letter is resolved exactly when the
 /// transaction holding its marker commits, the same one as its replay.
-pub fn resolution_markers(resolved: &[AuditEntry], actor: &Actor) -> Vec<OutboundRecord> {
+pub fn resolution_markers(resolved: &[Resolved<'_>], actor: &Actor) -> Vec<OutboundRecord> {
     let mut groups: Vec<(&str, i32, Action, Vec<i64>)> = Vec::new();
-    for e in resolved {
-        let p = &e.letter;
+    for r in resolved {
+        let p = &r.letter.position;
         let open = groups
             .iter()
-            .rposition(|(t, n, a, _)| *t == p.topic && *n == p.partition && *a == e.action);
+            .rposition(|(t, n, a, _)| *t == p.topic && *n == p.partition && *a == r.action);
         match open {
             Some(i) if groups[i].3.len() < MARKER_LETTERS => groups[i].3.push(p.offset),
-            _ => groups.push((&p.topic, p.partition, e.action, vec![p.offset])),
+            _ => groups.push((&p.topic, p.partition, r.action, vec![p.offset])),
         }
     }
     groups
@@ -117,42 +132,60 @@ pub fn resolution_markers(resolved: &[AuditEntry], actor: &Actor) -> Vec<Outboun
 /// broker's record size limit whatever the keys are.
 const AUDIT_EVENT_BUDGET: usize = 256 * 1024;
 
-/// One letter a transaction resolves: what its marker and its audit event
-/// say about it.
-#[derive(Debug, Clone)]
-pub struct AuditEntry {
-    /// The letter's position on its dead-letter topic.
-    pub letter: Position,
-    /// Replayed or parked.
-    pub action: Action,
-    /// Why.
-    pub reason: String,
-    /// The letter: its position and original record (JSON).
-    pub record: serde_json::Value,
+/// What an audit event says about one letter it names (an element of its
+/// `details.records`): the letter's position and original record.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditedLetter<'a> {
+    dlq_partition: i32,
+    dlq_offset: i64,
+    original_topic: Option<&'a str>,
+    original_partition: Option<i32>,
+    original_offset: Option<i64>,
+    original_key: Option<Cow<'a, str>>,
+    error_type: &'a str,
+    failed_by: &'a str,
+    replay_count: u32,
 }
 
-/// The audit entry of `letter` acted on by `action` for `reason`.
-pub fn audit_entry(letter: &Letter, action: Action, reason: &str) -> AuditEntry {
-    let d = letter.dead_letter.as_ref().ok();
-    let record = json!({
-        "dlqPartition": letter.position.partition,
-        "dlqOffset": letter.position.offset,
-        "originalTopic": d.map(|d| d.original_topic.as_str()),
-        "originalPartition": d.map(|d| d.original_partition),
-        "originalOffset": d.map(|d| d.original_offset),
-        "originalKey": letter.original_key_text(),
-        "errorType": letter.error_type(),
-        "failedBy": letter.failed_by(),
-        "replayCount": match action {
-            Action::Replayed => letter.replays() + 1,
-            Action::Parked => letter.replays(),
-        },
-    });
-    AuditEntry {
-        letter: letter.position.clone(),
-        action,
-        reason: reason.to_string(),
-        record,
+impl<'a> AuditedLetter<'a> {
+    /// What the audit event says about `r`.
+    pub fn of(r: &Resolved<'a>) -> Self {
+        let (letter, d) = (r.letter, r.letter.dead_letter.as_ref().ok());
+        AuditedLetter {
+            dlq_partition: letter.position.partition,
+            dlq_offset: letter.position.offset,
+            original_topic: d.map(|d| d.original_topic.as_str()),
+            original_partition: d.map(|d| d.original_partition),
+            original_offset: d.map(|d| d.original_offset),
+            original_key: letter.original_key_text(),
+            error_type: letter.error_type(),
+            failed_by: letter.failed_by(),
+            replay_count: match r.action {
+                Action::Replayed => letter.replays() + 1,
+                Action::Parked => letter.replays(),
+            },
+        }
+    }
+
+    /// Its length as JSON text, bytes.
+    fn json_len(&self) -> usize {
+        let mut count = ByteCount(0);
+        serde_json::to_writer(&mut count, self).map_or(0, |()| count.0)
+    }
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -160,15 +193,15 @@ pub fn audit_entry(letter: &Letter, action: Action, reason: &str) -> AuditEntry 
 /// `audit_topic`: one event per dead-letter topic, action and reason
 /// (who: `actor`; what: `dlq.replay` or `dlq.park` on the dead-letter topic;
 /// which records: `details.records`, each letter's position and original
-/// record), split when the records exceed [`AUDIT_EVENT_BUDGET`].
+/// record, [`AuditedLetter`]), split when the records exceed [`AUDIT_EVENT_BUDGET`].
 pub async fn audit_events(
     codec: &Codec,
     audit_topic: &str,
     actor: &Actor,
-    entries: &[AuditEntry],
+    resolved: &[Resolved<'_>],
 ) -> Result<Vec<OutboundRecord>, SchemaError> {
     let mut out = Vec::new();
-    for (topic, action, reason, records) in audit_groups(entries) {
+    for (topic, action, reason, records) in audit_groups(resolved) {
         let verb = match action {
             Action::Replayed => "dlq.replay",
             Action::Parked => "dlq.park",
@@ -186,28 +219,30 @@ pub async fn audit_events(
     Ok(out)
 }
 
-/// `entries` grouped by dead-letter topic, action and reason (in order of
+/// An audit event's group of letters: dead-letter topic, action, reason, records.
+type AuditGroup<'a> = (&'a str, Action, &'a str, Vec<AuditedLetter<'a>>);
+
+/// `resolved` grouped by dead-letter topic, action and reason (in order of
 /// first appearance), each group cut into pieces of at most
 /// [`AUDIT_EVENT_BUDGET`] bytes of records.
-fn audit_groups(entries: &[AuditEntry]) -> Vec<(&str, Action, &str, Vec<&serde_json::Value>)> {
-    let mut groups: Vec<(&str, Action, &str, Vec<&serde_json::Value>, usize)> = Vec::new();
-    for e in entries {
-        let size = e.record.to_string().len();
+fn audit_groups<'a>(resolved: &[Resolved<'a>]) -> Vec<AuditGroup<'a>> {
+    let mut groups: Vec<(AuditGroup<'a>, usize)> = Vec::new();
+    for r in resolved {
+        let record = AuditedLetter::of(r);
+        let size = record.json_len();
+        let topic = r.letter.position.topic.as_str();
         let open = groups
             .iter()
-            .rposition(|(t, a, r, _, _)| *t == e.letter.topic && *a == e.action && *r == e.reason);
+            .rposition(|((t, a, why, _), _)| *t == topic && *a == r.action && *why == r.reason);
         match open {
-            Some(i) if groups[i].4 + size <= AUDIT_EVENT_BUDGET => {
-                groups[i].3.push(&e.record);
-                groups[i].4 += size;
+            Some(i) if groups[i].1 + size <= AUDIT_EVENT_BUDGET => {
+                groups[i].0 .3.push(record);
+                groups[i].1 += size;
             }
-            _ => groups.push((&e.letter.topic, e.action, &e.reason, vec![&e.record], size)),
+            _ => groups.push(((topic, r.action, r.reason, vec![record]), size)),
         }
     }
-    groups
-        .into_iter()
-        .map(|(t, a, r, records, _)| (t, a, r, records))
-        .collect()
+    groups.into_iter().map(|(g, _)| g).collect()
 }
 
 /// How a loop treats a failure to encode a resolution's audit event: a
@@ -225,20 +260,19 @@ pub fn encode_failure(e: SchemaError) -> dora_kafka::HandlerError {
 }
 
 /// The record that resolves `letter` (the replayed record or the parked
-/// letter), with the letter's entry for the transaction's marker and audit
-/// event ([`closing_records`]). `None` for a replay of a letter that does not
+/// letter); its marker and audit event close the transaction
+/// ([`closing_records`]). `None` for a replay of a letter that does not
 /// decode (refused before).
-pub fn resolution(
+pub fn resolving_record(
     letter: &Letter,
     action: Action,
     actor: &Actor,
     reason: &str,
-) -> Option<(OutboundRecord, AuditEntry)> {
-    let output = match action {
-        Action::Replayed => replayed_record(letter, actor)?,
-        Action::Parked => parked_record(letter, actor, reason),
-    };
-    Some((output, audit_entry(letter, action, reason)))
+) -> Option<OutboundRecord> {
+    match action {
+        Action::Replayed => replayed_record(letter, actor),
+        Action::Parked => Some(parked_record(letter, actor, reason)),
+    }
 }
 
 /// The records that close a transaction resolving `resolved`: its
@@ -248,7 +282,7 @@ pub async fn closing_records(
     codec: &Codec,
     audit_topic: &str,
     actor: &Actor,
-    resolved: &[AuditEntry],
+    resolved: &[Resolved<'_>],
 ) -> Result<Vec<OutboundRecord>, SchemaError> {
     let mut out = resolution_markers(resolved, actor);
     out.extend(audit_events(codec, audit_topic, actor, resolved).await?);
@@ -350,15 +384,26 @@ mod tests {
     #[test]
     fn one_audit_event_per_topic_action_and_reason_cut_at_its_budget() {
         let l = letter(7, dead_letter());
-        let entry = audit_entry(&l, Action::Replayed, "fixed");
-        assert_eq!(entry.record["dlqOffset"], 7);
-        assert_eq!(entry.record["originalTopic"], "agent-events");
-        assert_eq!(entry.record["replayCount"], 1);
-        let parked = audit_entry(&l, Action::Parked, "fixed");
-        let per_event = AUDIT_EVENT_BUDGET / entry.record.to_string().len();
-        let mut entries = vec![entry.clone(); per_event + 1];
-        entries.insert(1, parked);
-        let groups = audit_groups(&entries);
+        let replayed = Resolved {
+            letter: &l,
+            action: Action::Replayed,
+            reason: "fixed",
+        };
+        let record = AuditedLetter::of(&replayed);
+        let text = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            text,
+            r#"{"dlqPartition":0,"dlqOffset":7,"originalTopic":"agent-events","originalPartition":2,"originalOffset":41,"originalKey":"agent-1","errorType":"RegistryUnavailable","failedBy":"report-ingest/report-ingest","replayCount":1}"#
+        );
+        assert_eq!(record.json_len(), text.len());
+        let parked = Resolved {
+            action: Action::Parked,
+            ..replayed
+        };
+        let per_event = AUDIT_EVENT_BUDGET / text.len();
+        let mut resolved = vec![replayed; per_event + 1];
+        resolved.insert(1, parked);
+        let groups = audit_groups(&resolved);
         let shape: Vec<(Action, usize)> = groups.iter().map(|g| (g.1, g.3.len())).collect();
         assert_eq!(
             shape,
@@ -371,6 +416,10 @@ mod tests {
         assert!(groups
             .iter()
             .all(|g| g.0 == "agent-events-dlq" && g.2 == "fixed"));
+        assert_eq!(
+            serde_json::to_value(&groups[1].3[0]).unwrap()["replayCount"],
+            0
+        );
     }
 
     #[test]
@@ -378,15 +427,23 @@ mod tests {
         let at = |partition: i32, offset: i64, action: Action| {
             let mut l = letter(offset, dead_letter());
             l.position.partition = partition;
-            audit_entry(&l, action, "fixed")
+            (l, action)
         };
-        let mut resolved = vec![
+        let mut letters = vec![
             at(0, 7, Action::Parked),
             at(1, 3, Action::Parked),
             at(0, 9, Action::Parked),
             at(0, 8, Action::Replayed),
         ];
-        resolved.extend((0..MARKER_LETTERS as i64 + 1).map(|o| at(2, o, Action::Replayed)));
+        letters.extend((0..MARKER_LETTERS as i64 + 1).map(|o| at(2, o, Action::Replayed)));
+        let resolved: Vec<Resolved<'_>> = letters
+            .iter()
+            .map(|(letter, action)| Resolved {
+                letter,
+                action: *action,
+                reason: "fixed",
+            })
+            .collect();
         let markers = resolution_markers(&resolved, &operator());
         let shape: Vec<(i32, String, usize)> = markers
             .iter()

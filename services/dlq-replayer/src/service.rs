@@ -24,7 +24,7 @@ use dora_service::ServiceContext;
 
 use crate::automatic::{plan_of, AutomaticRetry, Kept, PartitionLedger, Plan};
 use crate::letter::{Entry, Letter};
-use crate::outbound::{self, Actor};
+use crate::outbound::{self, Actor, Resolved};
 use crate::snapshot::read_entries;
 use crate::{metrics, Settings};
 
@@ -178,22 +178,26 @@ impl Transform for Service {
             .lock()
             .retry
             .due(now_ms, self.settings.dlq.max_per_tick);
-        let (mut out, mut audit) = (Vec::new(), Vec::new());
-        for d in due {
-            let Some((record, entry)) =
-                outbound::resolution(&d.letter, d.action, &self.actor, &d.reason)
+        let (mut out, mut resolved) = (Vec::new(), Vec::new());
+        for d in &due {
+            let Some(record) =
+                outbound::resolving_record(&d.letter, d.action, &self.actor, &d.reason)
             else {
                 continue;
             };
             tracing::info!(letter = %d.letter.position, action = d.action.as_str(), reason = %d.reason, "automatic");
             out.push(record);
-            audit.push(entry);
+            resolved.push(Resolved {
+                letter: &d.letter,
+                action: d.action,
+                reason: &d.reason,
+            });
         }
         let closing = outbound::closing_records(
             &self.codec,
             &self.settings.dlq.audit_topic,
             &self.actor,
-            &audit,
+            &resolved,
         )
         .await
         .map_err(outbound::encode_failure)?;
