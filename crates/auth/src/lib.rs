@@ -19,6 +19,7 @@ pub mod client;
 pub mod principal;
 pub mod server;
 pub mod token;
+mod verified;
 
 pub use client::BearerToken;
 pub use principal::{Credential, Principal, Role};

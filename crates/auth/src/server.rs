@@ -12,7 +12,8 @@ use tonic::{Request, Status};
 
 use crate::certificate;
 use crate::principal::{Credential, Principal};
-use crate::token::{TokenError, TokenKey};
+use crate::token::{now_secs, TokenError, TokenKey};
+use crate::verified::VerifiedTokens;
 
 /// Authentication settings of a gRPC service, embedded with `#[serde(flatten)]`
 /// in its section (env `DORA_<SECTION>__TLS_CERT`, `..._TOKEN_KEY_FILE`, ...).
@@ -123,6 +124,7 @@ pub struct Authenticator {
     audience: String,
     key: Option<TokenKey>,
     client_certs: bool,
+    verified: VerifiedTokens,
 }
 
 impl Authenticator {
@@ -133,6 +135,7 @@ impl Authenticator {
             audience: audience.into(),
             key,
             client_certs,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -168,9 +171,16 @@ impl Authenticator {
     pub fn identify<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         match (bearer(request.metadata()), &self.key) {
             (Some(token), Some(key)) => {
-                let claims = key
-                    .verify(token, &self.audience)
-                    .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                let claims = match self.verified.get(token, now_secs()) {
+                    Some(claims) => claims,
+                    None => {
+                        let claims = key
+                            .verify(token, &self.audience)
+                            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                        self.verified.insert(token, &claims);
+                        claims
+                    }
+                };
                 return Ok(Principal {
                     name: claims.sub,
                     orgs: claims.orgs,
@@ -253,6 +263,35 @@ mod tests {
         assert_eq!(p.name, "agent-9");
         assert!(p.has_role(Role::Reader));
         assert!(matches!(p.credential, Credential::Token { .. }));
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_an_altered_one_still_refused() {
+        let key = TokenKey::new(KEY).unwrap();
+        let auth = Authenticator::new("report-ingest", Some(key.clone()), false);
+        let grant = Grant::new("p", "report-ingest", Duration::from_secs(60)).with_org("org-1");
+        let t = key.issue(&grant).unwrap();
+        let call = |token: &str| {
+            let mut req = Request::new(());
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            auth.identify(&req)
+        };
+        assert_eq!(call(&t).unwrap().orgs, ["org-1"]);
+        assert_eq!(auth.verified.get(&t, now_secs()).unwrap().sub, "p");
+        assert_eq!(call(&t).unwrap().orgs, ["org-1"]);
+        // Same claims, another signature: not the cached text, verified and refused.
+        let i = t.len() - 10; // inside the signature, away from its padding bits
+        let c = if &t[i..=i] == "A" { "B" } else { "A" };
+        let forged = format!("{}{c}{}", &t[..i], &t[i + 1..]);
+        assert_eq!(
+            call(&forged).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        // Signed with another key for the same claims: refused too.
+        let other = TokenKey::new(b"fedcba9876543210fedcba9876543210").unwrap();
+        let t2 = other.issue(&grant).unwrap();
+        assert_eq!(call(&t2).unwrap_err().code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

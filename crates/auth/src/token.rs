@@ -111,7 +111,8 @@ impl std::fmt::Debug for TokenKey {
     }
 }
 
-fn now_secs() -> u64 {
+/// Now, epoch seconds.
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
