@@ -14,7 +14,7 @@ use dora_schema::Codec;
 use dora_telemetry::ServiceContext;
 use serde_json::json;
 
-use crate::{unique, Args};
+use crate::{unique, Args, WARM_UP_CALLS};
 
 /// A rate and the CPU the whole process spent per operation meanwhile
 /// (client, service and librdkafka threads: on 2 cores the ratios follow it).
@@ -26,50 +26,72 @@ pub struct Rate {
 
 /// The same records through the platform `Producer` without gRPC: `--callers`
 /// tasks, each enqueueing a submission's report and audit event and awaiting
-/// both acknowledgements before the next (what the service does per call).
+/// both acknowledgements before the next (what the service does per call),
+/// after [`WARM_UP_CALLS`] each, over the records `passes` times.
 /// Returns submissions/s and CPU µs per submission.
 pub async fn closed_loop(
     settings: &report_ingest::Settings,
     records: Vec<RawRecord>,
     args: &Args,
+    passes: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let ctx = ServiceContext::new("report-bench");
     let producer = platform_producer(settings, &ctx)?;
     let (records, next) = (Arc::new(records), Arc::new(AtomicU64::new(0)));
-    let (cpu0, started) = (cpu_seconds(), Instant::now());
+    // `records` holds the warm-up submissions first, as the gRPC callers make them.
+    let warm_up = args.callers * WARM_UP_CALLS;
+    let ready = Arc::new(tokio::sync::Barrier::new(args.callers + 1));
     let mut tasks = Vec::new();
-    for _ in 0..args.callers {
-        let (producer, records, next, n) = (
+    for i in 0..args.callers {
+        let (producer, records, next, n, ready) = (
             producer.clone(),
             records.clone(),
             next.clone(),
-            args.submissions,
+            args.submissions * passes as u64,
+            ready.clone(),
         );
+        let per_pass = args.submissions;
         tasks.push(tokio::spawn(async move {
+            for w in 0..WARM_UP_CALLS {
+                submit(&producer, &records, i * WARM_UP_CALLS + w).await?;
+            }
+            ready.wait().await;
             loop {
-                let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if k as u64 >= n {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
                     return anyhow::Ok(());
                 }
-                let mut pending = Vec::with_capacity(2);
-                for (topic, key, value) in &records[2 * k..2 * k + 2] {
-                    let record = OutboundRecord::new(topic, Some(key), value.clone());
-                    pending.push(producer.enqueue_raw(record).await?);
-                }
-                for delivery in pending {
-                    delivery.await?;
-                }
+                submit(&producer, &records, warm_up + (k % per_pass) as usize).await?;
             }
         }));
     }
+    ready.wait().await;
+    let (cpu0, started) = (cpu_seconds(), Instant::now());
     for t in tasks {
         t.await??;
     }
-    let n = args.submissions as f64;
+    let n = (args.submissions * passes as u64) as f64;
     Ok((
         n / started.elapsed().as_secs_f64(),
         (cpu_seconds() - cpu0) * 1e6 / n,
     ))
+}
+
+/// Enqueues submission `k`'s report and audit event and awaits both acknowledgements.
+async fn submit(
+    producer: &dora_kafka::Producer,
+    records: &[RawRecord],
+    k: usize,
+) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(2);
+    for (topic, key, value) in &records[2 * k..2 * k + 2] {
+        let record = OutboundRecord::new(topic, Some(key), value.clone());
+        pending.push(producer.enqueue_raw(record).await?);
+    }
+    for delivery in pending {
+        delivery.await?;
+    }
+    Ok(())
 }
 
 /// The two bare transactional loops over the same input, in transactions of

@@ -2,12 +2,16 @@
 //! in the same run on the same broker (`eval "$(deploy/local/stack.sh env)"`):
 //!
 //! 1. gRPC submissions acknowledged per second (report + audit event each,
-//!    `--callers` concurrent calls over `--channels` connections) vs a bare
-//!    `FutureProducer` writing the same records flat out
-//!    (`dora_kafka::baseline::produce_all`). A diagnostic row: the same records
-//!    through the platform `Producer` by `--callers` tasks that each await both
-//!    acknowledgements before the next, without gRPC (what Kafka allows a
-//!    closed loop like the service's).
+//!    `--callers` concurrent calls over `--channels` connections, from a
+//!    client process of its own: `client_load.rs`) vs a bare `FutureProducer`
+//!    writing the same records flat out (`dora_kafka::baseline::produce_all_warm`).
+//!    A diagnostic row: the same records through the platform `Producer` by
+//!    `--callers` tasks that each await both acknowledgements before the
+//!    next, without gRPC (what Kafka allows a closed loop like the service's).
+//!    Every row is timed warm: each caller makes [`WARM_UP_CALLS`] untimed
+//!    submissions first (the producer rows send those records untimed), and
+//!    the producer-only rows write the records as many times over as it takes
+//!    to last long enough to time ([`MIN_PRODUCER_SUBMISSIONS`]).
 //! 2. agent-events -> reports (the service's transactional consume loop and
 //!    transform, every event an assessment) vs two bare transactional loops,
 //!    all committing every `--batch` records: a consume -> produce
@@ -16,9 +20,10 @@
 //!    event, a report and an audit event
 //!    (`dora_kafka::baseline::transactional_consume_produce`).
 //!
-//! Every row also reports the CPU the whole process spent per operation
-//! (`cpu_us_per_op`): client, service and librdkafka threads share 2 cores,
-//! so on a busy machine the ratios follow it.
+//! Every row also reports the CPU its process spent per operation
+//! (`cpu_us_per_op`; for gRPC the service's process and, as `grpc_client`,
+//! the client's): everything shares the machine's cores with the broker, so
+//! on a busy machine the ratios follow it.
 //!
 //! Prints one JSON line (for `cargo xtask bench`: `results` as in
 //! `crates/bench/src/figures.rs`) and a readable summary. `--quick` (or
@@ -35,9 +40,9 @@ use dora_kafka::consume::{ConsumeLoop, ConsumerSettings, HandlerError, Record, T
 use dora_kafka::{KafkaSettings, OutboundRecord};
 use dora_schema::{Codec, RegistrySettings};
 use dora_telemetry::ServiceContext;
-use report_ingest::client;
 
 mod baselines;
+mod client_load;
 use baselines::{
     closed_loop, cpu_seconds, platform_producer, provision, same_records, transactional_baselines,
     Rate,
@@ -65,11 +70,17 @@ struct Args {
     /// A run of a few seconds that only shows everything works (`cargo xtask bench --quick`).
     #[arg(long)]
     quick: bool,
+    /// Internal: be the gRPC load of a report-bench run against this address.
+    #[arg(long, hide = true)]
+    client_of: Option<String>,
 }
 
 /// The gRPC path's figures.
 struct GrpcFigures {
+    /// The service's rate; CPU: the service's process alone.
     grpc: Rate,
+    /// CPU µs per submission of the client process.
+    client_cpu_us: f64,
     bare: Rate,
     closed_loop: Rate,
 }
@@ -79,6 +90,22 @@ struct AgentFigures {
     service: Rate,
     passthrough: Rate,
     same_records: Rate,
+}
+
+/// Untimed calls each gRPC caller makes before the clock starts (the bare
+/// producer and the closed loop send the same number of submissions' records
+/// untimed first).
+pub const WARM_UP_CALLS: usize = 2;
+
+/// Submissions the producer-only rows time at least: `--submissions`
+/// written as many times over as it takes (a bare producer writes 20 000
+/// submissions' records in about 0.1 s here; a longer phase times the
+/// producer, not the scheduler's noise).
+const MIN_PRODUCER_SUBMISSIONS: u64 = 200_000;
+
+/// How many times the producer-only rows write the `submissions` records.
+fn passes(submissions: u64) -> usize {
+    MIN_PRODUCER_SUBMISSIONS.div_ceil(submissions.max(1)) as usize
 }
 
 fn kafka() -> KafkaSettings {
@@ -99,6 +126,9 @@ fn unique(prefix: &str) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    if let Some(addr) = &args.client_of {
+        return client_load::serve_load(addr, &args).await;
+    }
     args.quick |= std::env::var("DORA_BENCH_QUICK").is_ok_and(|v| v == "1");
     if args.quick {
         (args.submissions, args.events, args.callers) = (300, 500, 16);
@@ -137,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
         "agent_ratio": a.service.per_s / a.passthrough.per_s,
         "bare_txn_same_records_per_s": a.same_records.per_s,
         "agent_ratio_same_records": a.service.per_s / a.same_records.per_s,
-        "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
+        "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
             "agent_loop": a.service.cpu_us, "bare_passthrough": a.passthrough.cpu_us, "bare_same_records": a.same_records.cpu_us},
         "submissions": args.submissions, "callers": args.callers, "channels": args.channels, "events": args.events, "batch": args.batch,
         "results": [
@@ -153,6 +183,10 @@ async fn main() -> anyhow::Result<()> {
     let show =
         |what: &str, r: Rate| eprintln!("{what}: {:.0}/s, {:.1} us CPU per op", r.per_s, r.cpu_us);
     show("gRPC submissions (report-ingest)", g.grpc);
+    eprintln!(
+        "  client process: {:.1} us CPU per submission",
+        g.client_cpu_us
+    );
     show(
         "  platform Producer, same records, closed loop, no gRPC",
         g.closed_loop,
@@ -215,53 +249,36 @@ async fn grpc_vs_bare(
         &dora_auth::Grant::new("bench", "report-ingest", Duration::from_secs(3600))
             .with_org("org-bench"),
     )?;
-    let data = json!({"framework": "DORA", "gaps": [{"article": "Art. 11", "status": "missing"}]})
-        .to_string();
-    let next = Arc::new(AtomicU64::new(0));
-    let channels: Vec<_> = futures_channels(&format!("http://{addr}"), args.channels).await?;
+    let data = client_load::DATA;
+    // The calls come from a process of their own, warmed up before the clock starts.
+    let load = client_load::Load::start(&addr.to_string(), &token, args).await?;
     let cpu0 = cpu_seconds();
-    let started = Instant::now();
-    let mut callers = Vec::new();
-    for i in 0..args.callers {
-        let mut c = client::with_token(channels[i % channels.len()].clone(), &token)?;
-        let (next, data, n) = (next.clone(), data.clone(), args.submissions);
-        callers.push(tokio::spawn(async move {
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= n {
-                    return anyhow::Ok(());
-                }
-                c.submit_gap_assessment(client::gap_request(
-                    "org-bench",
-                    &data,
-                    &format!("req-{k}"),
-                ))
-                .await?;
-            }
-        }));
-    }
-    for c in callers {
-        c.await??;
-    }
-    let grpc = args.submissions as f64 / started.elapsed().as_secs_f64();
+    let (seconds, client_cpu) = load.run().await?;
+    let grpc = args.submissions as f64 / seconds;
     let grpc_cpu = (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64;
+    let client_cpu_us = client_cpu * 1e6 / args.submissions as f64;
     ctx.shutdown.cancel();
     service.await??;
 
     // The same records: a report and an audit event per submission, encoded as the service does.
     let a = report_ingest::assessment::Assessment::gap(
         ("o", "org-bench"),
-        serde_json::from_str(&data)?,
+        serde_json::from_str(data)?,
         "d",
         &Default::default(),
     )?;
     let mut records: Vec<RawRecord> = Vec::new();
-    for k in 0..args.submissions {
+    let warm_up = (args.callers * WARM_UP_CALLS) as u64;
+    for k in 0..warm_up + args.submissions {
+        let request_id = match k.checked_sub(warm_up) {
+            Some(k) => format!("req-{k}"),
+            None => format!("warm-{k}"),
+        };
         let id = report_ingest::assessment::submitted_report_id(
             "bench",
             dora_schema::ReportType::GapAssessment,
             "org-bench",
-            &format!("req-{k}"),
+            &request_id,
         );
         let report = a.report(id, chrono::Utc::now().timestamp_millis());
         records.push((
@@ -283,16 +300,29 @@ async fn grpc_vs_bare(
             codec.encode(&settings.ingest.audit_topic, &audit).await?,
         ));
     }
+    let (warm, timed) = records.split_at(2 * warm_up as usize);
+    let passes = if args.quick {
+        1
+    } else {
+        passes(args.submissions)
+    };
+    let n = (args.submissions * passes as u64) as f64;
     let cpu0 = cpu_seconds();
-    let bare = baseline::produce_all(&settings.common.kafka, &settings.producer, &records).await?;
-    let bare_cpu = (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64;
-    let (closed, closed_cpu) = closed_loop(&settings, records, args).await?;
-    let n = args.submissions as f64;
+    let bare = baseline::produce_all_warm(
+        &settings.common.kafka,
+        &settings.producer,
+        warm,
+        (timed, passes),
+    )
+    .await?;
+    let bare_cpu = (cpu_seconds() - cpu0) * 1e6 / n;
+    let (closed, closed_cpu) = closed_loop(&settings, records, args, passes).await?;
     Ok(GrpcFigures {
         grpc: Rate {
             per_s: grpc,
             cpu_us: grpc_cpu,
         },
+        client_cpu_us,
         bare: Rate {
             per_s: n / bare.as_secs_f64(),
             cpu_us: bare_cpu,
@@ -302,14 +332,6 @@ async fn grpc_vs_bare(
             cpu_us: closed_cpu,
         },
     })
-}
-
-async fn futures_channels(url: &str, n: usize) -> anyhow::Result<Vec<tonic::transport::Channel>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(client::connect(url).await?);
-    }
-    Ok(out)
 }
 
 /// Counts transformed records and notes when `expected` are about to commit.
