@@ -36,8 +36,9 @@ use crate::Settings;
 pub struct Plan {
     /// The topic as read when planning.
     pub snapshot: Snapshot,
-    /// The waiting letters that match, in offset order per partition.
-    pub selected: Vec<Letter>,
+    /// The waiting letters that match, in offset order per partition
+    /// (shared with the snapshot).
+    pub selected: Vec<Arc<Letter>>,
     /// Selected letters a replay may not touch, and why (always empty for parking).
     pub refused: Vec<(Position, Refusal)>,
 }
@@ -51,7 +52,7 @@ pub async fn plan(
     action: Action,
 ) -> Result<Plan> {
     let snapshot = Snapshot::read(&settings.common.kafka, codec, topic).await?;
-    let selected: Vec<Letter> = snapshot
+    let selected: Vec<Arc<Letter>> = snapshot
         .waiting()
         .filter(|l| filter.matches(l))
         .cloned()
@@ -147,7 +148,7 @@ async fn run_loop(
     settings: &Settings,
     codec: &Codec,
     plan: &Plan,
-    selected: &Arc<Vec<Letter>>,
+    selected: &Arc<Vec<Arc<Letter>>>,
     order: &Order,
 ) -> Result<(bool, Progress)> {
     let ctx = ServiceContext::new("dlq-replayer");
@@ -279,14 +280,14 @@ impl Progress {
     /// resolved by this order or (before it came to it) by someone else.
     /// `None` when some letter is neither (a signal stopped the run): then
     /// only reading the topic on tells.
-    fn outcome(&self, selected: &[Letter], interrupted: bool) -> Option<Outcome> {
+    fn outcome(&self, selected: &[Arc<Letter>], interrupted: bool) -> Option<Outcome> {
         let done = selected
             .iter()
             .filter(|l| self.done.contains(&slot_of(l)))
             .count();
         let by_others = selected
             .iter()
-            .map(slot_of)
+            .map(|l| slot_of(l))
             .filter(|s| !self.done.contains(s) && self.resolved.contains(s))
             .count();
         (done + by_others == selected.len()).then_some(Outcome {
@@ -307,7 +308,7 @@ struct Operator {
     /// The dead-letter topic.
     topic: String,
     /// The selected letters.
-    letters: Arc<Vec<Letter>>,
+    letters: Arc<Vec<Arc<Letter>>>,
     /// Where each selected letter is in `letters`.
     index: HashMap<Slot, usize>,
     state: Mutex<Progress>,
@@ -394,7 +395,8 @@ mod tests {
 
     #[test]
     fn the_outcome_is_known_without_reading_back_only_when_every_letter_was_seen() {
-        let selected: Vec<Letter> = (0..3).map(|o| letter(o, dead_letter())).collect();
+        let selected: Vec<Arc<Letter>> =
+            (0..3).map(|o| Arc::new(letter(o, dead_letter()))).collect();
         let mut p = Progress::default();
         p.done.insert(slot_of(&selected[0]));
         p.resolved.insert(slot_of(&selected[1]));

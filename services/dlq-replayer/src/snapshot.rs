@@ -3,6 +3,7 @@
 //! into a [`Ledger`]. The commands read this way before they act; the
 //! service rebuilds a newly assigned partition this way.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -56,8 +57,9 @@ pub async fn read_entries(
 pub struct Snapshot {
     /// The topic.
     pub topic: String,
-    /// Every letter read, resolved ones included, in offset order per partition.
-    pub letters: Vec<Letter>,
+    /// Every letter read, resolved ones included, in offset order per
+    /// partition (shared: a plan selects letters without copying them).
+    pub letters: Vec<Arc<Letter>>,
     /// Waiting and resolved letters (as indexes into `letters`) and counts.
     pub ledger: Ledger<usize>,
     /// The partitions and the end each was read to.
@@ -76,7 +78,7 @@ impl Snapshot {
             |entry| match entry {
                 Entry::Letter(letter) => {
                     ledger.letter(&letter.position, letters.len());
-                    letters.push(*letter);
+                    letters.push(Arc::from(letter));
                 }
                 Entry::Resolutions(resolutions) => {
                     for r in &resolutions {
@@ -111,7 +113,7 @@ impl Snapshot {
         let ranges = read_entries(kafka, codec, request, |entry| match entry {
             Entry::Letter(letter) => {
                 ledger.letter(&letter.position, letters.len());
-                letters.push(*letter);
+                letters.push(Arc::from(letter));
             }
             Entry::Resolutions(resolutions) => {
                 for r in &resolutions {
@@ -130,7 +132,7 @@ impl Snapshot {
     }
 
     /// The waiting letters, partition by partition in offset order.
-    pub fn waiting(&self) -> impl Iterator<Item = &Letter> {
+    pub fn waiting(&self) -> impl Iterator<Item = &Arc<Letter>> {
         self.ledger
             .waiting(&self.topic)
             .map(|(_, i)| &self.letters[*i])

@@ -4,6 +4,7 @@
 //! happened.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use dora_schema::Codec;
@@ -94,7 +95,7 @@ fn operator_name(act: &Act) -> Result<String> {
         .ok_or_else(|| anyhow::anyhow!("who acts is not known: pass --as <name> (no $USER)"))
 }
 
-fn print_plan(topic: &str, selected: &[Letter], action: Action, json: bool) {
+fn print_plan(topic: &str, selected: &[Arc<Letter>], action: Action, json: bool) {
     let verb = match action {
         Action::Replayed => "would replay",
         Action::Parked => "would park",
