@@ -4,12 +4,15 @@
 //! answered. Only the waiting for acks runs concurrently; enqueueing never
 //! does, so one agent's events reach the topic in the order it sent them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use dora_proto::agent::v1 as pb;
 use futures::future::BoxFuture;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -173,25 +176,57 @@ impl Admitted {
     /// Waits for the broker's answer (until `deadline`, the same instant the
     /// call's queue wait ended at).
     pub async fn acknowledged(
-        self,
+        mut self,
         deadline: Option<Instant>,
     ) -> Result<pb::PublishEventResponse, Status> {
         let answer = match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.ack).await.map_err(|_| {
+            Some(d) => tokio::time::timeout_at(d, &mut self.ack).await.map_err(|_| {
                 Status::deadline_exceeded("broker did not acknowledge within the call's deadline")
             })?,
-            None => self.ack.await,
+            None => (&mut self.ack).await,
         };
+        self.response(answer)
+    }
+
+    /// The broker's answer once it came (no deadline); polling again after
+    /// `Pending` is safe, so a stream can keep it between polls without
+    /// boxing a future per event.
+    pub fn poll_acknowledged(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<pb::PublishEventResponse, Status>> {
+        let answer = ready!(Pin::new(&mut self.ack).poll(cx));
+        Poll::Ready(self.response(answer))
+    }
+
+    fn response(
+        &mut self,
+        answer: Result<Result<Delivered, SinkError>, JoinError>,
+    ) -> Result<pb::PublishEventResponse, Status> {
         let delivered = answer
             .map_err(|e| Status::internal(format!("delivery task failed: {e}")))?
             .inspect_err(|_| metrics::rejected("unavailable"))?;
         metrics::accepted(self.event_type);
         Ok(pb::PublishEventResponse {
-            event_id: self.event_id,
+            event_id: std::mem::take(&mut self.event_id),
             timestamp: self.timestamp,
             partition: delivered.partition,
             offset: delivered.offset,
         })
+    }
+
+    /// An admitted event whose broker answer is `delivery` once it resolves
+    /// (unit tests of what waits for answers).
+    #[cfg(test)]
+    pub(crate) fn answered_by(
+        delivery: impl std::future::Future<Output = Result<Delivered, SinkError>> + Send + 'static,
+    ) -> Self {
+        Self {
+            event_id: "test-event".into(),
+            timestamp: 0,
+            event_type: "HEARTBEAT",
+            ack: tokio::spawn(delivery),
+        }
     }
 }
 

@@ -14,22 +14,31 @@
 //! sender. Agents streaming ~100-byte events one by one lost their
 //! connection, and every call on it, after ~3 000 were left unread: while a
 //! broker outage held their acks back.
+//!
+//! Cost per event: the reader hands over everything readable at once (up to
+//! [`MAX_BATCH`] events: one channel message, one wake-up of the admitting
+//! task); the admitting task settles each event's entry in the answers in
+//! place (no channel, no boxed future per event); the answers are a
+//! [`Stream`] polled directly by the response, which sleeps only when the
+//! entry at the front is not settled yet.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dora_proto::agent::v1 as pb;
-use futures::future::BoxFuture;
+use futures::task::AtomicWaker;
 use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{Status, Streaming};
 
 use crate::auth::Principal;
 use crate::callers::OpenCall;
-use crate::intake::{self, SharedSink};
+use crate::intake::{self, Admitted, SharedSink};
 use crate::metrics;
 use crate::queue::SendQueue;
 use crate::validation::{self, EventDraft, Invalid, Limits};
@@ -45,6 +54,9 @@ pub const STREAM_DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// one; long enough that a window full for a moment (acks a little late)
 /// slows the agent down instead of refusing its events.
 pub const WINDOW_WAIT: Duration = Duration::from_secs(1);
+
+/// Most events the reader hands to the admitting task at once.
+pub const MAX_BATCH: usize = 64;
 
 /// What one stream needs from the service.
 #[derive(Clone)]
@@ -62,7 +74,7 @@ pub struct StreamContext {
 }
 
 /// The answers to a stream, in request order; ends with the stream's status.
-pub type AckStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::EventAck, Status>> + Send>>;
+pub type AckStream = Pin<Box<dyn Stream<Item = Result<pb::EventAck, Status>> + Send>>;
 
 /// Starts serving one stream of `caller`: a reader task and an admitting
 /// task; returns the answers. Dropping the answers ends both.
@@ -73,45 +85,40 @@ pub fn start(
     open: OpenCall,
 ) -> AckStream {
     let window = ctx.window.max(1);
-    let answers = Arc::new(Answers::default());
+    let answers = Arc::new(Answers::new(window));
     let gone = CancellationToken::new();
+    // Every batch holds room in the window for each of its events, and the
+    // channel has a place per unit of room: sending never finds it full.
     let (admit_tx, admit_rx) = mpsc::channel(window);
     let reader = Reader {
         answers: answers.clone(),
         admit: admit_tx,
-        room: Arc::new(Semaphore::new(window)),
         window,
         refusing: false,
         gone: gone.clone(),
+        batch: Vec::new(),
+        entries: Vec::new(),
     };
-    tokio::spawn(admit_in_order(ctx.clone(), caller.clone(), admit_rx, gone.clone()));
+    tokio::spawn(admit_in_order(ctx.clone(), caller.clone(), admit_rx, answers.clone(), gone.clone()));
     tokio::spawn(reader.run(ctx, caller, inbound, open));
-    let replies = Replies {
+    Box::pin(Replies {
         answers,
         current: None,
         _gone: gone.drop_guard(),
-    };
-    Box::pin(futures::stream::unfold(replies, |mut replies| async move {
-        let next = replies.next().await?;
-        Some((next, replies))
-    }))
+    })
 }
 
-/// A pending answer of one admitted event.
-type PendingAck = BoxFuture<'static, pb::EventAck>;
-
-/// An event handed to the admitting task: its sequence number, the
-/// validated draft, and where its pending answer goes.
-type ToAdmit = (u64, Result<EventDraft, Invalid>, oneshot::Sender<PendingAck>);
+/// Events handed to the admitting task at once: sequence number and the
+/// validated draft, in stream order.
+type Batch = Vec<(u64, Result<EventDraft, Invalid>)>;
 
 /// One entry of a stream's answers, in request order.
 enum Answer {
-    /// An event being admitted; `room` is its place in the window, given
-    /// back once its answer went out.
-    Admitted {
+    /// An event handed to the admitting task; its outcome once admitted (or
+    /// refused there). It holds one unit of room in the window until answered.
+    Handed {
         sequence: u64,
-        pending: oneshot::Receiver<PendingAck>,
-        room: OwnedSemaphorePermit,
+        outcome: Option<Result<Admitted, Status>>,
     },
     /// `count` consecutive events from `first` on, refused at once with `status`.
     Refused { first: u64, count: u64, status: Status },
@@ -119,44 +126,76 @@ enum Answer {
     End(Status),
 }
 
-/// The answers of one stream: at most `window` admitted entries, each
-/// refused run between two of them one entry, so memory stays bounded
-/// however many events are refused.
-#[derive(Default)]
+impl Answer {
+    /// The first sequence number it answers (the end comes after all).
+    fn first(&self) -> u64 {
+        match self {
+            Answer::Handed { sequence, .. } => *sequence,
+            Answer::Refused { first, .. } => *first,
+            Answer::End(_) => u64::MAX,
+        }
+    }
+}
+
+/// The answers of one stream: at most `window` handed entries, each refused
+/// run between two of them one entry, so memory stays bounded however many
+/// events are refused.
 struct Answers {
     state: Mutex<AnswersState>,
-    changed: Notify,
+    /// The reply side, when it found nothing to answer.
+    waiting: AtomicWaker,
+    /// The window: a unit per event handed over and not yet answered.
+    room: Semaphore,
 }
 
 #[derive(Default)]
 struct AnswersState {
     entries: VecDeque<Answer>,
+    /// The reader is done: no more entries will come.
     closed: bool,
+    /// The admitting task is gone: entries not settled by now never will be.
+    admitter_gone: bool,
 }
 
 impl Answers {
+    fn new(window: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            waiting: AtomicWaker::new(),
+            room: Semaphore::new(window),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, AnswersState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the state and wakes the reply side if it waits.
     fn update(&self, f: impl FnOnce(&mut AnswersState)) {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
-        self.changed.notify_one();
+        f(&mut self.lock());
+        self.waiting.wake();
     }
 
-    fn push(&self, answer: Answer) {
-        self.update(|s| s.entries.push_back(answer));
-    }
-
-    /// Refuses event `sequence` with `status`, joining the run before it.
-    fn refuse(&self, sequence: u64, status: &Status) {
-        self.update(|s| match s.entries.back_mut() {
-            Some(Answer::Refused { first, count, status: run })
-                if run.code() == status.code() && *first + *count == sequence =>
-            {
-                *count += 1;
+    /// Appends `answers` (in order) to the entries.
+    fn extend(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.update(|s| {
+            for answer in answers {
+                append(&mut s.entries, answer);
             }
-            _ => s.entries.push_back(Answer::Refused {
-                first: sequence,
-                count: 1,
-                status: status.clone(),
-            }),
+        });
+    }
+
+    /// Settles handed event `sequence` with the admitting task's outcome.
+    fn settle(&self, sequence: u64, outcome: Result<Admitted, Status>) {
+        self.update(|s| {
+            let at = s.entries.partition_point(|e| e.first() <= sequence);
+            if let Some(Answer::Handed { sequence: seq, outcome: slot }) =
+                at.checked_sub(1).and_then(|i| s.entries.get_mut(i))
+            {
+                if *seq == sequence {
+                    *slot = Some(outcome);
+                }
+            }
         });
     }
 
@@ -167,73 +206,108 @@ impl Answers {
 
     /// Takes the next entry's answer if there is one now.
     fn take_next(&self) -> Next {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match s.entries.pop_front() {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        match s.entries.front_mut() {
             Some(Answer::Refused { first, count, status }) => {
-                let ack = rejected_ack(first, &status);
-                if count > 1 {
-                    s.entries.push_front(Answer::Refused {
-                        first: first + 1,
-                        count: count - 1,
-                        status,
-                    });
+                let ack = rejected_ack(*first, status);
+                *first += 1;
+                *count -= 1;
+                let run_done = *count == 0;
+                if run_done {
+                    s.entries.pop_front();
                 }
                 Next::Ready(Ok(ack))
             }
-            Some(Answer::Admitted { sequence, pending, room }) => {
-                let answer = async move {
-                    match pending.await {
-                        Ok(pending) => pending.await,
-                        Err(_) => rejected_ack(
-                            sequence,
-                            &Status::internal("the event's admission ended without an answer"),
-                        ),
-                    }
+            Some(Answer::Handed { outcome: None, .. }) if !s.admitter_gone => Next::Wait,
+            Some(Answer::Handed { .. }) => {
+                let Some(Answer::Handed { sequence, outcome }) = s.entries.pop_front() else {
+                    unreachable!("the front entry was just matched")
                 };
-                Next::Admitted(answer.boxed(), room)
+                drop(guard);
+                self.room.add_permits(1);
+                match outcome {
+                    Some(Ok(admitted)) => Next::Admitted(sequence, admitted),
+                    Some(Err(status)) => Next::Ready(Ok(rejected_ack(sequence, &status))),
+                    None => Next::Ready(Ok(rejected_ack(
+                        sequence,
+                        &Status::internal("the event's admission ended without an answer"),
+                    ))),
+                }
             }
-            Some(Answer::End(status)) => Next::Ready(Err(status)),
+            Some(Answer::End(_)) => match s.entries.pop_front() {
+                Some(Answer::End(status)) => Next::Ready(Err(status)),
+                _ => unreachable!("the front entry was just matched"),
+            },
             None if s.closed => Next::Done,
             None => Next::Wait,
         }
     }
 }
 
+/// Appends `answer`, joining a refusal to the run of the same kind just before it.
+fn append(entries: &mut VecDeque<Answer>, answer: Answer) {
+    if let (
+        Some(Answer::Refused { first, count, status: run }),
+        Answer::Refused { first: next, count: more, status },
+    ) = (entries.back_mut(), &answer)
+    {
+        if run.code() == status.code() && *first + *count == *next {
+            *count += more;
+            return;
+        }
+    }
+    entries.push_back(answer);
+}
+
 /// What [`Answers::take_next`] found.
 enum Next {
     /// An answer to give now.
     Ready(Result<pb::EventAck, Status>),
-    /// An admitted event's answer to wait for, and its room in the window.
-    Admitted(PendingAck, OwnedSemaphorePermit),
+    /// An admitted event whose broker answer is to be waited for.
+    Admitted(u64, Admitted),
     /// Nothing yet.
     Wait,
     /// Closed, and every answer given.
     Done,
 }
 
-/// The consuming end of a stream's answers. Cancel-safe: an answer being
-/// waited for stays in `current`.
+/// The consuming end of a stream's answers. Cancel-safe: the admitted event
+/// whose answer is being waited for stays in `current`.
 struct Replies {
     answers: Arc<Answers>,
-    current: Option<(PendingAck, OwnedSemaphorePermit)>,
+    current: Option<(u64, Admitted)>,
     _gone: DropGuard,
 }
 
-impl Replies {
-    /// The next answer, in order; `None` once closed and all were given.
-    async fn next(&mut self) -> Option<Result<pb::EventAck, Status>> {
+impl Stream for Replies {
+    type Item = Result<pb::EventAck, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if let Some((answer, _room)) = self.current.as_mut() {
-                let ack = answer.await;
-                // Its room in the window is given back with it.
-                self.current = None;
-                return Some(Ok(ack));
+            if let Some((sequence, admitted)) = this.current.as_mut() {
+                let ack = match futures::ready!(admitted.poll_acknowledged(cx)) {
+                    Ok(accepted) => accepted_ack(*sequence, accepted),
+                    Err(status) => rejected_ack(*sequence, &status),
+                };
+                this.current = None;
+                return Poll::Ready(Some(Ok(ack)));
             }
-            match self.answers.take_next() {
-                Next::Ready(answer) => return Some(answer),
-                Next::Admitted(answer, room) => self.current = Some((answer, room)),
-                Next::Wait => self.answers.changed.notified().await,
-                Next::Done => return None,
+            let next = match this.answers.take_next() {
+                Next::Wait => {
+                    // Registered, then looked at again: a change made after
+                    // the first look wakes us.
+                    this.answers.waiting.register(cx.waker());
+                    this.answers.take_next()
+                }
+                next => next,
+            };
+            match next {
+                Next::Ready(answer) => return Poll::Ready(Some(answer)),
+                Next::Admitted(sequence, admitted) => this.current = Some((sequence, admitted)),
+                Next::Wait => return Poll::Pending,
+                Next::Done => return Poll::Ready(None),
             }
         }
     }
@@ -242,12 +316,14 @@ impl Replies {
 /// Reads one stream's events as they come and gives each its answer entry.
 struct Reader {
     answers: Arc<Answers>,
-    admit: mpsc::Sender<ToAdmit>,
-    room: Arc<Semaphore>,
+    admit: mpsc::Sender<Batch>,
     window: usize,
     /// The window stayed full past [`WINDOW_WAIT`]: refusing until it has room.
     refusing: bool,
     gone: CancellationToken,
+    /// Events read and not handed over yet, and their answer entries (in order).
+    batch: Batch,
+    entries: Vec<Answer>,
 }
 
 impl Reader {
@@ -267,71 +343,121 @@ impl Reader {
         let mut draining_until: Option<Instant> = None;
         loop {
             let drain_end = draining_until.unwrap_or(expires);
-            let next = tokio::select! {
+            let mut next = tokio::select! {
                 _ = ctx.shutdown.cancelled(), if draining_until.is_none() => {
                     draining_until = Some(Instant::now() + STREAM_DRAIN_GRACE);
                     continue;
                 }
                 _ = tokio::time::sleep_until(drain_end), if draining_until.is_some() => break,
                 _ = tokio::time::sleep_until(expires) => {
-                    self.answers.push(Answer::End(expired()));
+                    self.entries.push(Answer::End(expired()));
                     break;
                 }
                 _ = self.gone.cancelled() => break,
                 next = inbound.next() => next,
             };
-            let request = match next {
-                Some(Ok(r)) => r,
-                Some(Err(status)) => {
-                    tracing::debug!(%status, "event stream ended by the client");
-                    break;
+            // This event and every one readable now, up to a batch.
+            let mut read = 0;
+            let ended = loop {
+                let request = match next {
+                    Some(Ok(r)) => r,
+                    Some(Err(status)) => {
+                        tracing::debug!(%status, "event stream ended by the client");
+                        break true;
+                    }
+                    None => break true,
+                };
+                if draining_until.is_some() {
+                    let status = Status::unavailable(
+                        "gateway is shutting down; send this event again elsewhere",
+                    );
+                    self.refuse(sequence, status);
+                } else {
+                    let draft = validation::publish_request(&request, &ctx.limits);
+                    self.take(sequence, draft).await;
                 }
-                None => break,
+                sequence += 1;
+                read += 1;
+                if read == MAX_BATCH {
+                    break false;
+                }
+                match inbound.next().now_or_never() {
+                    Some(more) => next = more,
+                    None => break false,
+                }
             };
-            if draining_until.is_some() {
-                let status =
-                    Status::unavailable("gateway is shutting down; send this event again elsewhere");
-                self.answers.refuse(sequence, &status);
-            } else {
-                self.take(sequence, validation::publish_request(&request, &ctx.limits))
-                    .await;
+            self.hand_over();
+            if ended {
+                break;
             }
-            sequence += 1;
         }
+        self.hand_over();
         self.answers.close();
     }
 
-    /// Hands event `sequence` to the admitting task once the window has
-    /// room. A full window is waited for at most [`WINDOW_WAIT`] (not
-    /// reading meanwhile, as flow control would); if it stays full, this event
-    /// and every one read until room frees up are refused at once.
+    /// Event `sequence` is to be handed to the admitting task once the
+    /// window has room. A full window is waited for at most [`WINDOW_WAIT`]
+    /// (not reading meanwhile, as flow control would; what was read before is
+    /// handed over first); if it stays full, this event and every one read
+    /// until room frees up are refused at once.
     async fn take(&mut self, sequence: u64, draft: Result<EventDraft, Invalid>) {
-        let room = match self.room.clone().try_acquire_owned() {
+        let answers = self.answers.clone();
+        let room = match answers.room.try_acquire() {
             Ok(room) => Some(room),
             Err(_) if self.refusing => None,
-            Err(_) => tokio::time::timeout(WINDOW_WAIT, self.room.clone().acquire_owned())
-                .await
-                .ok()
-                .and_then(Result::ok),
+            Err(_) => {
+                self.hand_over();
+                tokio::time::timeout(WINDOW_WAIT, answers.room.acquire())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
         };
         self.refusing = room.is_none();
         let Some(room) = room else {
             metrics::rejected("resource_exhausted");
-            self.answers.refuse(sequence, &window_full(self.window));
+            self.refuse(sequence, window_full(self.window));
             return;
         };
-        let (tx, pending) = oneshot::channel();
-        // Every entry of the channel holds room in the window, which is as
-        // large as the channel: this never finds it full.
-        if self.admit.try_send((sequence, draft, tx)).is_err() {
-            self.answers.refuse(sequence, &window_full(self.window));
+        // Given back by the reply side once the event was answered.
+        room.forget();
+        self.batch.push((sequence, draft));
+        self.entries.push(Answer::Handed {
+            sequence,
+            outcome: None,
+        });
+    }
+
+    fn refuse(&mut self, sequence: u64, status: Status) {
+        self.entries.push(Answer::Refused {
+            first: sequence,
+            count: 1,
+            status,
+        });
+    }
+
+    /// Publishes the entries of the events read so far, then hands those
+    /// to be admitted to the admitting task.
+    fn hand_over(&mut self) {
+        if !self.entries.is_empty() {
+            self.answers.extend(self.entries.drain(..));
+        }
+        if self.batch.is_empty() {
             return;
         }
-        self.answers.push(Answer::Admitted {
-            sequence,
-            pending,
-            room,
-        });
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(MAX_BATCH));
+        // Never full (see `start`); if the admitting task is gone, the
+        // entries stay unsettled and are answered INTERNAL.
+        let _ = self.admit.try_send(batch);
+    }
+}
+
+/// Marks the admitting task gone when it ends, however it ends.
+struct AdmitterGone(Arc<Answers>);
+
+impl Drop for AdmitterGone {
+    fn drop(&mut self) {
+        self.0.update(|s| s.admitter_gone = true);
     }
 }
 
@@ -340,31 +466,20 @@ impl Reader {
 async fn admit_in_order(
     ctx: StreamContext,
     caller: Principal,
-    mut events: mpsc::Receiver<ToAdmit>,
+    mut batches: mpsc::Receiver<Batch>,
+    answers: Arc<Answers>,
     gone: CancellationToken,
 ) {
-    while let Some((sequence, draft, answer)) = events.recv().await {
-        if gone.is_cancelled() {
-            // Nobody would learn the outcome: produce nothing more.
-            continue;
+    let _gone_marker = AdmitterGone(answers.clone());
+    while let Some(batch) = batches.recv().await {
+        for (sequence, draft) in batch {
+            if gone.is_cancelled() {
+                // Nobody would learn the outcome: produce nothing more.
+                return;
+            }
+            let outcome = intake::admit(&*ctx.sink, &ctx.queue, &caller, draft, None).await;
+            answers.settle(sequence, outcome);
         }
-        let pending: PendingAck =
-            match intake::admit(&*ctx.sink, &ctx.queue, &caller, draft, None).await {
-                Ok(admitted) => async move {
-                    match admitted.acknowledged(None).await {
-                        Ok(accepted) => pb::EventAck {
-                            sequence,
-                            accepted: Some(accepted),
-                            error_code: 0,
-                            error_message: String::new(),
-                        },
-                        Err(status) => rejected_ack(sequence, &status),
-                    }
-                }
-                .boxed(),
-                Err(status) => futures::future::ready(rejected_ack(sequence, &status)).boxed(),
-            };
-        let _ = answer.send(pending);
     }
 }
 
@@ -386,6 +501,16 @@ fn window_full(window: usize) -> Status {
     ))
 }
 
+/// The answer to event `sequence` accepted as `accepted`.
+fn accepted_ack(sequence: u64, accepted: pb::PublishEventResponse) -> pb::EventAck {
+    pb::EventAck {
+        sequence,
+        accepted: Some(accepted),
+        error_code: 0,
+        error_message: String::new(),
+    }
+}
+
 /// The answer to event `sequence` refused with `status`.
 pub fn rejected_ack(sequence: u64, status: &Status) -> pb::EventAck {
     pb::EventAck {
@@ -397,90 +522,4 @@ pub fn rejected_ack(sequence: u64, status: &Status) -> pb::EventAck {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accepted(sequence: u64) -> pb::EventAck {
-        pb::EventAck {
-            sequence,
-            accepted: Some(pb::PublishEventResponse::default()),
-            error_code: 0,
-            error_message: String::new(),
-        }
-    }
-
-    fn replies(answers: Answers) -> Replies {
-        Replies {
-            answers: Arc::new(answers),
-            current: None,
-            _gone: CancellationToken::new().drop_guard(),
-        }
-    }
-
-    #[tokio::test]
-    async fn refusals_behind_a_pending_answer_wait_their_turn_in_one_entry() {
-        let answers = Answers::default();
-        let room = Arc::new(Semaphore::new(1));
-        let (tx, pending) = oneshot::channel::<PendingAck>();
-        answers.push(Answer::Admitted {
-            sequence: 0,
-            pending,
-            room: room.clone().try_acquire_owned().unwrap(),
-        });
-        let full = window_full(1);
-        for sequence in 1..=10_000 {
-            answers.refuse(sequence, &full);
-        }
-        let entries = answers.state.lock().unwrap().entries.len();
-        assert_eq!(entries, 2, "10 000 refusals take one entry");
-        let mut replies = replies(answers);
-        // Nothing goes out before the pending answer; giving up waiting for
-        // it loses nothing (the answer being waited for is kept).
-        let early = tokio::time::timeout(Duration::from_millis(50), replies.next()).await;
-        assert!(early.is_err(), "an answer overtook the pending one");
-        assert!(tx.send(futures::future::ready(accepted(0)).boxed()).is_ok());
-        assert_eq!(replies.next().await.unwrap().unwrap(), accepted(0));
-        assert_eq!(room.available_permits(), 1, "the window room is back once answered");
-        for sequence in 1..=10_000 {
-            let ack = replies.next().await.unwrap().unwrap();
-            assert_eq!((ack.sequence, ack.error_code), (sequence, tonic::Code::ResourceExhausted as i32));
-        }
-        replies.answers.close();
-        assert!(replies.next().await.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_refusal_of_another_kind_or_after_an_admitted_event_starts_a_new_run() {
-        let answers = Answers::default();
-        let room = Arc::new(Semaphore::new(1));
-        answers.refuse(0, &window_full(1));
-        let (tx, pending) = oneshot::channel::<PendingAck>();
-        answers.push(Answer::Admitted {
-            sequence: 1,
-            pending,
-            room: room.try_acquire_owned().unwrap(),
-        });
-        answers.refuse(2, &window_full(1));
-        answers.refuse(3, &Status::unavailable("shutting down"));
-        answers.push(Answer::End(expired()));
-        answers.close();
-        assert!(tx.send(futures::future::ready(accepted(1)).boxed()).is_ok());
-        let mut replies = replies(answers);
-        let mut seen = Vec::new();
-        while let Some(next) = replies.next().await {
-            seen.push(next.map(|a| (a.sequence, a.error_code)).map_err(|s| s.code()));
-        }
-        let exhausted = tonic::Code::ResourceExhausted as i32;
-        let unavailable = tonic::Code::Unavailable as i32;
-        assert_eq!(
-            seen,
-            vec![
-                Ok((0, exhausted)),
-                Ok((1, 0)),
-                Ok((2, exhausted)),
-                Ok((3, unavailable)),
-                Err(tonic::Code::Unauthenticated)
-            ]
-        );
-    }
-}
+mod tests;
