@@ -115,6 +115,88 @@ async fn send_all(
     Ok(())
 }
 
+/// What [`produce_for`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedProduce {
+    /// Records the broker acknowledged.
+    pub acked: u64,
+    /// Records whose delivery failed.
+    pub failed: u64,
+    /// From the first timed send to the last acknowledgement.
+    pub elapsed: Duration,
+}
+
+/// A bare `FutureProducer` (same librdkafka settings as the platform's
+/// producer) writing `records` round and round for `duration`, at most
+/// `window` of them waiting for their acknowledgement; `on_ack` gets each
+/// acknowledged record's send-to-ack time. The records are encoded before:
+/// the time goes to librdkafka and the broker only. One untimed record goes
+/// first (connection, producer id, topic metadata).
+pub async fn produce_for(
+    kafka: &KafkaSettings,
+    settings: &ProducerSettings,
+    records: &[RawRecord],
+    (duration, window): (Duration, usize),
+    mut on_ack: impl FnMut(Duration),
+) -> Result<TimedProduce, KafkaError> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    use futures::FutureExt;
+    let Some((topic, key, value)) = records.first() else {
+        return Err(KafkaError::Admin("produce_for: no records".into()));
+    };
+    let producer: FutureProducer = settings
+        .client_config(kafka)?
+        .create()
+        .map_err(KafkaError::Client)?;
+    let warm_up = FutureRecord::to(topic).key(key).payload(value);
+    match producer.send(warm_up, Duration::from_secs(30)).await {
+        Ok(_) => {}
+        Err((e, _)) => return Err(KafkaError::Client(e)),
+    }
+    let mut run = TimedProduce { acked: 0, failed: 0, elapsed: Duration::ZERO };
+    let mut settle = |(sent, result): (Instant, Result<_, _>)| match result {
+        Ok(Ok(_)) => {
+            run.acked += 1;
+            on_ack(sent.elapsed());
+        }
+        _ => run.failed += 1,
+    };
+    let mut pending = FuturesUnordered::new();
+    let started = Instant::now();
+    let mut next = records.iter().cycle();
+    while started.elapsed() < duration {
+        if pending.len() >= window.max(1) {
+            if let Some(done) = pending.next().await {
+                settle(done);
+            }
+            continue;
+        }
+        let (topic, key, value) = next.next().expect("records is not empty");
+        match producer.send_result(FutureRecord::to(topic).key(key).payload(value)) {
+            Ok(delivery) => {
+                let sent = Instant::now();
+                pending.push(delivery.map(move |r| (sent, r)));
+            }
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                match pending.next().await {
+                    Some(done) => settle(done),
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+            Err((e, _)) => return Err(KafkaError::Client(e)),
+        }
+        // Acknowledgements that arrived meanwhile, without waiting.
+        while let Some(Some(done)) = pending.next().now_or_never() {
+            settle(done);
+        }
+    }
+    while let Some(done) = pending.next().await {
+        settle(done);
+    }
+    run.elapsed = started.elapsed();
+    Ok(run)
+}
+
 /// A bare transactional pass-through (blocking; run it on a blocking thread):
 /// a `BaseConsumer` in group `settings.group_id` reads `input`, a transactional
 /// `ThreadedProducer` copies each record (key and value) to `output`, and every

@@ -1,16 +1,15 @@
-//! The benchmark's baseline: a bare producer (the runtime's idempotent,
-//! acks=all producer with the same Avro codec, no gateway) writing the records
-//! the simulator's agents would send, so gateway and producer can be compared
-//! side by side in one run.
+//! The benchmark's baseline: bare rdkafka (idempotent, acks=all, the
+//! platform producer's settings, no gateway) writing the Avro records the
+//! simulator's agents would send, encoded beforehand, so gateway and Kafka can
+//! be compared side by side in one run.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dora_kafka::{KafkaSettings, Producer, ProducerSettings};
+use dora_kafka::baseline::{self, RawRecord};
+use dora_kafka::{KafkaSettings, ProducerSettings};
 use dora_schema::{AgentEvent, Codec};
 use hdrhistogram::Histogram;
 use rand::SeedableRng;
-use tokio::sync::Semaphore;
 
 use crate::intake::StampedEvent;
 use crate::simulator::{scripted_event, AGENT_TYPES};
@@ -65,74 +64,46 @@ pub fn records(agents: usize, n: u64) -> impl FnMut() -> AgentEvent {
     }
 }
 
-/// Produces for `duration` with at most `window` records waiting for acks,
-/// at `rate` records/s (0: as fast as acks allow), to `topic`.
-pub async fn bare_producer(
-    kafka: &KafkaSettings,
+/// The records `agents` agents send, `per_agent` each, encoded as the
+/// gateway writes them: the bare producer's input, ready to send.
+pub async fn encoded_records(
     codec: &Codec,
     topic: &str,
     agents: usize,
-    rate: f64,
+    per_agent: u64,
+) -> anyhow::Result<Vec<RawRecord>> {
+    let n = agents.max(1) as u64 * per_agent.max(1);
+    let mut next = records(agents.max(1), n);
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let value = next();
+        let bytes = codec.encode(topic, &value).await?;
+        out.push((topic.to_string(), value.agent_id, bytes));
+    }
+    Ok(out)
+}
+
+/// The baseline: bare rdkafka (`dora_kafka::baseline::produce_for`, the
+/// platform producer's librdkafka settings) writing `records` flat out for
+/// `duration`, at most `window` waiting for acks. The records are encoded
+/// beforehand, so this is what the broker and librdkafka allow on this
+/// machine, the ceiling for the gateway, which also validates and encodes.
+pub async fn bare_producer(
+    kafka: &KafkaSettings,
+    settings: &ProducerSettings,
+    records: &[RawRecord],
     duration: Duration,
     window: usize,
 ) -> anyhow::Result<BareReport> {
-    let producer = Producer::new(
-        kafka,
-        &ProducerSettings::default(),
-        "agent-bench",
-        &Default::default(),
-    )?;
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
-    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let slots = Arc::new(Semaphore::new(window.max(1)));
-    let mut next = records(agents, u64::MAX);
-    let start = Instant::now();
-    let mut sent: u64 = 0;
-    let mut tasks = Vec::new();
-    while start.elapsed() < duration {
-        if rate > 0.0 {
-            let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
-            if sent >= due {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-        }
-        let permit = slots.clone().acquire_owned().await?;
-        let value = next();
-        let t0 = Instant::now();
-        let delivery = producer
-            .enqueue(codec, topic, Some(&value.agent_id), &value)
-            .await?;
-        sent += 1;
-        let (hist, failed) = (hist.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            let ok = delivery.await.is_ok();
-            drop(permit);
-            if ok {
-                let us = t0.elapsed().as_micros().clamp(1, 60_000_000) as u64;
-                hist.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .saturating_record(us);
-            } else {
-                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    let elapsed = start.elapsed();
-    let latency_us = Arc::try_unwrap(hist)
-        .map_err(|_| anyhow::anyhow!("deliveries still running"))?
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let run = baseline::produce_for(kafka, settings, records, (duration, window), |t| {
+        latency_us.saturating_record(t.as_micros().clamp(1, 60_000_000) as u64);
+    })
+    .await?;
     Ok(BareReport {
-        acked: latency_us.len(),
-        failed,
-        elapsed,
+        acked: run.acked,
+        failed: run.failed,
+        elapsed: run.elapsed,
         latency_us,
     })
 }

@@ -1,9 +1,10 @@
-//! `agent-bench`: gateway throughput and latency side by side with a bare
-//! producer writing the same Avro records to the same broker: (1) the bare
-//! producer flat out (to a topic of its own, so the gateway's health processor
-//! does not have to chew through its records), (2) the simulator through the
-//! gateway at fractions of the bare producer's rate (`--loads`), for latency
-//! against offered load, (3) the gateway flat out.
+//! `agent-bench`: gateway throughput and latency side by side with bare
+//! rdkafka writing the same Avro records (encoded beforehand) to the same
+//! broker: (1) bare rdkafka flat out (to a topic of its own, so the gateway's
+//! health processor does not have to chew through its records), (2) the
+//! simulator through the gateway at fractions of the bare rate (`--loads`) or
+//! at fixed rates (`--rates`), for latency against offered load, (3) the
+//! gateway flat out.
 //!
 //! Prints a table on stderr and one JSON line on stdout (the contract of
 //! `cargo xtask bench`, see `crates/bench/src/figures.rs`). `--quick` (or
@@ -45,6 +46,10 @@ struct Args {
     /// Offered loads for the latency curve, as fractions of the bare producer's rate.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5,0.75,0.9")]
     loads: Vec<f64>,
+    /// Offered loads for the latency curve in events/s, instead of `--loads`:
+    /// the same load in every run, so latencies compare between runs.
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<f64>,
     /// A run of a few seconds that only shows everything works.
     #[arg(long)]
     quick: bool,
@@ -55,6 +60,7 @@ struct Args {
 #[serde(default)]
 struct Connections {
     kafka: dora_kafka::KafkaSettings,
+    producer: dora_kafka::ProducerSettings,
     registry: dora_schema::RegistrySettings,
 }
 
@@ -78,22 +84,12 @@ async fn main() -> anyhow::Result<()> {
         configs: Vec::new(),
     };
     dora_kafka::topics::provision(&conn.kafka, &[spec], 1, Duration::from_secs(30)).await?;
-    eprintln!("bare producer, flat out, {:.0} s", args.duration_secs);
-    let bare = bench::bare_producer(
-        &conn.kafka,
-        &codec,
-        &args.topic,
-        args.agents,
-        0.0,
-        duration,
-        args.window * args.agents.max(1),
-    )
-    .await?;
-    let mut next = bench::records(args.agents, 1000);
-    let mut bytes = 0;
-    for _ in 0..200 {
-        bytes += codec.encode(&args.topic, &next()).await?.len();
-    }
+    let records = bench::encoded_records(&codec, &args.topic, args.agents, 1000).await?;
+    let bytes = records.iter().map(|(_, _, v)| v.len()).sum::<usize>() / records.len().max(1);
+    eprintln!("bare rdkafka, flat out, {:.0} s", args.duration_secs);
+    let window = args.window * args.agents.max(1);
+    let bare = bench::bare_producer(&conn.kafka, &conn.producer, &records, duration, window).await?;
+    drop(records);
     let plan = |rate: f64| SimulationPlan {
         gateway: args.gateway.clone(),
         agents: args.agents,
@@ -104,10 +100,16 @@ async fn main() -> anyhow::Result<()> {
         error_ratio: 0.1,
         organizations: Default::default(),
     };
+    let offered: Vec<(f64, String)> = if args.rates.is_empty() {
+        let of_bare = |load: &f64| (bare.rate() * load, format!("{:.0} % of bare", load * 100.0));
+        args.loads.iter().map(of_bare).collect()
+    } else {
+        args.rates.iter().map(|r| (*r, "fixed".to_string())).collect()
+    };
     let mut curve = Vec::new();
-    for load in &args.loads {
-        let rate = (bare.rate() * load).max(1.0);
-        eprintln!("gateway at {rate:.0} events/s ({:.0} % of the bare producer)", load * 100.0);
+    for (rate, why) in offered {
+        let rate = rate.max(1.0);
+        eprintln!("gateway at {rate:.0} events/s ({why})");
         curve.push((rate, simulator::run(&plan(rate), &key, |_| {}).await?));
     }
     eprintln!("gateway, flat out");
@@ -124,12 +126,12 @@ async fn main() -> anyhow::Result<()> {
             {"group": "agent events", "name": "agent-gateway, flat out", "rate": full.rate(),
              "unit": "events/s", "p50_ms": full.latency_ms(50.0), "p99_ms": full.latency_ms(99.0),
              "baseline": false},
-            {"group": "agent events", "name": "platform Producer, no gateway",
+            {"group": "agent events", "name": "bare rdkafka, no gateway",
              "rate": bare.rate(), "unit": "events/s", "p50_ms": bare.latency_ms(50.0),
              "p99_ms": bare.latency_ms(99.0), "baseline": true},
         ],
         "latency_curve": curve.iter().map(point).collect::<Vec<_>>(),
-        "record_bytes": bytes / 200,
+        "record_bytes": bytes,
         "agents": args.agents,
         "window_per_stream": args.window,
         "seconds_per_phase": args.duration_secs,
@@ -148,7 +150,7 @@ fn print_table(bare: &bench::BareReport, full: &SimulationReport, curve: &[(f64,
     eprintln!("{:<34} {:>12} {:>9} {:>9} {:>9}", "run", "acked/s", "p50 ms", "p99 ms", "errors");
     eprintln!(
         "{:<34} {:>12.0} {:>9.2} {:>9.2} {:>9}",
-        "bare producer (Avro, acks=all)",
+        "bare rdkafka (Avro, acks=all)",
         bare.rate(),
         bare.latency_ms(50.0),
         bare.latency_ms(99.0),
