@@ -7,14 +7,16 @@
 //! A replica folds and judges only the agents of the agent-events partitions
 //! it owns. Their states live in this processor (seeded from the view when a
 //! partition is assigned, after the view read agent-health to its end) and
-//! change only through transactions: an aborted one restores them. Each
-//! state carries the position of the last event folded into it, so an event
-//! handed over again is recognised and skipped. The periodic tick judges
+//! change only through transactions: an aborted one restores them. A batch
+//! writes one record per agent it changed (the agent's last state), at its
+//! end, in its transaction. Each state carries the position of the last
+//! event folded into it, so an event handed over again is recognised and
+//! skipped. The periodic tick judges
 //! silence per owned partition by how far that partition is processed, and
 //! writes UNHEALTHY records and retirement tombstones through the same
 //! transactional producer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use dora_kafka::consume::{HandlerError, Record, Transform};
@@ -63,6 +65,9 @@ struct Open {
     clocks: HashMap<i32, Option<i64>>,
     /// States and retirements to show in the directory once committed.
     written: Vec<Result<AgentState, String>>,
+    /// Agents whose state the batch's events changed: each gets one record,
+    /// its last state, when the batch ends.
+    changed: BTreeSet<(i32, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -194,6 +199,7 @@ impl HealthFold {
         owned.retired.remove(agent);
         owned.agents.insert(agent.to_string(), next.clone());
         st.open.written.push(Ok(next.clone()));
+        st.open.changed.insert((at.partition, agent.to_string()));
         Some(next)
     }
 
@@ -255,6 +261,17 @@ impl HealthFold {
             .map_err(|e| wire_error("HealthEncoding", e.into()))
     }
 
+    /// The last state of each agent changed since the previous call (the
+    /// batch's records), in (partition, agent) order.
+    fn changed_states(&self) -> Vec<AgentState> {
+        let mut st = self.state();
+        let changed = std::mem::take(&mut st.open.changed);
+        changed
+            .into_iter()
+            .filter_map(|(partition, agent)| st.owned.get(&partition)?.agents.get(&agent).cloned())
+            .collect()
+    }
+
     fn is_events(&self, topic: &str) -> bool {
         topic == self.events_topic
     }
@@ -278,10 +295,21 @@ impl Transform for HealthFold {
             partition: record.partition,
             offset: record.offset,
         };
-        match self.fold(&event, at, record.timestamp) {
-            Some(next) => Ok(vec![self.record_of(&next).await?]),
-            None => Ok(Vec::new()),
+        // Written once per agent when the batch ends (`batch_end`), in the
+        // same transaction as this event's offset.
+        self.fold(&event, at, record.timestamp);
+        Ok(Vec::new())
+    }
+
+    /// One record per agent the batch changed: its last state, which carries
+    /// the position of the last event folded into it.
+    async fn batch_end(&self) -> Result<Vec<OutboundRecord>, HandlerError> {
+        let states = self.changed_states();
+        let mut out = Vec::with_capacity(states.len());
+        for state in &states {
+            out.push(self.record_of(state).await?);
         }
+        Ok(out)
     }
 
     async fn tick(&self, now_ms: i64) -> Result<Vec<OutboundRecord>, HandlerError> {
@@ -353,6 +381,7 @@ impl Transform for HealthFold {
             if self.is_events(topic) {
                 st.owned.remove(partition);
                 st.open.before.retain(|(p, _), _| p != partition);
+                st.open.changed.retain(|(p, _)| p != partition);
                 st.open.clocks.remove(partition);
             }
         }

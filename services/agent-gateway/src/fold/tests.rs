@@ -150,3 +150,31 @@ async fn an_agent_silent_past_the_limit_is_retired_and_its_next_event_starts_afr
     let again = f.fold(&event("old", "TASK_COMPLETED", 800_000), at(5, 1), Some(800_000));
     assert_eq!(again.unwrap().tasks_completed, 1);
 }
+
+#[tokio::test]
+async fn a_batch_writes_one_record_per_changed_agent_with_its_last_state() {
+    let f = fold();
+    let done = event("worker", "TASK_COMPLETED", 1_000);
+    for offset in 0..3 {
+        f.fold(&done, at(2, offset), Some(1_000)).unwrap();
+    }
+    f.fold(&event("other", "HEARTBEAT", 1_000), at(4, 9), Some(1_000)).unwrap();
+    let states = f.changed_states();
+    let seen: Vec<(&str, u64, Option<EventPosition>)> = states
+        .iter()
+        .map(|s| (s.agent_id.as_str(), s.tasks_completed, s.applied))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("worker", 3, Some(at(2, 2))), ("other", 0, Some(at(4, 9)))],
+        "one record per agent, its last state and position"
+    );
+    assert!(f.changed_states().is_empty(), "each change is written once");
+    // An aborted batch writes nothing of what it changed; its redo does.
+    f.fold(&done, at(2, 3), Some(1_001)).unwrap();
+    f.aborted(&[]).await;
+    assert!(f.changed_states().is_empty(), "an aborted change is not written");
+    f.fold(&done, at(2, 3), Some(1_001)).unwrap();
+    f.revoked(&[(TOPIC.to_string(), 2)]).await;
+    assert!(f.changed_states().is_empty(), "a revoked partition's changes are not written");
+}
