@@ -142,7 +142,8 @@ impl Inner {
             request_id,
         );
         let now = chrono::Utc::now();
-        let report = assessment.report(report_id, now.timestamp_millis());
+        let topic = self.topics.of(assessment.kind);
+        let report = assessment.into_report(report_id, now.timestamp_millis());
         let mut details = client;
         details.insert("organization_id".into(), json!(report.organization_id));
         details.insert("request_id".into(), json!(request_id));
@@ -154,7 +155,6 @@ impl Inner {
             Value::Object(details),
             now,
         );
-        let topic = self.topics.of(assessment.kind);
         let delivered = self
             .writer
             .write(topic, &report, &activity)

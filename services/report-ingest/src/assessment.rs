@@ -108,20 +108,21 @@ impl Assessment {
         })
     }
 
-    /// The report the seed's producer builds for this assessment.
-    pub fn report(&self, report_id: Uuid, timestamp: i64) -> ComplianceReport {
+    /// The report the seed's producer builds for this assessment (which
+    /// becomes its `data` as it is, not copied).
+    pub fn into_report(self, report_id: Uuid, timestamp: i64) -> ComplianceReport {
         let (risk_score, risk_level) = match self.kind {
             Kind::Gap => (None, None),
             Kind::Risk { score, level } => (Some(score), Some(level)),
         };
         ComplianceReport {
             report_id: report_id.to_string(),
-            organization_id: self.organization_id.clone(),
+            organization_id: self.organization_id,
             timestamp,
             report_type: self.kind.report_type(),
             risk_score,
             risk_level,
-            data: Value::Object(self.data.clone()),
+            data: Value::Object(self.data),
             version: REPORT_VERSION.to_string(),
         }
     }
@@ -135,16 +136,18 @@ pub fn submitted_report_id(
     organization_id: &str,
     request_id: &str,
 ) -> Uuid {
+    use std::fmt::Write as _;
     // Length-prefixed parts: no choice of names can make two tuples collide.
-    let mut name = String::new();
-    for part in [
+    let parts = [
         "submission",
         principal,
         report_type.as_str(),
         organization_id,
         request_id,
-    ] {
-        name.push_str(&format!("{}:{part};", part.len()));
+    ];
+    let mut name = String::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        let _ = write!(name, "{}:{part};", part.len());
     }
     Uuid::new_v5(&REPORT_ID_NAMESPACE, name.as_bytes())
 }
@@ -255,7 +258,7 @@ mod tests {
         )
         .unwrap();
         let id = Uuid::new_v4();
-        let r = a.report(id, 1_700_000_000_000);
+        let r = a.into_report(id, 1_700_000_000_000);
         assert_eq!(r.report_id, id.to_string());
         assert_eq!(r.organization_id, "org-acme");
         assert_eq!(r.report_type, ReportType::GapAssessment);
@@ -275,7 +278,7 @@ mod tests {
             &Limits::default(),
         )
         .unwrap();
-        let r = a.report(Uuid::new_v4(), 1);
+        let r = a.into_report(Uuid::new_v4(), 1);
         assert_eq!(r.report_type, ReportType::RiskAssessment);
         assert_eq!(r.risk_score, Some(0.87));
         assert_eq!(r.risk_level, Some(RiskLevel::High));
@@ -353,6 +356,9 @@ mod tests {
             submitted_report_id("alice", ReportType::GapAssessment, "org-1", "req-1")
         );
         assert_eq!(a.get_version_num(), 5);
+        // Pinned: a client retrying across a release must get the same id
+        // (UUID v5 of "10:submission;5:alice;14:GAP_ASSESSMENT;5:org-1;5:req-1;").
+        assert_eq!(a.to_string(), "e9c4dd30-62d3-58b3-8ca1-8a5ece6337e9");
         assert_ne!(
             a,
             submitted_report_id("bob", ReportType::GapAssessment, "org-1", "req-1")

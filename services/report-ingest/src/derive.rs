@@ -143,8 +143,8 @@ impl ReportDeriver {
             return Ok(Vec::new());
         };
         let report_id = derived_report_id(&event.event_id);
-        let report = assessment.report(report_id, event.timestamp);
         let topic = self.topics.of(assessment.kind);
+        let report = assessment.into_report(report_id, event.timestamp);
         let report_record =
             OutboundRecord::avro(&self.codec, topic, Some(&report.organization_id), &report)
                 .await?;

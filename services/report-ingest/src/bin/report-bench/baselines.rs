@@ -165,7 +165,7 @@ pub async fn same_records(
 ) -> anyhow::Result<[RawRecord; 2]> {
     let a = report_ingest::derive::assessment_of(event, &Default::default())?
         .context("the bench's event carries an assessment")?;
-    let report = a.report(
+    let report = a.into_report(
         report_ingest::assessment::derived_report_id(&event.event_id),
         event.timestamp,
     );

@@ -5,7 +5,9 @@
 //! calls per caller, says `warm`, waits for `go` on stdin, makes
 //! `--submissions` calls with `--callers` tasks, each awaiting its answer
 //! (the report id, sent after the broker acknowledged) before the next, and
-//! answers `done <seconds> <cpu seconds>`.
+//! answers `done <seconds> <cpu seconds>`. With `--health-load` the calls
+//! are the standard gRPC health check the same server answers instead: the
+//! cost of a unary call through this gRPC stack with nothing behind it.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,9 @@ use anyhow::{bail, Context};
 use report_ingest::client;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::baselines::cpu_seconds;
 use crate::{Args, WARM_UP_CALLS};
@@ -34,8 +39,12 @@ pub struct Load {
 
 impl Load {
     /// Starts the client process against `addr` and waits until it is warm.
-    pub async fn start(addr: &str, token: &str, args: &Args) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
+    pub async fn start(addr: &str, token: &str, args: &Args, health: bool) -> anyhow::Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        if health {
+            command.arg("--health-load");
+        }
+        let mut child = command
             .args(["--client-of", addr])
             .args(["--submissions", &args.submissions.to_string()])
             .args(["--callers", &args.callers.to_string()])
@@ -82,6 +91,33 @@ impl Load {
     }
 }
 
+/// One caller's clients: it submits, or with `--health-load` checks health.
+struct Caller {
+    submit: client::ReportClient,
+    health: Option<HealthClient<tonic::transport::Channel>>,
+}
+
+impl Caller {
+    /// One call, answered (a health check must answer SERVING).
+    async fn call(&mut self, request_id: &str) -> anyhow::Result<()> {
+        match &mut self.health {
+            Some(h) => {
+                let status = h
+                    .check(HealthCheckRequest::default())
+                    .await?
+                    .into_inner()
+                    .status;
+                anyhow::ensure!(status == ServingStatus::Serving as i32, "health: {status}");
+            }
+            None => {
+                let request = client::gap_request("org-bench", DATA, request_id);
+                self.submit.submit_gap_assessment(request).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The child's side (`--client-of ADDR`).
 pub async fn serve_load(addr: &str, args: &Args) -> anyhow::Result<()> {
     let token = std::env::var(TOKEN_VAR).with_context(|| format!("{TOKEN_VAR} is not set"))?;
@@ -94,13 +130,15 @@ pub async fn serve_load(addr: &str, args: &Args) -> anyhow::Result<()> {
     let go = Arc::new(tokio::sync::Barrier::new(args.callers + 1));
     let mut callers = Vec::new();
     for i in 0..args.callers {
-        let mut c = client::with_token(channels[i % channels.len()].clone(), &token)?;
+        let channel = channels[i % channels.len()].clone();
+        let mut c = Caller {
+            submit: client::with_token(channel.clone(), &token)?,
+            health: args.health_load.then(|| HealthClient::new(channel)),
+        };
         let (next, n, ready, go) = (next.clone(), args.submissions, ready.clone(), go.clone());
         callers.push(tokio::spawn(async move {
             for w in 0..WARM_UP_CALLS {
-                let id = format!("warm-{i}-{w}");
-                c.submit_gap_assessment(client::gap_request("org-bench", DATA, &id))
-                    .await?;
+                c.call(&format!("warm-{i}-{w}")).await?;
             }
             ready.wait().await;
             go.wait().await;
@@ -109,9 +147,7 @@ pub async fn serve_load(addr: &str, args: &Args) -> anyhow::Result<()> {
                 if k >= n {
                     return anyhow::Ok(());
                 }
-                let id = format!("req-{k}");
-                c.submit_gap_assessment(client::gap_request("org-bench", DATA, &id))
-                    .await?;
+                c.call(&format!("req-{k}")).await?;
             }
         }));
     }

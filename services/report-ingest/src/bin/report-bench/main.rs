@@ -73,6 +73,9 @@ struct Args {
     /// Internal: be the gRPC load of a report-bench run against this address.
     #[arg(long, hide = true)]
     client_of: Option<String>,
+    /// Internal, with `--client-of`: health checks instead of submissions.
+    #[arg(long, hide = true)]
+    health_load: bool,
 }
 
 /// The gRPC path's figures.
@@ -81,6 +84,9 @@ struct GrpcFigures {
     grpc: Rate,
     /// CPU µs per submission of the client process.
     client_cpu_us: f64,
+    /// Health checks over the same connections from the same client: the
+    /// gRPC stack's own rate and service CPU per unary call.
+    health: Rate,
     bare: Rate,
     closed_loop: Rate,
 }
@@ -163,16 +169,18 @@ async fn main() -> anyhow::Result<()> {
         "grpc_submissions_per_s": g.grpc.per_s, "bare_producer_submissions_per_s": g.bare.per_s,
         "grpc_ratio": g.grpc.per_s / g.bare.per_s,
         "closed_loop_submissions_per_s": g.closed_loop.per_s,
+        "grpc_health_checks_per_s": g.health.per_s, "grpc_health_ratio": g.health.per_s / g.bare.per_s,
         "agent_events_per_s": a.service.per_s, "bare_txn_passthrough_per_s": a.passthrough.per_s,
         "agent_ratio": a.service.per_s / a.passthrough.per_s,
         "bare_txn_same_records_per_s": a.same_records.per_s,
         "agent_ratio_same_records": a.service.per_s / a.same_records.per_s,
-        "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
+        "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "grpc_health_check": g.health.cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
             "agent_loop": a.service.cpu_us, "bare_passthrough": a.passthrough.cpu_us, "bare_same_records": a.same_records.cpu_us},
         "submissions": args.submissions, "callers": args.callers, "channels": args.channels, "events": args.events, "batch": args.batch,
         "results": [
             row(gs, "report-ingest (report + audit event per call)", g.grpc, "submissions/s", false),
             row(gs, "platform Producer, same records, callers awaiting both acks, no gRPC", g.closed_loop, "submissions/s", false),
+            row(gs, "gRPC health checks, same client and server (a unary call with nothing behind it)", g.health, "calls/s", false),
             row(gs, "bare FutureProducer, same records", g.bare, "submissions/s", true),
             row(ae, "report-ingest transactional loop", a.service, "events/s", false),
             row(ae, "bare transactional pass-through", a.passthrough, "events/s", true),
@@ -190,6 +198,10 @@ async fn main() -> anyhow::Result<()> {
     show(
         "  platform Producer, same records, closed loop, no gRPC",
         g.closed_loop,
+    );
+    show(
+        "  gRPC health checks, same client and server, no Kafka",
+        g.health,
     );
     show("  bare FutureProducer, same records (baseline)", g.bare);
     eprintln!("  ratio {:.2}", g.grpc.per_s / g.bare.per_s);
@@ -251,12 +263,20 @@ async fn grpc_vs_bare(
     )?;
     let data = client_load::DATA;
     // The calls come from a process of their own, warmed up before the clock starts.
-    let load = client_load::Load::start(&addr.to_string(), &token, args).await?;
+    let load = client_load::Load::start(&addr.to_string(), &token, args, false).await?;
     let cpu0 = cpu_seconds();
     let (seconds, client_cpu) = load.run().await?;
     let grpc = args.submissions as f64 / seconds;
     let grpc_cpu = (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64;
     let client_cpu_us = client_cpu * 1e6 / args.submissions as f64;
+    // The same number of health checks: a unary call through the same stack, nothing behind it.
+    let load = client_load::Load::start(&addr.to_string(), &token, args, true).await?;
+    let cpu0 = cpu_seconds();
+    let (seconds, _) = load.run().await?;
+    let health = Rate {
+        per_s: args.submissions as f64 / seconds,
+        cpu_us: (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64,
+    };
     ctx.shutdown.cancel();
     service.await??;
 
@@ -280,7 +300,9 @@ async fn grpc_vs_bare(
             "org-bench",
             &request_id,
         );
-        let report = a.report(id, chrono::Utc::now().timestamp_millis());
+        let report = a
+            .clone()
+            .into_report(id, chrono::Utc::now().timestamp_millis());
         records.push((
             settings.ingest.gap_topic.clone(),
             "org-bench".into(),
@@ -323,6 +345,7 @@ async fn grpc_vs_bare(
             cpu_us: grpc_cpu,
         },
         client_cpu_us,
+        health,
         bare: Rate {
             per_s: n / bare.as_secs_f64(),
             cpu_us: bare_cpu,
