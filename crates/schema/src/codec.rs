@@ -291,6 +291,13 @@ impl Codec {
         }
     }
 
+    /// The definition ([`CompiledSchema::definition`]) of the writer schema
+    /// registered under `id`, from the cache or the registry: what an archive
+    /// keeps to decode its stored values without the registry.
+    pub async fn writer_definition(&self, id: u32) -> Result<String, SchemaError> {
+        Ok(self.writer_schema(id).await?.definition())
+    }
+
     /// The writer schema registered under `id`, from the cache or the registry.
     async fn writer_schema(&self, id: u32) -> Result<WriterSchema, SchemaError> {
         if let Some(s) = self

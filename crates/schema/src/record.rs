@@ -106,6 +106,15 @@ impl CompiledSchema {
         &self.schema
     }
 
+    /// The schema written out as JSON (with logical types, defaults and
+    /// docs: unlike the parsing canonical form, enough to decode with it
+    /// again). The same parsed schema always gives the same text; parsing
+    /// the text gives back this schema. For archives that must decode their
+    /// values later without the registry.
+    pub fn definition(&self) -> String {
+        serde_json::to_string(&self.schema).expect("a parsed Avro schema serialises as JSON")
+    }
+
     /// The 64-bit Rabin fingerprint of the schema's parsing canonical form.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint

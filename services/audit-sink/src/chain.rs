@@ -24,6 +24,21 @@
 //!    organization_id, reported_at, report_type, risk_score, risk_level, data,
 //!    version, value_format` (JSON columns as their exact text).
 //!
+//! # Canonical bytes, version 2 (written since migration V3)
+//!
+//! The tag `dora-audit-link/2`, then sections 1-3 of version 1, then a byte 0
+//! (no row), 1 (an `audit_events` row) or 2 (a `compliance_reports` row),
+//! then (optional) the SHA-256 of the writer schema's definition as stored in
+//! `audit.writer_schemas`, present when the row's value is Avro. The typed
+//! columns are not hashed: they are a projection of the record's value, and
+//! `verify` checks each of them against what the value decodes to with that
+//! writer schema (so a changed column is still named). Version 2 hashes
+//! about 40 % fewer bytes per link than version 1.
+//!
+//! Each link stores its version (`audit.chain.format`; links written before
+//! V3 are version 1); the tag is hashed, so changing the stored version
+//! breaks the link.
+//!
 //! The first link's previous hash is 32 zero bytes.
 
 use sha2::{Digest, Sha256};
@@ -34,7 +49,37 @@ pub type Hash = [u8; 32];
 /// The previous hash of a chain's first link.
 pub const GENESIS: Hash = [0; 32];
 
-const TAG: &[u8] = b"dora-audit-link/1";
+const TAG_V1: &[u8] = b"dora-audit-link/1";
+const TAG_V2: &[u8] = b"dora-audit-link/2";
+
+/// The version of a link's canonical bytes (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Version 1: the record and every typed column.
+    V1,
+    /// Version 2: the record and the writer schema's digest; typed columns
+    /// are checked by decoding.
+    V2,
+}
+
+impl Format {
+    /// The number stored in `audit.chain.format`.
+    pub fn number(self) -> i16 {
+        match self {
+            Format::V1 => 1,
+            Format::V2 => 2,
+        }
+    }
+
+    /// The version stored as `n`.
+    pub fn of(n: i16) -> Option<Self> {
+        match n {
+            1 => Some(Format::V1),
+            2 => Some(Format::V2),
+            _ => None,
+        }
+    }
+}
 
 /// What became of a consumed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,9 +180,46 @@ impl Row {
     }
 }
 
+/// The first typed column in which `a` and `b` differ (`table` when one is
+/// an audit event and the other a report), or `None` when they are equal.
+pub fn first_difference(a: &Row, b: &Row) -> Option<&'static str> {
+    fn first(columns: &[(&'static str, bool)]) -> Option<&'static str> {
+        columns.iter().find(|(_, same)| !same).map(|(name, _)| *name)
+    }
+    match (a, b) {
+        (Row::Audit(a), Row::Audit(b)) => first(&[
+            ("event_id", a.event_id == b.event_id),
+            ("occurred_at", a.occurred_at_us == b.occurred_at_us),
+            ("user_id", a.user_id == b.user_id),
+            ("action", a.action == b.action),
+            ("resource", a.resource == b.resource),
+            ("details", a.details == b.details),
+            ("ip_address", a.ip_address == b.ip_address),
+            ("user_agent", a.user_agent == b.user_agent),
+            ("session_id", a.session_id == b.session_id),
+            ("value_format", a.value_format == b.value_format),
+        ]),
+        (Row::Report(a), Row::Report(b)) => first(&[
+            ("report_id", a.report_id == b.report_id),
+            ("organization_id", a.organization_id == b.organization_id),
+            ("reported_at", a.reported_at_us == b.reported_at_us),
+            ("report_type", a.report_type == b.report_type),
+            // bit for bit, as version 1 hashed it (NaN equals itself, -0.0 differs from 0.0)
+            ("risk_score", a.risk_score.map(f64::to_bits) == b.risk_score.map(f64::to_bits)),
+            ("risk_level", a.risk_level == b.risk_level),
+            ("data", a.data == b.data),
+            ("version", a.version == b.version),
+            ("value_format", a.value_format == b.value_format),
+        ]),
+        _ => Some("table"),
+    }
+}
+
 /// Everything one link covers.
 #[derive(Debug, Clone, Copy)]
 pub struct Link<'a> {
+    /// The version of its canonical bytes.
+    pub format: Format,
     /// Topic.
     pub topic: &'a str,
     /// Partition.
@@ -162,6 +244,9 @@ pub struct Link<'a> {
     pub value: Option<&'a [u8]>,
     /// The row stored for it (outcome `stored`).
     pub row: Option<&'a Row>,
+    /// SHA-256 of the definition of the Avro writer schema of a stored row's
+    /// value (version 2; `None` for JSON values and links without a row).
+    pub writer: Option<&'a Hash>,
 }
 
 /// Writer of canonical bytes (see the module docs).
@@ -202,7 +287,10 @@ impl Canon<'_> {
 impl Link<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         let mut c = Canon(out);
-        c.0.extend_from_slice(TAG);
+        c.0.extend_from_slice(match self.format {
+            Format::V1 => TAG_V1,
+            Format::V2 => TAG_V2,
+        });
         c.str(self.topic);
         c.i32(self.partition);
         c.i64(self.seq);
@@ -214,6 +302,15 @@ impl Link<'_> {
         c.opt(self.kafka_timestamp_us, Canon::i64);
         c.opt(self.key, Canon::bytes);
         c.opt(self.value, Canon::bytes);
+        if self.format == Format::V2 {
+            c.tag(match self.row {
+                None => 0,
+                Some(Row::Audit(_)) => 1,
+                Some(Row::Report(_)) => 2,
+            });
+            c.opt(self.writer, |c, h| c.0.extend_from_slice(h));
+            return;
+        }
         match self.row {
             None => c.tag(0),
             Some(Row::Audit(a)) => {
@@ -289,6 +386,7 @@ mod tests {
 
     fn link(row: &Row) -> Link<'_> {
         Link {
+            format: Format::V1,
             topic: "user-activities",
             partition: 0,
             seq: 0,
@@ -301,6 +399,7 @@ mod tests {
             key: Some(b"2026-11-27-09"),
             value: Some(b"{}"),
             row: Some(row),
+            writer: None,
         }
     }
 
@@ -352,7 +451,62 @@ mod tests {
         h.update(l.canonical());
         let expected: Hash = h.finalize().into();
         assert_eq!(l.hash(&[7; 32]), expected);
-        assert!(l.canonical().starts_with(TAG));
+        assert!(l.canonical().starts_with(TAG_V1));
+    }
+
+    #[test]
+    fn version_2_covers_the_record_and_writer_schema_but_not_the_typed_columns() {
+        let row = audit();
+        let schema = [9u8; 32];
+        let v2 = |row| Link { format: Format::V2, writer: Some(&schema), ..link(row) };
+        let base = v2(&row).hash(&GENESIS);
+        assert_ne!(base, link(&row).hash(&GENESIS), "the version is hashed");
+        assert!(v2(&row).canonical().starts_with(TAG_V2));
+        let Row::Audit(mut a) = audit() else { unreachable!() };
+        a.user_id = "user-8".into();
+        let changed = Row::Audit(a);
+        assert_eq!(base, v2(&changed).hash(&GENESIS), "typed columns are checked by decoding, not hashed");
+        let mut l = v2(&row);
+        l.value = Some(b"{ }");
+        assert_ne!(base, l.hash(&GENESIS), "value");
+        let other = [8u8; 32];
+        assert_ne!(base, Link { writer: Some(&other), ..v2(&row) }.hash(&GENESIS), "writer schema");
+        assert_ne!(base, Link { writer: None, ..v2(&row) }.hash(&GENESIS), "JSON vs Avro");
+        assert_ne!(base, Link { row: None, ..v2(&row) }.hash(&GENESIS), "no row");
+        let report = Row::Report(ReportColumns {
+            report_id: "e1".into(),
+            organization_id: "o".into(),
+            reported_at_us: 0,
+            report_type: "GAP_ANALYSIS".into(),
+            risk_score: None,
+            risk_level: None,
+            data: "{}".into(),
+            version: "1".into(),
+            value_format: "json".into(),
+        });
+        assert_ne!(base, v2(&report).hash(&GENESIS), "which table");
+        assert!(v2(&row).canonical().len() < link(&row).canonical().len(), "fewer bytes than version 1");
+    }
+
+    #[test]
+    fn the_first_differing_column_is_named() {
+        let a = audit();
+        assert_eq!(first_difference(&a, &audit()), None);
+        let Row::Audit(mut b) = audit() else { unreachable!() };
+        b.session_id = Some("s".into());
+        b.user_id = "mallory".into();
+        assert_eq!(first_difference(&a, &Row::Audit(b)), Some("user_id"));
+        let Row::Audit(mut b) = audit() else { unreachable!() };
+        b.value_format = "avro".into();
+        assert_eq!(first_difference(&a, &Row::Audit(b)), Some("value_format"));
+    }
+
+    #[test]
+    fn format_numbers_round_trip() {
+        for f in [Format::V1, Format::V2] {
+            assert_eq!(Format::of(f.number()), Some(f));
+        }
+        assert_eq!(Format::of(3), None);
     }
 
     #[test]

@@ -33,10 +33,11 @@ const REPORT_TYPES: &[Type] = &[
 ];
 /// Columns of `audit.chain`, in COPY order.
 pub const CHAIN_COLUMNS: &str = "topic, kafka_partition, seq, kafka_offset, outcome, entity_id, \
-    reason, consumed_at, kafka_timestamp, record_key, record_value, prev_hash, hash";
+    reason, consumed_at, kafka_timestamp, record_key, record_value, prev_hash, hash, format";
 const CHAIN_TYPES: &[Type] = &[
     Type::TEXT, Type::INT4, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT,
     Type::TEXT, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::BYTEA, Type::BYTEA, Type::BYTEA, Type::BYTEA,
+    Type::INT2,
 ];
 
 /// The Kafka timestamp of `r` in microseconds, when PostgreSQL can store it.
@@ -105,9 +106,10 @@ pub async fn copy_links(tx: &Transaction<'_>, links: &[(Link<'_>, Hash, Hash)]) 
         let key = l.key.filter(|_| own_copy);
         let value = l.value.filter(|_| own_copy);
         let (prev, hash): (&[u8], &[u8]) = (prev, hash);
-        let values: [&(dyn ToSql + Sync); 13] = [
+        let format = l.format.number();
+        let values: [&(dyn ToSql + Sync); 14] = [
             &l.topic, &l.partition, &l.seq, &l.offset, &l.outcome.as_str(), &l.entity_id,
-            &l.reason, &consumed, &kafka_ts, &key, &value, &prev, &hash,
+            &l.reason, &consumed, &kafka_ts, &key, &value, &prev, &hash, &format,
         ];
         writer.as_mut().write(&values).await?;
     }

@@ -2,12 +2,14 @@
 //! topic feeds, decoding (Confluent Avro or the seed's JSON) and the mapping
 //! of the seed's fields onto columns.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use dora_kafka::{HandlerError, Record};
-use dora_schema::{framing, AuditEvent, Codec, ComplianceReport, Framing};
+use dora_schema::{decode_body, decode_json, framing, AuditEvent, Codec, CompiledSchema, ComplianceReport, Framing, SchemaError, HEADER_LEN};
+use sha2::{Digest, Sha256};
 
-use crate::chain::{AuditColumns, ReportColumns, Row};
+use crate::chain::{AuditColumns, Hash, ReportColumns, Row};
 
 /// Which table a topic's records go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,39 @@ impl Topics {
     }
 }
 
+/// The Avro writer schema of stored values, as `audit.writer_schemas` keeps
+/// it: the registry's id, the definition (enough to decode without the
+/// registry) and its SHA-256, which each link of a stored row hashes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WriterSchema {
+    /// The registry's schema id (from the value's header).
+    pub id: u32,
+    /// SHA-256 of `definition`.
+    pub digest: Hash,
+    /// [`CompiledSchema::definition`] of the writer schema.
+    pub definition: String,
+}
+
+impl WriterSchema {
+    /// The writer schema `definition` registered as `id`.
+    pub fn new(id: u32, definition: String) -> Self {
+        Self { id, digest: Sha256::digest(definition.as_bytes()).into(), definition }
+    }
+}
+
+/// Writer schemas by registry id, for the life of the process (a process
+/// talks to one registry, whose ids never change meaning).
+static WRITERS: RwLock<Option<HashMap<u32, Arc<WriterSchema>>>> = RwLock::new(None);
+
+async fn writer_schema(codec: &Codec, id: u32) -> Result<Arc<WriterSchema>, SchemaError> {
+    if let Some(w) = WRITERS.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(&id)) {
+        return Ok(w.clone());
+    }
+    let w = Arc::new(WriterSchema::new(id, codec.writer_definition(id).await?));
+    let mut all = WRITERS.write().unwrap_or_else(|p| p.into_inner());
+    Ok(all.get_or_insert_with(HashMap::new).entry(id).or_insert(w).clone())
+}
+
 /// A record decoded into the row it will be stored as.
 #[derive(Debug)]
 pub struct Item<'r> {
@@ -60,6 +95,8 @@ pub struct Item<'r> {
     pub record: &'r Record,
     /// Its typed columns.
     pub row: Row,
+    /// The writer schema of an Avro value (`None`: the seed's JSON).
+    pub writer: Option<Arc<WriterSchema>>,
 }
 
 /// Decodes `record` into its row. Registry outages are retryable; anything
@@ -76,9 +113,9 @@ pub async fn decode<'r>(
     let kind = topics.kind(&record.topic).ok_or_else(|| {
         HandlerError::rejected("UnknownTopic", format!("no table for topic {}", record.topic))
     })?;
-    let format = match framing(bytes)? {
-        Framing::Avro { .. } => "avro",
-        Framing::LegacyJson => "json",
+    let (format, id) = match framing(bytes)? {
+        Framing::Avro { id } => ("avro", Some(id)),
+        Framing::LegacyJson => ("json", None),
     };
     let row = match kind {
         Kind::Audit => {
@@ -90,7 +127,41 @@ pub async fn decode<'r>(
             Row::Report(report_columns(r, format)?)
         }
     };
-    Ok(Item { record, row })
+    let writer = match id {
+        Some(id) => Some(writer_schema(codec, id).await?),
+        None => None,
+    };
+    Ok(Item { record, row, writer })
+}
+
+/// The typed row a stored value decodes to, without the registry: Avro with
+/// `writer` (the schema recorded for it), JSON as the seed writes it. What
+/// `verify` checks a row's typed columns against.
+pub fn row_of(kind: Kind, value: &[u8], writer: Option<&CompiledSchema>) -> Result<Row, String> {
+    let (format, body) = match (framing(value).map_err(|e| e.to_string())?, writer) {
+        (Framing::LegacyJson, _) => ("json", None),
+        (Framing::Avro { .. }, Some(w)) => ("avro", Some((w, &value[HEADER_LEN..]))),
+        (Framing::Avro { id }, None) => return Err(format!("no writer schema for schema id {id}")),
+    };
+    let reason = |e: HandlerError| e.message().to_string();
+    Ok(match kind {
+        Kind::Audit => {
+            let e: AuditEvent = match body {
+                Some((w, b)) => decode_body(w, b),
+                None => decode_json(value),
+            }
+            .map_err(|e| e.to_string())?;
+            Row::Audit(audit_columns(e, format).map_err(reason)?)
+        }
+        Kind::Report => {
+            let r: ComplianceReport = match body {
+                Some((w, b)) => decode_body(w, b),
+                None => decode_json(value),
+            }
+            .map_err(|e| e.to_string())?;
+            Row::Report(report_columns(r, format).map_err(reason)?)
+        }
+    })
 }
 
 /// Epoch milliseconds -> microseconds within PostgreSQL's and chrono's range.

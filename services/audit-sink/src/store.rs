@@ -24,16 +24,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dora_kafka::Record;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
-use crate::chain::{Hash, Link, Outcome, Row, GENESIS};
+use crate::chain::{Format, Hash, Link, Outcome, Row, GENESIS};
 use crate::copy::{copy_audits, copy_links, copy_reports, kafka_micros, AUDIT_COLUMNS, REPORT_COLUMNS};
 use crate::db::{classify, classify_pool, Failure, Pool};
-use crate::intake::Item;
+use crate::intake::{Item, WriterSchema};
 use crate::metrics;
 use crate::sqltypes::now_micros;
 
@@ -109,6 +110,9 @@ pub enum Rejection {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Digests of the writer schemas known to be in `audit.writer_schemas`
+    /// (recorded by a committed transaction of this process, or found there).
+    recorded: Arc<Mutex<HashSet<Hash>>>,
 }
 
 fn pg<T>(r: Result<T, tokio_postgres::Error>) -> Result<T, Failure> {
@@ -128,7 +132,7 @@ async fn step<T>(name: &str, f: impl Future<Output = Result<T, Failure>>) -> Res
 impl Store {
     /// A store writing through `pool` (whose connections have the staging tables).
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self { pool, recorded: Arc::default() }
     }
 
     /// The pool.
@@ -176,16 +180,32 @@ impl Store {
     /// then the staged path if a record's id was already stored.
     async fn store_partition(&self, tp: Tp, items: Vec<&Item<'_>>) -> Result<BatchReport, Failure> {
         let mut client = self.pool.get().await.map_err(|e| classify_pool(&e))?;
+        let writers = self.unrecorded_writers(&items);
         for path in [Path::Direct, Path::Staged] {
             let tx = pg(client.transaction().await)?;
-            if let Some(mut report) = store_in(&tx, &tp, &items, path).await? {
+            if let Some(mut report) = store_in(&tx, &tp, &items, &writers, path).await? {
                 step("commit", async { pg(tx.commit().await) }).await?;
+                self.recorded.lock().unwrap_or_else(|p| p.into_inner()).extend(writers.iter().map(|w| w.digest));
                 report.staged = u64::from(path == Path::Staged);
                 return Ok(report);
             }
             // dropped: rolled back
         }
         Err(Failure::Transient("the staged path reported a conflict".into()))
+    }
+
+    /// The writer schemas of `items` not yet known to be recorded.
+    fn unrecorded_writers<'i>(&self, items: &[&'i Item<'_>]) -> Vec<&'i WriterSchema> {
+        let recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<&WriterSchema> = Vec::new();
+        for w in items.iter().filter_map(|it| it.writer.as_deref()) {
+            if !recorded.contains(&w.digest) && !out.iter().any(|o| o.digest == w.digest) {
+                out.push(w);
+            }
+        }
+        // one order for every transaction: two partitions recording the same two schemas cannot deadlock
+        out.sort_by_key(|w| w.digest);
+        out
     }
 
     /// Links `record` as rejected with `reason` (its original bytes kept in
@@ -211,6 +231,7 @@ impl Store {
             });
         }
         let link = Link {
+            format: Format::V2,
             topic: &record.topic,
             partition: record.partition,
             seq: head.next_seq,
@@ -223,6 +244,7 @@ impl Store {
             key: record.key.as_deref(),
             value: record.payload.as_deref(),
             row: None,
+            writer: None,
         };
         let hash = link.hash(&head.hash);
         pg(copy_links(&tx, &[(link, head.hash, hash)]).await)?;
@@ -232,9 +254,16 @@ impl Store {
     }
 }
 
-/// Stores one partition's `items` (offset order) in `tx` on `path`; `None`:
-/// the direct COPY met an id already stored (the transaction is aborted).
-async fn store_in(tx: &Transaction<'_>, tp: &Tp, items: &[&Item<'_>], path: Path) -> Result<Option<BatchReport>, Failure> {
+/// Stores one partition's `items` (offset order) in `tx` on `path`, with the
+/// `writers` their links will name; `None`: the direct COPY met an id
+/// already stored (the transaction is aborted).
+async fn store_in(
+    tx: &Transaction<'_>,
+    tp: &Tp,
+    items: &[&Item<'_>],
+    writers: &[&WriterSchema],
+    path: Path,
+) -> Result<Option<BatchReport>, Failure> {
     let mut report = BatchReport::default();
     let head = step("lock_heads", lock_head(tx, tp)).await?;
     let (old, fresh): (Vec<&Item<'_>>, Vec<&Item<'_>>) =
@@ -253,6 +282,9 @@ async fn store_in(tx: &Transaction<'_>, tp: &Tp, items: &[&Item<'_>], path: Path
         },
         Path::Staged => Some(insert_staged(tx, &fresh).await?),
     };
+    if !writers.is_empty() {
+        step("record_writers", record_writers(tx, writers)).await?;
+    }
     let consumed_at = now_micros();
     let mut links = Vec::with_capacity(fresh.len());
     let (mut seq, mut prev) = (head.next_seq, head.hash);
@@ -266,6 +298,7 @@ async fn store_in(tx: &Transaction<'_>, tp: &Tp, items: &[&Item<'_>], path: Path
         }
         report.newest_timestamp_ms = report.newest_timestamp_ms.max(r.timestamp);
         let link = Link {
+            format: Format::V2,
             topic: &r.topic,
             partition: r.partition,
             seq,
@@ -278,6 +311,7 @@ async fn store_in(tx: &Transaction<'_>, tp: &Tp, items: &[&Item<'_>], path: Path
             key: r.key.as_deref(),
             value: r.payload.as_deref(),
             row: stored.then_some(&it.row),
+            writer: it.writer.as_ref().map(|w| &w.digest).filter(|_| stored),
         };
         let hash = link.hash(&prev);
         links.push((link, prev, hash));
@@ -342,6 +376,22 @@ async fn insert_staged(tx: &Transaction<'_>, fresh: &[&Item<'_>]) -> Result<Inse
         inserted.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
     }
     Ok(inserted)
+}
+
+/// Records `writers` in `audit.writer_schemas` (already there: nothing),
+/// in the transaction of the links that hash their digests.
+async fn record_writers(tx: &Transaction<'_>, writers: &[&WriterSchema]) -> Result<(), Failure> {
+    for w in writers {
+        let (digest, id): (&[u8], i64) = (&w.digest, i64::from(w.id));
+        pg(tx
+            .execute(
+                "INSERT INTO audit.writer_schemas (digest, schema_id, definition, recorded_at) \
+                 VALUES ($1, $2, $3, now()) ON CONFLICT (digest) DO NOTHING",
+                &[&digest, &id, &w.definition],
+            )
+            .await)?;
+    }
+    Ok(())
 }
 
 /// Locks the head of `tp` and reads it, creating it at the chain's start

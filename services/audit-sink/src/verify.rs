@@ -4,9 +4,13 @@
 //! row, no row lacks a link, and each chain ends at the head the sink
 //! recorded. A break names the chain, the position, the offset and the row.
 
+use std::collections::HashMap;
+
+use dora_schema::{framing, CompiledSchema, Framing};
 use tokio_postgres::{Client, Portal, Transaction};
 
-use crate::chain::{AuditColumns, Hash, Link, Outcome, ReportColumns, Row, GENESIS};
+use crate::chain::{AuditColumns, Format, Hash, Link, Outcome, ReportColumns, Row, GENESIS};
+use crate::intake::{row_of, Kind, WriterSchema};
 use crate::sqltypes::{micros_of, JsonText};
 
 /// What `verify` found.
@@ -53,7 +57,7 @@ impl std::fmt::Display for Verdict {
 
 const LINKS: &str = "\
 SELECT seq, kafka_offset, outcome, entity_id, reason, consumed_at, kafka_timestamp, record_key, \
-       record_value, prev_hash, hash \
+       record_value, prev_hash, hash, format \
 FROM audit.chain WHERE topic = $1 AND kafka_partition = $2 ORDER BY kafka_offset";
 const AUDITS: &str = "\
 SELECT kafka_offset, event_id, occurred_at, user_id, action, resource, details, ip_address, \
@@ -70,6 +74,25 @@ const FETCH: i32 = 2000;
 /// A chain head as recorded in `sink_offsets`: topic, partition, next
 /// position, head hash.
 type ChainHead = (String, i32, i64, Vec<u8>);
+
+/// The recorded writer schemas by registry id: each definition's digest
+/// (computed here, not read) and the schema parsed from it.
+type Writers = HashMap<u32, Vec<(Hash, CompiledSchema)>>;
+
+/// Reads `audit.writer_schemas`. A definition that does not parse is left
+/// out: the links that hashed its digest then fail, named.
+async fn writer_schemas(tx: &Transaction<'_>) -> anyhow::Result<Writers> {
+    let mut out = Writers::new();
+    for r in tx.query("SELECT schema_id, definition FROM audit.writer_schemas ORDER BY digest", &[]).await? {
+        let (id, definition): (i64, String) = (r.get(0), r.get(1));
+        let (Ok(id), Ok(schema)) = (u32::try_from(id), CompiledSchema::parse("recorded writer schema", &definition)) else {
+            continue;
+        };
+        let digest = WriterSchema::new(id, definition).digest;
+        out.entry(id).or_default().push((digest, schema));
+    }
+    Ok(out)
+}
 
 async fn snapshot_of(client: &mut Client) -> Result<Transaction<'_>, tokio_postgres::Error> {
     client
@@ -95,13 +118,14 @@ async fn chain_heads(tx: &Transaction<'_>) -> anyhow::Result<Vec<ChainHead>> {
 async fn walk_share(
     tx: &Transaction<'_>,
     heads: &[ChainHead],
+    writers: &Writers,
     worker: usize,
     workers: usize,
 ) -> anyhow::Result<Vec<(usize, Verdict, Option<String>)>> {
     let mut out = Vec::new();
     for (i, (topic, partition, next_seq, head_hash)) in heads.iter().enumerate().skip(worker).step_by(workers) {
         let mut part = Verdict::default();
-        let chain = Chain { tx, topic, partition: *partition };
+        let chain = Chain { tx, topic, partition: *partition, writers };
         let first_break = chain.walk(*next_seq, head_hash, &mut part).await?;
         out.push((i, part, first_break));
     }
@@ -116,7 +140,8 @@ async fn walk_share(
 pub async fn verify(client: &mut Client) -> anyhow::Result<Verdict> {
     let tx = snapshot_of(client).await?;
     let heads = chain_heads(&tx).await?;
-    let parts = walk_share(&tx, &heads, 0, 1).await?;
+    let writers = writer_schemas(&tx).await?;
+    let parts = walk_share(&tx, &heads, &writers, 0, 1).await?;
     conclude(tx, &heads, parts).await
 }
 
@@ -132,16 +157,17 @@ where
 {
     let tx = snapshot_of(client).await?;
     let heads = chain_heads(&tx).await?;
+    let writers = writer_schemas(&tx).await?;
     let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
     let workers = workers.clamp(1, heads.len().max(1));
     let shares = (0..workers).map(|worker| {
-        let (heads, snapshot, connect) = (&heads, &snapshot, &connect);
+        let (heads, writers, snapshot, connect) = (&heads, &writers, &snapshot, &connect);
         async move {
             let mut own = connect().await?;
             let wtx = snapshot_of(&mut own).await?;
             // The snapshot id is PostgreSQL's own string (hex digits and dashes).
             wtx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""))).await?;
-            let share = walk_share(&wtx, heads, worker, workers).await?;
+            let share = walk_share(&wtx, heads, writers, worker, workers).await?;
             wtx.commit().await?;
             anyhow::Ok(share)
         }
@@ -246,6 +272,7 @@ struct Chain<'a> {
     tx: &'a Transaction<'a>,
     topic: &'a str,
     partition: i32,
+    writers: &'a Writers,
 }
 
 impl Chain<'_> {
@@ -273,7 +300,8 @@ impl Chain<'_> {
                 } else if seq < expected_seq {
                     Some(format!("{}: position repeats or goes back after offset {last_offset} (expected seq {expected_seq}): a link inserted by hand", at(seq, offset)))
                 } else {
-                    match check_link(&link, audit.as_ref(), report.as_ref(), topic, partition, &prev) {
+                    let place = Place { topic, partition, writers: self.writers };
+                    match check_link(&link, audit.as_ref(), report.as_ref(), &place, &prev) {
                         Ok((outcome, hash)) => {
                             match outcome {
                                 Outcome::Stored => verdict.stored += 1,
@@ -313,18 +341,25 @@ impl Chain<'_> {
     }
 }
 
+/// Where a link is checked: its chain and the recorded writer schemas.
+struct Place<'a> {
+    topic: &'a str,
+    partition: i32,
+    writers: &'a Writers,
+}
+
 /// Checks one link with the rows stored at its offset; returns its outcome
 /// and stored hash, or what is wrong.
 fn check_link(
     row: &tokio_postgres::Row,
     audit: Option<&tokio_postgres::Row>,
     report: Option<&tokio_postgres::Row>,
-    topic: &str,
-    partition: i32,
+    place: &Place<'_>,
     prev: &Hash,
 ) -> Result<(Outcome, Hash), String> {
     let outcome_name: &str = row.get(2);
     let outcome = Outcome::parse(outcome_name).ok_or_else(|| format!("unknown outcome {outcome_name:?}"))?;
+    let format = Format::of(row.get(11)).ok_or_else(|| format!("unknown chain format {}", row.get::<_, i16>(11)))?;
     let prev_stored: &[u8] = row.get(9);
     let hash_stored: &[u8] = row.get(10);
     let hash_stored: Hash = hash_stored.try_into().map_err(|_| "hash is not 32 bytes".to_string())?;
@@ -332,19 +367,16 @@ fn check_link(
         return Err("does not point at the previous link (a link was removed, inserted or changed before it)".into());
     }
     // The record's own bytes: in its row when it has one, else in the link.
-    let (typed, source, name) = match (audit, report) {
-        (Some(a), None) => {
-            let cols = audit_row(a);
-            let name = format!("audit_events event_id={}", cols.event_id);
-            (Some(Row::Audit(cols)), (a, 11), name)
-        }
-        (None, Some(r)) => {
-            let cols = report_row(r);
-            let name = format!("compliance_reports report_id={}", cols.report_id);
-            (Some(Row::Report(cols)), (r, 10), name)
-        }
-        (None, None) => (None, (row, 6), String::new()),
+    let (typed, source, kind) = match (audit, report) {
+        (Some(a), None) => (Some(Row::Audit(audit_row(a))), (a, 11), Some(Kind::Audit)),
+        (None, Some(r)) => (Some(Row::Report(report_row(r))), (r, 10), Some(Kind::Report)),
+        (None, None) => (None, (row, 6), None),
         (Some(_), Some(_)) => return Err("rows in both tables at this position (inserted by hand)".into()),
+    };
+    let name = || match &typed {
+        Some(Row::Audit(a)) => format!("row audit_events event_id={}", a.event_id),
+        Some(Row::Report(r)) => format!("row compliance_reports report_id={}", r.report_id),
+        None => "link".to_string(),
     };
     match (outcome, &typed) {
         (Outcome::Stored, None) => {
@@ -354,14 +386,16 @@ fn check_link(
             ))
         }
         (Outcome::Duplicate | Outcome::Rejected, Some(_)) => {
-            return Err(format!("row {name} at a position whose record was not stored (inserted by hand)"))
+            return Err(format!("{} at a position whose record was not stored (inserted by hand)", name()))
         }
         _ => {}
     }
     let (src, first) = source;
+    let value: Option<&[u8]> = src.get(first + 2);
     let link = Link {
-        topic,
-        partition,
+        format,
+        topic: place.topic,
+        partition: place.partition,
         seq: row.get(0),
         offset: row.get(1),
         outcome,
@@ -370,12 +404,36 @@ fn check_link(
         consumed_at_us: micros_of(row.get(5)),
         kafka_timestamp_us: src.get::<_, Option<chrono::DateTime<chrono::Utc>>>(first).map(micros_of),
         key: src.get(first + 1),
-        value: src.get(first + 2),
+        value,
         row: typed.as_ref(),
+        writer: None,
     };
-    if link.hash(prev) != hash_stored {
-        let what = if name.is_empty() { "link".to_string() } else { format!("row {name}") };
-        return Err(format!("{what} changed: its values do not hash to the chained hash"));
+    let (Format::V2, Some(typed), Some(kind), Some(value)) = (format, &typed, kind, value) else {
+        // version 1 hashes the typed columns themselves; a link without a row has none
+        if link.hash(prev) != hash_stored {
+            return Err(format!("{} changed: its values do not hash to the chained hash", name()));
+        }
+        return Ok((outcome, hash_stored));
+    };
+    // Version 2: the record and its writer schema are hashed; the typed columns must be what the record decodes to.
+    let chained = |writer: Option<&Hash>| Link { writer, ..link }.hash(prev) == hash_stored;
+    let schema = match framing(value) {
+        Ok(Framing::Avro { id }) => {
+            let candidates = place.writers.get(&id).map_or(&[][..], Vec::as_slice);
+            match candidates.iter().find(|(digest, _)| chained(Some(digest))) {
+                Some((_, schema)) => Some(schema),
+                None if candidates.is_empty() => {
+                    return Err(format!("{}: its writer schema (id {id}) is not in audit.writer_schemas (deleted, or no longer readable)", name()))
+                }
+                None => return Err(format!("{} changed: its record does not hash to the chained hash", name())),
+            }
+        }
+        _ if chained(None) => None,
+        _ => return Err(format!("{} changed: its record does not hash to the chained hash", name())),
+    };
+    let decoded = row_of(kind, value, schema).map_err(|e| format!("{} changed: its record does not decode: {e}", name()))?;
+    if let Some(column) = crate::chain::first_difference(typed, &decoded) {
+        return Err(format!("{} changed: {column} is not what its record value holds", name()));
     }
     Ok((outcome, hash_stored))
 }

@@ -54,6 +54,7 @@ fn item_with_id(record: &Record, event_id: String) -> Item<'_> {
             session_id: None,
             value_format: "json".into(),
         }),
+        writer: None,
     }
 }
 

@@ -77,11 +77,27 @@ async fn verify_names_a_row_changed_deleted_or_inserted_by_a_superuser() -> Resu
     let su = h.owner().await?;
     su.batch_execute("SET session_replication_role = replica").await?;
 
-    // Changed: one column of one row.
+    // Changed: one typed column of one row. The chain (format 2) does not hash typed columns: only the
+    // check of each column against what the row's stored value decodes to can name it.
     let (e2, e3) = (&events[2].event_id, &events[3].event_id);
     su.execute("UPDATE audit.audit_events SET user_id = 'mallory' WHERE event_id = $1", &[e2]).await?;
-    broken(&h, &[&format!("{t}/0 seq 2 offset 2"), &format!("event_id={e2}"), "changed"]).await?;
+    broken(&h, &[&format!("{t}/0 seq 2 offset 2"), &format!("event_id={e2}"), "changed: user_id is not what its record value holds"]).await?;
     su.execute("UPDATE audit.audit_events SET user_id = $2 WHERE event_id = $1", &[e2, &events[2].user_id]).await?;
+    intact(&h).await?;
+
+    // Changed: the original record bytes of a row (one byte of the value).
+    su.execute("UPDATE audit.audit_events SET record_value = set_byte(record_value, 20, get_byte(record_value, 20) # 1) WHERE event_id = $1", &[e2]).await?;
+    broken(&h, &[&format!("{t}/0 seq 2 offset 2"), &format!("event_id={e2}"), "its record does not hash to the chained hash"]).await?;
+    su.execute("UPDATE audit.audit_events SET record_value = set_byte(record_value, 20, get_byte(record_value, 20) # 1) WHERE event_id = $1", &[e2]).await?;
+    intact(&h).await?;
+
+    // Changed or removed: the writer schema the values are decoded with.
+    su.batch_execute("CREATE TEMP TABLE saved_schemas AS SELECT * FROM audit.writer_schemas").await?;
+    su.batch_execute("UPDATE audit.writer_schemas SET definition = definition || ' '").await?;
+    broken(&h, &[&format!("{t}/0 seq 0 offset 0"), "does not hash"]).await?;
+    su.batch_execute("DELETE FROM audit.writer_schemas").await?;
+    broken(&h, &[&format!("{t}/0 seq 0 offset 0"), "is not in audit.writer_schemas"]).await?;
+    su.batch_execute("INSERT INTO audit.writer_schemas SELECT * FROM saved_schemas").await?;
     intact(&h).await?;
 
     // Deleted: a row whose record the chain says was stored.
@@ -113,11 +129,117 @@ async fn verify_names_a_row_changed_deleted_or_inserted_by_a_superuser() -> Resu
     // A link inserted by hand that repeats a position (since V2 no index on seq refuses it).
     su.batch_execute(
         "INSERT INTO audit.chain SELECT topic, kafka_partition, seq, 98, outcome, entity_id, reason, consumed_at, \
-         kafka_timestamp, record_key, record_value, prev_hash, hash FROM audit.chain WHERE seq = 4",
+         kafka_timestamp, record_key, record_value, prev_hash, hash, format FROM audit.chain WHERE seq = 4",
     )
     .await?;
     broken(&h, &[&format!("{t}/0 seq 4 offset 98"), "position repeats"]).await?;
     su.batch_execute("DELETE FROM audit.chain WHERE kafka_offset = 98").await?;
+    intact(&h).await?;
+    Ok(())
+}
+
+/// Rewrites `topic`/0's chain, all of it, as the sink wrote chains before migration V3 (format 1: every typed
+/// column hashed), and its head to match: the state an existing database is in when V3 is applied.
+async fn rewrite_as_format_1(su: &tokio_postgres::Client, topic: &str) -> Result<()> {
+    use audit_sink::chain::{AuditColumns, Format, Hash, Link, Outcome, Row, GENESIS};
+    let rows = su
+        .query(
+            "SELECT c.seq, c.kafka_offset, c.entity_id, (extract(epoch FROM c.consumed_at) * 1e6)::bigint, \
+             (extract(epoch FROM e.kafka_timestamp) * 1e6)::bigint, e.record_key, e.record_value, e.event_id, \
+             (extract(epoch FROM e.occurred_at) * 1e6)::bigint, e.user_id, e.action, e.resource, e.details::text, \
+             e.ip_address, e.user_agent, e.session_id, e.value_format \
+             FROM audit.chain c JOIN audit.audit_events e USING (topic, kafka_partition, kafka_offset) \
+             WHERE c.topic = $1 AND c.kafka_partition = 0 AND c.outcome = 'stored' ORDER BY c.seq",
+            &[&topic],
+        )
+        .await?;
+    let mut prev: Hash = GENESIS;
+    for r in &rows {
+        let row = Row::Audit(AuditColumns {
+            event_id: r.get(7),
+            occurred_at_us: r.get(8),
+            user_id: r.get(9),
+            action: r.get(10),
+            resource: r.get(11),
+            details: r.get(12),
+            ip_address: r.get(13),
+            user_agent: r.get(14),
+            session_id: r.get(15),
+            value_format: r.get(16),
+        });
+        let link = Link {
+            format: Format::V1,
+            topic,
+            partition: 0,
+            seq: r.get(0),
+            offset: r.get(1),
+            outcome: Outcome::Stored,
+            entity_id: r.get(2),
+            reason: None,
+            consumed_at_us: r.get(3),
+            kafka_timestamp_us: r.get(4),
+            key: r.get(5),
+            value: r.get(6),
+            row: Some(&row),
+            writer: None,
+        };
+        let hash = link.hash(&prev);
+        su.execute(
+            "UPDATE audit.chain SET format = 1, prev_hash = $3, hash = $4 WHERE topic = $1 AND kafka_partition = 0 AND seq = $2",
+            &[&topic, &link.seq, &&prev[..], &&hash[..]],
+        )
+        .await?;
+        prev = hash;
+    }
+    su.execute("UPDATE audit.sink_offsets SET head_hash = $2 WHERE topic = $1 AND kafka_partition = 0", &[&topic, &&prev[..]])
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_begun_in_format_1_still_verifies_and_goes_on_in_format_2() -> Result<()> {
+    let h = Harness::new(1, None).await?;
+    let t = h.audit_topic.clone();
+    let events: Vec<_> = (0..5).map(audit_event).collect();
+    let mut sink = h.spawn(&[]).await?;
+    for e in &events[..3] {
+        h.produce_event(e).await?;
+    }
+    h.wait_rows("audit_events", 3).await?;
+    assert!(sink.terminate(tk::DEADLINE).await?.success());
+    let su = h.owner().await?;
+    su.batch_execute("SET session_replication_role = replica").await?;
+    rewrite_as_format_1(&su, &t).await?;
+    intact(&h).await?;
+
+    // The sink continues the chain from the format-1 head, in format 2.
+    let mut sink = h.spawn(&[]).await?;
+    for e in &events[3..] {
+        h.produce_event(e).await?;
+    }
+    h.wait_rows("audit_events", 5).await?;
+    assert!(sink.terminate(tk::DEADLINE).await?.success());
+    let formats: Vec<i16> = su
+        .query("SELECT format FROM audit.chain WHERE topic = $1 ORDER BY seq", &[&t])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(formats, [1, 1, 1, 2, 2]);
+    intact(&h).await?;
+
+    // A typed column of a format-1 row is in its hash; of a format-2 row, checked against its value.
+    let (e1, e4) = (&events[1].event_id, &events[4].event_id);
+    su.execute("UPDATE audit.audit_events SET action = 'LOGOUT' WHERE event_id = $1", &[e1]).await?;
+    broken(&h, &[&format!("{t}/0 seq 1 offset 1"), &format!("event_id={e1}"), "changed: its values do not hash"]).await?;
+    su.execute("UPDATE audit.audit_events SET action = $2 WHERE event_id = $1", &[e1, &events[1].action]).await?;
+    su.execute("UPDATE audit.audit_events SET action = 'LOGOUT' WHERE event_id = $1", &[e4]).await?;
+    broken(&h, &[&format!("{t}/0 seq 4 offset 4"), &format!("event_id={e4}"), "changed: action is not what its record value holds"]).await?;
+    // A link whose stored version is changed no longer hashes.
+    su.execute("UPDATE audit.audit_events SET action = $2 WHERE event_id = $1", &[e4, &events[4].action]).await?;
+    su.execute("UPDATE audit.chain SET format = 2 WHERE topic = $1 AND seq = 0", &[&t]).await?;
+    broken(&h, &[&format!("{t}/0 seq 0 offset 0"), "changed"]).await?;
+    su.execute("UPDATE audit.chain SET format = 1 WHERE topic = $1 AND seq = 0", &[&t]).await?;
     intact(&h).await?;
     Ok(())
 }

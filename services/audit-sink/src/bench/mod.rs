@@ -31,7 +31,7 @@ use dora_schema::{AuditEvent, Codec};
 use dora_telemetry::ServiceContext;
 use tokio_postgres::types::ToSql;
 
-use crate::chain::{Link, Outcome, Row, GENESIS};
+use crate::chain::{Format, Link, Outcome, Row, GENESIS};
 use crate::intake::{decode, Item, Topics};
 use crate::sqltypes::{timestamp, JsonText};
 
@@ -259,13 +259,14 @@ pub async fn ingest<B: BatchHandler>(
 }
 
 /// CPU seconds to hash one link per item, of the shape the sink writes
-/// (canonical bytes + SHA-256), on this thread.
+/// (canonical bytes of version 2 + SHA-256), on this thread.
 pub fn hash_seconds(items: &[Item<'_>]) -> f64 {
     let started = thread_cpu_seconds();
     let mut prev = GENESIS;
     for (seq, it) in items.iter().enumerate() {
         let r = it.record;
         let link = Link {
+            format: Format::V2,
             topic: &r.topic,
             partition: r.partition,
             seq: seq as i64,
@@ -278,6 +279,7 @@ pub fn hash_seconds(items: &[Item<'_>]) -> f64 {
             key: r.key.as_deref(),
             value: r.payload.as_deref(),
             row: Some(&it.row),
+            writer: it.writer.as_ref().map(|w| &w.digest),
         };
         prev = link.hash(&prev);
     }
