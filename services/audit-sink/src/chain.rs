@@ -180,41 +180,6 @@ impl Row {
     }
 }
 
-/// The first typed column in which `a` and `b` differ (`table` when one is
-/// an audit event and the other a report), or `None` when they are equal.
-pub fn first_difference(a: &Row, b: &Row) -> Option<&'static str> {
-    fn first(columns: &[(&'static str, bool)]) -> Option<&'static str> {
-        columns.iter().find(|(_, same)| !same).map(|(name, _)| *name)
-    }
-    match (a, b) {
-        (Row::Audit(a), Row::Audit(b)) => first(&[
-            ("event_id", a.event_id == b.event_id),
-            ("occurred_at", a.occurred_at_us == b.occurred_at_us),
-            ("user_id", a.user_id == b.user_id),
-            ("action", a.action == b.action),
-            ("resource", a.resource == b.resource),
-            ("details", a.details == b.details),
-            ("ip_address", a.ip_address == b.ip_address),
-            ("user_agent", a.user_agent == b.user_agent),
-            ("session_id", a.session_id == b.session_id),
-            ("value_format", a.value_format == b.value_format),
-        ]),
-        (Row::Report(a), Row::Report(b)) => first(&[
-            ("report_id", a.report_id == b.report_id),
-            ("organization_id", a.organization_id == b.organization_id),
-            ("reported_at", a.reported_at_us == b.reported_at_us),
-            ("report_type", a.report_type == b.report_type),
-            // bit for bit, as version 1 hashed it (NaN equals itself, -0.0 differs from 0.0)
-            ("risk_score", a.risk_score.map(f64::to_bits) == b.risk_score.map(f64::to_bits)),
-            ("risk_level", a.risk_level == b.risk_level),
-            ("data", a.data == b.data),
-            ("version", a.version == b.version),
-            ("value_format", a.value_format == b.value_format),
-        ]),
-        _ => Some("table"),
-    }
-}
-
 /// Everything one link covers.
 #[derive(Debug, Clone, Copy)]
 pub struct Link<'a> {
@@ -486,19 +451,6 @@ mod tests {
         });
         assert_ne!(base, v2(&report).hash(&GENESIS), "which table");
         assert!(v2(&row).canonical().len() < link(&row).canonical().len(), "fewer bytes than version 1");
-    }
-
-    #[test]
-    fn the_first_differing_column_is_named() {
-        let a = audit();
-        assert_eq!(first_difference(&a, &audit()), None);
-        let Row::Audit(mut b) = audit() else { unreachable!() };
-        b.session_id = Some("s".into());
-        b.user_id = "mallory".into();
-        assert_eq!(first_difference(&a, &Row::Audit(b)), Some("user_id"));
-        let Row::Audit(mut b) = audit() else { unreachable!() };
-        b.value_format = "avro".into();
-        assert_eq!(first_difference(&a, &Row::Audit(b)), Some("value_format"));
     }
 
     #[test]

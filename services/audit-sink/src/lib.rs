@@ -28,6 +28,7 @@ pub mod settings;
 pub mod sink;
 pub mod sqltypes;
 pub mod store;
+pub mod typed;
 pub mod verify;
 
 use std::sync::Arc;

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use dora_schema::{framing, CompiledSchema, Framing};
 use tokio_postgres::{Client, Portal, Transaction};
 
-use crate::chain::{AuditColumns, Format, Hash, Link, Outcome, ReportColumns, Row, GENESIS};
+use crate::chain::{Format, Hash, Link, Outcome, GENESIS};
 use crate::intake::{row_of, Kind, WriterSchema};
-use crate::sqltypes::{micros_of, JsonText};
+use crate::typed::StoredRow;
+use crate::sqltypes::micros_of;
 
 /// What `verify` found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -122,6 +123,11 @@ async fn walk_share(
     worker: usize,
     workers: usize,
 ) -> anyhow::Result<Vec<(usize, Verdict, Option<String>)>> {
+    // One ordered index scan per chain and table, whatever the statistics say: a sequential scan (or
+    // bitmap scan) and a sort would read the whole table once per chain (measured on 100 000 rows in 8
+    // chains: 33 + 57 ms per chain for the links and rows that way, 13 + 12 ms by index).
+    tx.batch_execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
+        .await?;
     let mut out = Vec::new();
     for (i, (topic, partition, next_seq, head_hash)) in heads.iter().enumerate().skip(worker).step_by(workers) {
         let mut part = Verdict::default();
@@ -160,20 +166,30 @@ where
     let writers = writer_schemas(&tx).await?;
     let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
     let workers = workers.clamp(1, heads.len().max(1));
-    let shares = (0..workers).map(|worker| {
-        let (heads, writers, snapshot, connect) = (&heads, &writers, &snapshot, &connect);
-        async move {
-            let mut own = connect().await?;
-            let wtx = snapshot_of(&mut own).await?;
-            // The snapshot id is PostgreSQL's own string (hex digits and dashes).
-            wtx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""))).await?;
-            let share = walk_share(&wtx, heads, writers, worker, workers).await?;
-            wtx.commit().await?;
-            anyhow::Ok(share)
-        }
-    });
-    let parts = futures::future::try_join_all(shares).await?.into_iter().flatten().collect();
-    conclude(tx, &heads, parts).await
+    let clients = futures::future::try_join_all((0..workers).map(|_| connect())).await?;
+    let (shared, writers) = (std::sync::Arc::new(heads), std::sync::Arc::new(writers));
+    // Each worker is a task of its own, so the decoding and hashing of several chains run on all the
+    // runtime's threads (joined in this task, they would share one).
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(worker, mut own)| {
+            let (heads, writers, snapshot) = (shared.clone(), writers.clone(), snapshot.clone());
+            tokio::spawn(async move {
+                let wtx = snapshot_of(&mut own).await?;
+                // The snapshot id is PostgreSQL's own string (hex digits and dashes).
+                wtx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{}'", snapshot.replace('\'', ""))).await?;
+                let share = walk_share(&wtx, &heads, &writers, worker, workers).await?;
+                wtx.commit().await?;
+                anyhow::Ok(share)
+            })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for task in tasks {
+        parts.extend(task.await??);
+    }
+    conclude(tx, &shared, parts).await
 }
 
 /// Adds the chains' results in head order, looks for rows of partitions
@@ -367,18 +383,14 @@ fn check_link(
         return Err("does not point at the previous link (a link was removed, inserted or changed before it)".into());
     }
     // The record's own bytes: in its row when it has one, else in the link.
-    let (typed, source, kind) = match (audit, report) {
-        (Some(a), None) => (Some(Row::Audit(audit_row(a))), (a, 11), Some(Kind::Audit)),
-        (None, Some(r)) => (Some(Row::Report(report_row(r))), (r, 10), Some(Kind::Report)),
-        (None, None) => (None, (row, 6), None),
+    let (stored, source) = match (audit, report) {
+        (Some(a), None) => (Some(StoredRow { row: a, kind: Kind::Audit }), (a, 11)),
+        (None, Some(r)) => (Some(StoredRow { row: r, kind: Kind::Report }), (r, 10)),
+        (None, None) => (None, (row, 6)),
         (Some(_), Some(_)) => return Err("rows in both tables at this position (inserted by hand)".into()),
     };
-    let name = || match &typed {
-        Some(Row::Audit(a)) => format!("row audit_events event_id={}", a.event_id),
-        Some(Row::Report(r)) => format!("row compliance_reports report_id={}", r.report_id),
-        None => "link".to_string(),
-    };
-    match (outcome, &typed) {
+    let name = || stored.as_ref().map_or_else(|| "link".to_string(), StoredRow::name);
+    match (outcome, &stored) {
         (Outcome::Stored, None) => {
             return Err(format!(
                 "the stored row ({}) is missing (deleted)",
@@ -392,6 +404,12 @@ fn check_link(
     }
     let (src, first) = source;
     let value: Option<&[u8]> = src.get(first + 2);
+    // Version 1 hashes the typed columns; version 2 only which table the row is in.
+    let typed = match (format, &stored) {
+        (Format::V1, Some(s)) => Some(s.owned()),
+        (Format::V2, Some(s)) => Some(s.kind.placeholder()),
+        (_, None) => None,
+    };
     let link = Link {
         format,
         topic: place.topic,
@@ -408,7 +426,7 @@ fn check_link(
         row: typed.as_ref(),
         writer: None,
     };
-    let (Format::V2, Some(typed), Some(kind), Some(value)) = (format, &typed, kind, value) else {
+    let (Format::V2, Some(stored), Some(value)) = (format, &stored, value) else {
         // version 1 hashes the typed columns themselves; a link without a row has none
         if link.hash(prev) != hash_stored {
             return Err(format!("{} changed: its values do not hash to the chained hash", name()));
@@ -431,38 +449,9 @@ fn check_link(
         _ if chained(None) => None,
         _ => return Err(format!("{} changed: its record does not hash to the chained hash", name())),
     };
-    let decoded = row_of(kind, value, schema).map_err(|e| format!("{} changed: its record does not decode: {e}", name()))?;
-    if let Some(column) = crate::chain::first_difference(typed, &decoded) {
+    let decoded = row_of(stored.kind, value, schema).map_err(|e| format!("{} changed: its record does not decode: {e}", name()))?;
+    if let Some(column) = stored.difference(&decoded) {
         return Err(format!("{} changed: {column} is not what its record value holds", name()));
     }
     Ok((outcome, hash_stored))
-}
-
-fn audit_row(r: &tokio_postgres::Row) -> AuditColumns {
-    AuditColumns {
-        event_id: r.get(1),
-        occurred_at_us: micros_of(r.get(2)),
-        user_id: r.get(3),
-        action: r.get(4),
-        resource: r.get(5),
-        details: r.get::<_, JsonText<'_>>(6).0.to_string(),
-        ip_address: r.get(7),
-        user_agent: r.get(8),
-        session_id: r.get(9),
-        value_format: r.get(10),
-    }
-}
-
-fn report_row(r: &tokio_postgres::Row) -> ReportColumns {
-    ReportColumns {
-        report_id: r.get(1),
-        organization_id: r.get(2),
-        reported_at_us: micros_of(r.get(3)),
-        report_type: r.get(4),
-        risk_score: r.get(5),
-        risk_level: r.get(6),
-        data: r.get::<_, JsonText<'_>>(7).0.to_string(),
-        version: r.get(8),
-        value_format: r.get(9),
-    }
 }

@@ -10,8 +10,7 @@
 //!   staged path, which stores the new records and links the duplicate.
 
 use anyhow::Result;
-use audit_sink::chain::{AuditColumns, Row};
-use audit_sink::intake::Item;
+use audit_sink::intake::{row_of, Item, Kind};
 use audit_sink::settings::{PostgresSettings, SslMode};
 use audit_sink::store::Store;
 use audit_sink::{db, verify};
@@ -20,42 +19,30 @@ use dora_kafka::Record;
 use dora_testkit as tk;
 
 fn record(topic: &str, offset: i64) -> Record {
-    record_in(topic, 0, offset)
+    record_with(topic, 0, offset, &format!("evt-{offset}"))
 }
 
-fn record_in(topic: &str, partition: i32, offset: i64) -> Record {
+/// A record whose value is the seed's JSON of an audit event with `event_id`.
+fn record_with(topic: &str, partition: i32, offset: i64, event_id: &str) -> Record {
+    let value = serde_json::json!({
+        "eventId": event_id, "timestamp": 1_795_771_815_000i64 + offset, "userId": "user-1",
+        "action": "LOGIN", "resource": "auth", "details": {"n": offset},
+    });
     Record {
         topic: topic.into(),
         partition,
         offset,
         key: Some(b"2026-11-27-09".to_vec()),
-        payload: Some(format!("{{\"n\":{offset}}}").into_bytes()),
+        payload: Some(value.to_string().into_bytes()),
         headers: Vec::new(),
         timestamp: Some(1_795_771_815_000 + offset),
     }
 }
 
+/// The record decoded as the sink decodes it (verify checks the typed columns against the value).
 fn item(record: &Record) -> Item<'_> {
-    item_with_id(record, format!("evt-{}", record.offset))
-}
-
-fn item_with_id(record: &Record, event_id: String) -> Item<'_> {
-    Item {
-        record,
-        row: Row::Audit(AuditColumns {
-            event_id,
-            occurred_at_us: 1_795_771_815_000_000,
-            user_id: "user-1".into(),
-            action: "LOGIN".into(),
-            resource: "auth".into(),
-            details: "{}".into(),
-            ip_address: None,
-            user_agent: None,
-            session_id: None,
-            value_format: "json".into(),
-        }),
-        writer: None,
-    }
+    let row = row_of(Kind::Audit, record.payload.as_deref().expect("a value"), None).expect("the seed's JSON");
+    Item { record, row, writer: None }
 }
 
 /// A fresh database, migrated, and the writer's settings for it.
@@ -126,24 +113,19 @@ async fn a_producers_duplicate_sends_only_its_partition_to_the_staged_path() -> 
     let store = Store::new(db::Connector::new(&settings)?.writer_pool(&settings)?);
     let topic = tk::unique("user-activities");
     let id = |p: i32, o: i64| format!("evt-{p}-{o}");
-    let first: Vec<Record> = (0..20).map(|i| record_in(&topic, i % 2, i64::from(i / 2))).collect();
-    let batch: Vec<Item<'_>> = first.iter().map(|r| item_with_id(r, id(r.partition, r.offset))).collect();
+    let first: Vec<Record> = (0..20).map(|i| (i % 2, i64::from(i / 2))).map(|(p, o)| record_with(&topic, p, o, &id(p, o))).collect();
+    let batch: Vec<Item<'_>> = first.iter().map(item).collect();
     let r = store.store(&batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     assert_eq!((r.audit_rows, r.duplicates, r.staged), (20, 0, 0), "new ids: both partitions on the direct path");
 
     // Partition 0 gets 5 new records around a producer's duplicate of its
     // offset 3 (same eventId, new offset 12); partition 1 gets 5 new records.
+    let event = |p: i32, o: i64| if (p, o) == (0, 12) { id(0, 3) } else { id(p, o) };
     let second: Vec<Record> = (10..16)
-        .map(|o| record_in(&topic, 0, o))
-        .chain((10..15).map(|o| record_in(&topic, 1, o)))
+        .map(|o| record_with(&topic, 0, o, &event(0, o)))
+        .chain((10..15).map(|o| record_with(&topic, 1, o, &event(1, o))))
         .collect();
-    let batch: Vec<Item<'_>> = second
-        .iter()
-        .map(|r| {
-            let original = if (r.partition, r.offset) == (0, 12) { id(0, 3) } else { id(r.partition, r.offset) };
-            item_with_id(r, original)
-        })
-        .collect();
+    let batch: Vec<Item<'_>> = second.iter().map(item).collect();
     let r = store.store(&batch).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     assert_eq!((r.audit_rows, r.duplicates, r.staged), (10, 1, 1), "only partition 0 redone on the staged path");
 
