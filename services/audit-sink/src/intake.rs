@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use dora_kafka::{HandlerError, Record};
-use dora_schema::{decode_body, decode_json, framing, AuditEvent, Codec, CompiledSchema, ComplianceReport, Framing, SchemaError, HEADER_LEN};
+use dora_schema::{decode_body, decode_json, framing, AuditEvent, AvroRecord, Codec, CompiledSchema, ComplianceReport, Framing, SchemaError, HEADER_LEN};
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::chain::{AuditColumns, Hash, ReportColumns, Row};
@@ -145,23 +146,18 @@ pub fn row_of(kind: Kind, value: &[u8], writer: Option<&CompiledSchema>) -> Resu
     };
     let reason = |e: HandlerError| e.message().to_string();
     Ok(match kind {
-        Kind::Audit => {
-            let e: AuditEvent = match body {
-                Some((w, b)) => decode_body(w, b),
-                None => decode_json(value),
-            }
-            .map_err(|e| e.to_string())?;
-            Row::Audit(audit_columns(e, format).map_err(reason)?)
-        }
-        Kind::Report => {
-            let r: ComplianceReport = match body {
-                Some((w, b)) => decode_body(w, b),
-                None => decode_json(value),
-            }
-            .map_err(|e| e.to_string())?;
-            Row::Report(report_columns(r, format).map_err(reason)?)
-        }
+        Kind::Audit => Row::Audit(audit_columns(decode_stored(value, body)?, format).map_err(reason)?),
+        Kind::Report => Row::Report(report_columns(decode_stored(value, body)?, format).map_err(reason)?),
     })
+}
+
+/// A stored value as `T`: its Avro body with the recorded writer schema, or the seed's JSON.
+fn decode_stored<T: AvroRecord + DeserializeOwned>(value: &[u8], body: Option<(&CompiledSchema, &[u8])>) -> Result<T, String> {
+    match body {
+        Some((writer, body)) => decode_body(writer, body),
+        None => decode_json(value),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Epoch milliseconds -> microseconds within PostgreSQL's and chrono's range.
