@@ -70,6 +70,11 @@ struct Args {
     /// A run of a few seconds that only shows everything works (`cargo xtask bench --quick`).
     #[arg(long)]
     quick: bool,
+    /// linger.ms of every producer in the run, the service's and the
+    /// baselines' alike (default: the service's setting, 10 ms). Each
+    /// transaction of the agent path waits for it before it commits.
+    #[arg(long)]
+    linger_ms: Option<u32>,
     /// Internal: be the gRPC load of a report-bench run against this address.
     #[arg(long, hide = true)]
     client_of: Option<String>,
@@ -148,6 +153,9 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = report_ingest::Settings::default();
     settings.common.kafka = kafka();
     settings.registry = registry.clone();
+    if let Some(linger) = args.linger_ms {
+        settings.producer.linger_ms = linger;
+    }
     let s = &mut settings.ingest;
     for (field, prefix) in [
         (&mut s.events_topic, "bench-events"),
@@ -176,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         "agent_ratio_same_records": a.service.per_s / a.same_records.per_s,
         "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "grpc_health_check": g.health.cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
             "agent_loop": a.service.cpu_us, "bare_passthrough": a.passthrough.cpu_us, "bare_same_records": a.same_records.cpu_us},
-        "submissions": args.submissions, "callers": args.callers, "channels": args.channels, "events": args.events, "batch": args.batch,
+        "linger_ms": settings.producer.linger_ms, "submissions": args.submissions, "callers": args.callers, "channels": args.channels, "events": args.events, "batch": args.batch,
         "results": [
             row(gs, "report-ingest (report + audit event per call)", g.grpc, "submissions/s", false),
             row(gs, "platform Producer, same records, callers awaiting both acks, no gRPC", g.closed_loop, "submissions/s", false),
