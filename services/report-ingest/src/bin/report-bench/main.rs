@@ -71,7 +71,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// linger.ms of every producer in the run, the service's and the
-    /// baselines' alike (default: the service's setting, 10 ms). Each
+    /// baselines' alike (default: the service's setting, 5 ms). Each
     /// transaction of the agent path waits for it before it commits.
     #[arg(long)]
     linger_ms: Option<u32>,
