@@ -70,14 +70,25 @@ async fn produce(
     warm_up: &[(&RawRecord, Option<i64>)],
     records: &[(&RawRecord, Option<i64>)],
 ) -> Result<Duration, KafkaError> {
+    let producer = warm_producer(kafka, settings, warm_up).await?;
+    let started = Instant::now();
+    send_all(&producer, records).await?;
+    Ok(started.elapsed())
+}
+
+/// A bare `FutureProducer` with the platform producer's settings, after
+/// `warm_up` was produced and acknowledged (connection, producer id, metadata).
+async fn warm_producer(
+    kafka: &KafkaSettings,
+    settings: &ProducerSettings,
+    warm_up: &[(&RawRecord, Option<i64>)],
+) -> Result<FutureProducer, KafkaError> {
     let producer: FutureProducer = settings
         .client_config(kafka)?
         .create()
         .map_err(KafkaError::Client)?;
     send_all(&producer, warm_up).await?;
-    let started = Instant::now();
-    send_all(&producer, records).await?;
-    Ok(started.elapsed())
+    Ok(producer)
 }
 
 /// Queues every record (waiting only while librdkafka's queue is full), then
@@ -141,18 +152,10 @@ pub async fn produce_for(
 ) -> Result<TimedProduce, KafkaError> {
     use futures::stream::{FuturesUnordered, StreamExt};
     use futures::FutureExt;
-    let Some((topic, key, value)) = records.first() else {
+    let Some(first) = records.first() else {
         return Err(KafkaError::Admin("produce_for: no records".into()));
     };
-    let producer: FutureProducer = settings
-        .client_config(kafka)?
-        .create()
-        .map_err(KafkaError::Client)?;
-    let warm_up = FutureRecord::to(topic).key(key).payload(value);
-    match producer.send(warm_up, Duration::from_secs(30)).await {
-        Ok(_) => {}
-        Err((e, _)) => return Err(KafkaError::Client(e)),
-    }
+    let producer = warm_producer(kafka, settings, &[(first, None)]).await?;
     let mut run = TimedProduce { acked: 0, failed: 0, elapsed: Duration::ZERO };
     let mut settle = |(sent, result): (Instant, Result<_, _>)| match result {
         Ok(Ok(_)) => {
