@@ -2,8 +2,11 @@
 //! user) or the assessment archive (compliance reports, optionally of one
 //! organisation) of a period as JSON lines or CSV, each row with its chain
 //! position, previous hash and hash, and the original record bytes, so an
-//! auditor can check the extract's links against each other and recompute
-//! every row's hash (canonical bytes: see `chain`).
+//! auditor can check the extract's links against each other. A format-1
+//! link's hash can be recomputed from the extract alone (canonical bytes: see
+//! `chain`); a format-2 link (written since migration V3) also hashes its
+//! writer schema's digest, which the extract does not carry yet, so its hash
+//! is recomputed by `audit-sink verify`, not from the extract.
 
 use std::io::Write;
 
