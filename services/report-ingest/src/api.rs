@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dora_auth::{Authenticator, Principal};
 use dora_kafka::audit::{user_activity, AuditProducer};
-use dora_kafka::{Delivered, ProduceError, Producer};
+use dora_kafka::{Delivered, Delivery, ProduceError, Producer};
 use dora_proto::report::v1 as pb;
 use dora_proto::report::v1::report_ingest_server::ReportIngest;
 use dora_proto::validate::{identifier, json_object, Invalid};
@@ -55,13 +55,39 @@ impl ReportWriter {
         report: &ComplianceReport,
         activity: &AuditEvent,
     ) -> Result<Delivered, ProduceError> {
+        self.enqueue(topic, report, activity)
+            .await?
+            .acknowledged()
+            .await
+    }
+
+    /// Enqueues both records; the result awaits both acknowledgements.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        report: &ComplianceReport,
+        activity: &AuditEvent,
+    ) -> Result<Written, ProduceError> {
         let key = Some(report.organization_id.as_str());
         let report = self
             .producer
             .enqueue(&self.codec, topic, key, report)
             .await?;
         let audit = self.audit.send(activity).await?;
-        let (delivered, _) = tokio::try_join!(report, audit)?;
+        Ok(Written { report, audit })
+    }
+}
+
+/// A report and its audit event, enqueued.
+pub struct Written {
+    report: Delivery,
+    audit: Delivery,
+}
+
+impl Written {
+    /// Where the report went, once the broker acknowledged both records.
+    pub async fn acknowledged(self) -> Result<Delivered, ProduceError> {
+        let (delivered, _) = tokio::try_join!(self.report, self.audit)?;
         Ok(delivered)
     }
 }
@@ -72,11 +98,11 @@ pub struct IngestApi {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     auth: Authenticator,
     writer: ReportWriter,
     topics: ReportTopics,
-    limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 impl IngestApi {
@@ -104,36 +130,78 @@ fn invalid(e: Invalid) -> Status {
     e.into()
 }
 
-fn counted(s: Status) -> Status {
+/// A refusal of `s`'s code, counted.
+pub(crate) fn counted(s: Status) -> Status {
     metrics::rejected(s.code());
     s
 }
 
 impl Inner {
-    /// The caller, its request id and the organisation, once it may submit for it.
-    fn admit<T>(
-        &self,
-        req: &Request<T>,
-        org: &str,
-        request_id: &str,
-    ) -> Result<(Principal, String), Status> {
-        let principal = self.auth.identify(req).map_err(counted)?;
+    /// The caller's request id, once `principal` may submit for `org`.
+    fn admit(&self, principal: &Principal, org: &str, request_id: &str) -> Result<String, Status> {
         let org = identifier("organization_id", org, self.limits.max_id_bytes).map_err(invalid)?;
         principal
             .require_org("organization_id", &org)
             .map_err(counted)?;
-        let request_id =
-            identifier("request_id", request_id, self.limits.max_id_bytes).map_err(invalid)?;
-        Ok((principal, request_id))
+        identifier("request_id", request_id, self.limits.max_id_bytes).map_err(invalid)
     }
 
-    async fn submit(
+    /// A gap assessment, checked as its call's fields name it.
+    pub(crate) fn accept_gap(
+        &self,
+        principal: &Principal,
+        r: &pb::SubmitGapAssessmentRequest,
+        client: &Map<String, Value>,
+    ) -> Result<Accepted<'_>, Status> {
+        let request_id = self.admit(principal, &r.organization_id, &r.request_id)?;
+        let limits = &self.limits;
+        let data =
+            json_object("data_json", &r.data_json, limits.max_data_bytes).map_err(invalid)?;
+        let assessment = Assessment::gap(
+            ("organization_id", &r.organization_id),
+            data,
+            "data_json",
+            limits,
+        )
+        .map_err(invalid)?;
+        Ok(self.accept(principal, &request_id, assessment, client))
+    }
+
+    /// A risk assessment, checked as its call's fields name it.
+    pub(crate) fn accept_risk(
+        &self,
+        principal: &Principal,
+        r: &pb::SubmitRiskAssessmentRequest,
+        client: &Map<String, Value>,
+    ) -> Result<Accepted<'_>, Status> {
+        let request_id = self.admit(principal, &r.organization_id, &r.request_id)?;
+        let limits = &self.limits;
+        let data =
+            json_object("data_json", &r.data_json, limits.max_data_bytes).map_err(invalid)?;
+        let mut assessment = Assessment::risk(
+            ("organization_id", &r.organization_id),
+            ("overall_score", r.overall_score),
+            ("risk_level", &r.risk_level),
+            data,
+            "data_json",
+            limits,
+        )
+        .map_err(invalid)?;
+        if let Kind::Risk { score, level } = assessment.kind {
+            assessment.data =
+                risk_data(std::mem::take(&mut assessment.data), score, level).map_err(invalid)?;
+        }
+        Ok(self.accept(principal, &request_id, assessment, client))
+    }
+
+    /// The report of a valid assessment and its audit event.
+    fn accept(
         &self,
         principal: &Principal,
         request_id: &str,
         assessment: Assessment,
-        client: Map<String, Value>,
-    ) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        client: &Map<String, Value>,
+    ) -> Accepted<'_> {
         let report_type = assessment.kind.report_type();
         let report_id = submitted_report_id(
             &principal.name,
@@ -144,7 +212,7 @@ impl Inner {
         let now = chrono::Utc::now();
         let topic = self.topics.of(assessment.kind);
         let report = assessment.into_report(report_id, now.timestamp_millis());
-        let mut details = client;
+        let mut details = client.clone();
         details.insert("organization_id".into(), json!(report.organization_id));
         details.insert("request_id".into(), json!(request_id));
         details.insert("report_type".into(), json!(report_type.as_str()));
@@ -155,20 +223,54 @@ impl Inner {
             Value::Object(details),
             now,
         );
-        let delivered = self
-            .writer
-            .write(topic, &report, &activity)
+        Accepted {
+            topic,
+            report,
+            activity,
+        }
+    }
+
+    /// Enqueues an accepted submission's report and audit event.
+    pub(crate) async fn enqueue(&self, a: &Accepted<'_>) -> Result<Written, Status> {
+        self.writer
+            .enqueue(a.topic, &a.report, &a.activity)
+            .await
+            .map_err(|e| counted(unavailable(&e)))
+    }
+
+    /// The answer to an accepted submission, once the broker acknowledged both records.
+    pub(crate) async fn acknowledged(
+        &self,
+        a: Accepted<'_>,
+        written: Written,
+    ) -> Result<pb::SubmitReportResponse, Status> {
+        let delivered = written
+            .acknowledged()
             .await
             .map_err(|e| counted(unavailable(&e)))?;
+        let report_type = a.report.report_type;
         metrics::accepted(report_type, "grpc");
-        Ok(Response::new(pb::SubmitReportResponse {
-            report_id: report.report_id,
-            timestamp: report.timestamp,
-            topic: topic.to_string(),
+        Ok(pb::SubmitReportResponse {
+            report_id: a.report.report_id,
+            timestamp: a.report.timestamp,
+            topic: a.topic.to_string(),
             partition: delivered.partition,
             offset: delivered.offset,
-        }))
+        })
     }
+
+    /// Writes one accepted submission and answers it.
+    async fn submit(&self, a: Accepted<'_>) -> Result<Response<pb::SubmitReportResponse>, Status> {
+        let written = self.enqueue(&a).await?;
+        Ok(Response::new(self.acknowledged(a, written).await?))
+    }
+}
+
+/// A valid submission: where its report goes, the report and its audit event.
+pub(crate) struct Accepted<'a> {
+    topic: &'a str,
+    report: ComplianceReport,
+    activity: AuditEvent,
 }
 
 /// UNAVAILABLE when trying again (here or at another replica) may succeed, INTERNAL otherwise.
@@ -240,21 +342,9 @@ impl ReportIngest for IngestApi {
         req: Request<pb::SubmitGapAssessmentRequest>,
     ) -> Result<Response<pb::SubmitReportResponse>, Status> {
         let inner = &self.inner;
-        let r = req.get_ref();
-        let (principal, request_id) = inner.admit(&req, &r.organization_id, &r.request_id)?;
-        let limits = &inner.limits;
-        let data =
-            json_object("data_json", &r.data_json, limits.max_data_bytes).map_err(invalid)?;
-        let assessment = Assessment::gap(
-            ("organization_id", &r.organization_id),
-            data,
-            "data_json",
-            limits,
-        )
-        .map_err(invalid)?;
-        inner
-            .submit(&principal, &request_id, assessment, client_details(&req))
-            .await
+        let principal = inner.auth.identify(&req).map_err(counted)?;
+        let accepted = inner.accept_gap(&principal, req.get_ref(), &client_details(&req))?;
+        inner.submit(accepted).await
     }
 
     async fn submit_risk_assessment(
@@ -262,27 +352,21 @@ impl ReportIngest for IngestApi {
         req: Request<pb::SubmitRiskAssessmentRequest>,
     ) -> Result<Response<pb::SubmitReportResponse>, Status> {
         let inner = &self.inner;
-        let r = req.get_ref();
-        let (principal, request_id) = inner.admit(&req, &r.organization_id, &r.request_id)?;
-        let limits = &inner.limits;
-        let data =
-            json_object("data_json", &r.data_json, limits.max_data_bytes).map_err(invalid)?;
-        let mut assessment = Assessment::risk(
-            ("organization_id", &r.organization_id),
-            ("overall_score", r.overall_score),
-            ("risk_level", &r.risk_level),
-            data,
-            "data_json",
-            limits,
-        )
-        .map_err(invalid)?;
-        if let Kind::Risk { score, level } = assessment.kind {
-            assessment.data =
-                risk_data(std::mem::take(&mut assessment.data), score, level).map_err(invalid)?;
-        }
-        inner
-            .submit(&principal, &request_id, assessment, client_details(&req))
-            .await
+        let principal = inner.auth.identify(&req).map_err(counted)?;
+        let accepted = inner.accept_risk(&principal, req.get_ref(), &client_details(&req))?;
+        inner.submit(accepted).await
+    }
+
+    async fn submit_assessments(
+        &self,
+        req: Request<pb::SubmitAssessmentsRequest>,
+    ) -> Result<Response<pb::SubmitAssessmentsResponse>, Status> {
+        let inner = &self.inner;
+        let principal = inner.auth.identify(&req).map_err(counted)?;
+        let client = client_details(&req);
+        let results =
+            crate::bulk::submit_all(inner, &principal, &req.get_ref().submissions, &client).await?;
+        Ok(Response::new(pb::SubmitAssessmentsResponse { results }))
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_id_bytes: usize,
     /// The assessment's JSON text.
     pub max_data_bytes: usize,
+    /// Submissions in one SubmitAssessments call.
+    pub max_bulk_submissions: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
         Self {
             max_id_bytes: 128,
             max_data_bytes: 65_536,
+            max_bulk_submissions: 500,
         }
     }
 }

@@ -85,6 +85,73 @@ pub fn risk_request(
     })
 }
 
+/// Which kind of assessment a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// Gap assessments.
+    Gap,
+    /// Risk assessments, with the score and level given on the command line (if any).
+    Risk,
+}
+
+impl FileKind {
+    fn name(self) -> &'static str {
+        match self {
+            FileKind::Gap => "gap",
+            FileKind::Risk => "risk",
+        }
+    }
+}
+
+/// The submissions of an array of assessments (JSON objects) of one kind for
+/// `organization_id`: item `j`'s request id is `<request_id>-<j>`, or without
+/// one derived from the item's contents (so submitting the same file again
+/// yields the same report ids). Risk items take score and level from
+/// `score`/`level` or from their own `overall_score`/`risk_level`.
+pub fn submissions(
+    kind: FileKind,
+    organization_id: &str,
+    items: &[Value],
+    request_id: Option<&str>,
+    risk: (Option<f64>, Option<&str>),
+) -> anyhow::Result<Vec<pb::Submission>> {
+    use pb::submission::Assessment;
+    let mut out = Vec::with_capacity(items.len());
+    for (j, item) in items.iter().enumerate() {
+        let text = item.to_string();
+        let id = match request_id {
+            Some(r) => format!("{r}-{j}"),
+            None => content_request_id(kind.name(), organization_id, text.as_bytes()),
+        };
+        let assessment = match kind {
+            FileKind::Gap => Assessment::Gap(gap_request(organization_id, &text, &id)),
+            FileKind::Risk => Assessment::Risk(
+                risk_request(organization_id, &text, &id, risk.0, risk.1)
+                    .with_context(|| format!("assessment [{j}]"))?,
+            ),
+        };
+        out.push(pb::Submission {
+            assessment: Some(assessment),
+        });
+    }
+    Ok(out)
+}
+
+/// One line of output for submission `index`'s result: where its report
+/// went, or its error (code name and message).
+pub fn result_line(index: usize, result: &pb::SubmissionResult) -> Value {
+    use pb::submission_result::Outcome;
+    match &result.outcome {
+        Some(Outcome::Report(r)) => serde_json::json!({"index": index, "report_id": r.report_id,
+            "timestamp": r.timestamp, "topic": r.topic, "partition": r.partition, "offset": r.offset}),
+        Some(Outcome::Error(e)) => serde_json::json!({"index": index,
+            "error": {"code": format!("{:?}", tonic::Code::from_i32(e.code)), "message": e.message}}),
+        None => {
+            serde_json::json!({"index": index, "error": {"code": "Unknown", "message": "no outcome"}})
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +163,31 @@ mod tests {
         assert_ne!(a, content_request_id("risk", "org-1", b"{}"));
         assert_ne!(a, content_request_id("gap", "org-2", b"{}"));
         assert_ne!(a, content_request_id("gap", "org-1", b"{ }"));
+    }
+
+    #[test]
+    fn array_items_get_their_own_request_ids() {
+        let items = vec![
+            serde_json::json!({"gaps": []}),
+            serde_json::json!({"gaps": [1]}),
+        ];
+        let ids = |r: Option<&str>| -> Vec<String> {
+            submissions(FileKind::Gap, "o", &items, r, (None, None))
+                .unwrap()
+                .into_iter()
+                .map(|s| match s.assessment {
+                    Some(pb::submission::Assessment::Gap(g)) => g.request_id,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(ids(Some("batch")), ["batch-0", "batch-1"]);
+        let derived = ids(None);
+        assert_ne!(derived[0], derived[1]);
+        assert_eq!(derived, ids(None));
+        let risky = [serde_json::json!({"overall_score": 0.5})];
+        let e = submissions(FileKind::Risk, "o", &risky, None, (None, None)).unwrap_err();
+        assert!(format!("{e:#}").starts_with("assessment [0]"), "{e:#}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod articles;
 pub mod assessment;
+mod bulk;
 pub mod client;
 pub mod derive;
 pub mod metrics;

@@ -78,6 +78,9 @@ pub struct IngestSettings {
     pub max_data_bytes: usize,
     /// Largest gRPC request frame, bytes (larger: OUT_OF_RANGE). Default 131 072.
     pub max_request_bytes: usize,
+    /// Most submissions in one SubmitAssessments call (more: INVALID_ARGUMENT,
+    /// nothing produced). Default 500.
+    pub max_bulk_submissions: usize,
     /// Longest the gRPC server waits for in-flight calls on shutdown, ms. Default 20 000.
     pub drain_timeout_ms: u64,
     /// Topic of agent events (read in group `consumer.group_id`). Default `agent-events`.
@@ -99,6 +102,7 @@ impl Default for IngestSettings {
             max_id_bytes: 128,
             max_data_bytes: 65_536,
             max_request_bytes: 131_072,
+            max_bulk_submissions: 500,
             drain_timeout_ms: 20_000,
             events_topic: topics::AGENT_EVENTS.into(),
             gap_topic: topics::GAP_ASSESSMENTS.into(),
@@ -114,6 +118,7 @@ impl IngestSettings {
         Limits {
             max_id_bytes: self.max_id_bytes,
             max_data_bytes: self.max_data_bytes,
+            max_bulk_submissions: self.max_bulk_submissions,
         }
     }
 

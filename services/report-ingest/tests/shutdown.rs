@@ -1,7 +1,8 @@
-//! SIGTERM under load: gRPC calls in flight when the signal arrives complete
-//! (answered OK after it), later calls are refused without anything written,
-//! every answered report is on its topic and nothing else is, and the process
-//! exits 0.
+//! SIGTERM under load: gRPC calls in flight when the signal arrives, unary
+//! and SubmitAssessments (25 submissions each) alike, complete (answered OK
+//! after it, every submission of a bulk call accepted), later calls are
+//! refused without anything written, every answered report is on its topic
+//! and nothing else is, and the process exits 0.
 
 mod common;
 
@@ -10,8 +11,39 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Result};
 use common::Scenario;
+use dora_proto::report::v1 as pb;
 use dora_testkit as tk;
 use report_ingest::client;
+
+/// One SubmitAssessments call of 25 gap assessments; the report ids, if
+/// every submission was accepted.
+async fn submit_bulk(
+    c: &mut client::ReportClient,
+    caller: u32,
+    call: u32,
+) -> Result<Vec<String>, tonic::Status> {
+    let submissions = (0..25)
+        .map(|k| pb::Submission {
+            assessment: Some(pb::submission::Assessment::Gap(client::gap_request(
+                "org-a",
+                r#"{"gaps": []}"#,
+                &format!("bulk-{caller}-{call}-{k}"),
+            ))),
+        })
+        .collect();
+    let results = c
+        .submit_assessments(pb::SubmitAssessmentsRequest { submissions })
+        .await?
+        .into_inner()
+        .results;
+    results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Some(pb::submission_result::Outcome::Report(r)) => Ok(r.report_id),
+            other => Err(tonic::Status::internal(format!("{other:?}"))),
+        })
+        .collect()
+}
 
 #[tokio::test]
 async fn sigterm_completes_in_flight_calls_and_exits_zero() -> Result<()> {
@@ -22,15 +54,25 @@ async fn sigterm_completes_in_flight_calls_and_exits_zero() -> Result<()> {
     for n in 0..16 {
         let mut c = scenario.client(&mut ingest, "load", &["org-a"]).await?;
         let signalled = signalled.clone();
+        // Odd callers submit 25 assessments per SubmitAssessments call.
+        let bulk = n % 2 == 1;
         callers.push(tokio::spawn(async move {
-            // (report ids answered, answered OK after the signal)
+            // (report ids answered, calls answered OK after the signal, bulk?)
             let (mut ids, mut after) = (Vec::new(), 0u32);
             for i in 0..10_000 {
-                let req = client::gap_request("org-a", r#"{"gaps": []}"#, &format!("req-{n}-{i}"));
                 let sent_after_signal = signalled.load(Ordering::SeqCst);
-                match c.submit_gap_assessment(req).await {
-                    Ok(r) => {
-                        ids.push(r.into_inner().report_id);
+                let answered = if bulk {
+                    submit_bulk(&mut c, n, i).await
+                } else {
+                    let req =
+                        client::gap_request("org-a", r#"{"gaps": []}"#, &format!("req-{n}-{i}"));
+                    c.submit_gap_assessment(req)
+                        .await
+                        .map(|r| vec![r.into_inner().report_id])
+                };
+                match answered {
+                    Ok(answered) => {
+                        ids.extend(answered);
                         if signalled.load(Ordering::SeqCst) && !sent_after_signal {
                             after += 1;
                         }
@@ -38,7 +80,7 @@ async fn sigterm_completes_in_flight_calls_and_exits_zero() -> Result<()> {
                     Err(_) => break,
                 }
             }
-            (ids, after)
+            (ids, after, bulk)
         }));
     }
     tk::eventually(tk::DEADLINE, || async {
@@ -58,15 +100,15 @@ async fn sigterm_completes_in_flight_calls_and_exits_zero() -> Result<()> {
     let status = ingest.process.wait_exit(tk::DEADLINE).await?;
     ensure!(status.success(), "exit {status}\n{}", ingest.process.log());
 
-    let (mut answered, mut completed_after_signal) = (Vec::new(), 0);
+    let (mut answered, mut completed_after_signal) = (Vec::new(), [0, 0]);
     for c in callers {
-        let (ids, after) = c.await?;
+        let (ids, after, bulk) = c.await?;
         answered.extend(ids);
-        completed_after_signal += after;
+        completed_after_signal[usize::from(bulk)] += after;
     }
     ensure!(
-        completed_after_signal > 0,
-        "no call was in flight when SIGTERM arrived"
+        completed_after_signal.iter().all(|n| *n > 0),
+        "no call of a kind (unary, bulk) was in flight when SIGTERM arrived: {completed_after_signal:?}"
     );
     let mut on_topic: Vec<String> = scenario
         .reports()

@@ -106,7 +106,18 @@ impl Scenario {
 
     /// Starts report-ingest with `transactional_id` and waits until it is ready.
     pub async fn start(&self, transactional_id: &str) -> Result<Ingest> {
-        let process = tk::ServiceProcess::spawn(BIN, &self.env(transactional_id)).await?;
+        self.start_with(transactional_id, &[]).await
+    }
+
+    /// As [`start`](Self::start), with `extra` settings (env) added.
+    pub async fn start_with(
+        &self,
+        transactional_id: &str,
+        extra: &[(&'static str, String)],
+    ) -> Result<Ingest> {
+        let mut env = self.env(transactional_id);
+        env.extend(extra.iter().cloned());
+        let process = tk::ServiceProcess::spawn(BIN, &env).await?;
         Ok(Ingest { process })
     }
 
