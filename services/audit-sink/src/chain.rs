@@ -40,6 +40,9 @@
 //! breaks the link.
 //!
 //! The first link's previous hash is 32 zero bytes.
+//!
+//! The same layout, from the fields of an `audit-sink export` extract, for
+//! auditors: `export`'s module docs and `docs/audit-extract.md`.
 
 use sha2::{Digest, Sha256};
 

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dora_service::{EXIT_CONFIG, EXIT_FAILURE, EXIT_UNAVAILABLE};
 
@@ -57,6 +58,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: export::Format,
+        /// Also write the Avro writer schemas the exported rows name to this
+        /// file (JSON lines), to decode their values without the registry.
+        #[arg(long)]
+        schemas: Option<std::path::PathBuf>,
     },
 }
 
@@ -110,15 +115,22 @@ async fn execute(command: Command, settings: &Settings) -> anyhow::Result<ExitCo
             println!("{verdict}");
             Ok(if verdict.intact() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_BROKEN) })
         }
-        Command::Export { table, from, to, user, organization, format } => {
+        Command::Export { table, from, to, user, organization, format, schemas } => {
             let owner = match (table, user, organization) {
                 (export::Table::AuditEvents, _, Some(_)) => anyhow::bail!("--organization filters compliance reports; use --user for audit events"),
                 (export::Table::ComplianceReports, Some(_), _) => anyhow::bail!("--user filters audit events; use --organization for compliance reports"),
                 (_, user, organization) => user.or(organization),
             };
-            let client = db::Connector::new(pg)?.connect(&pg.config_for(&pg.user, pg.password.as_ref())).await?;
+            let mut client = db::Connector::new(pg)?.connect(&pg.config_for(&pg.user, pg.password.as_ref())).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let n = export::export(&client, table, (from, to), owner.as_deref(), format, &mut out).await?;
+            let mut schemas_out = match &schemas {
+                Some(path) => Some(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => None,
+            };
+            let outputs = (&mut out as &mut dyn std::io::Write, schemas_out.as_mut().map(|s| s as &mut dyn std::io::Write));
+            let n = export::export(&mut client, table, (from, to), owner.as_deref(), format, outputs).await?;
             eprintln!("audit-sink: exported {n} rows of {table:?}");
             Ok(ExitCode::SUCCESS)
         }

@@ -207,9 +207,9 @@ async fn export_writes_a_periods_events_or_reports_with_their_chain_links() -> R
         .await?;
     assert_eq!(code, Some(0), "{err}");
     let mut csv = out.lines();
-    assert!(csv.next().is_some_and(|h| h.starts_with("reportId,timestamp,organizationId,reportType,riskScore")), "{out}");
+    assert!(csv.next().is_some_and(|h| h.starts_with(r#""reportId","timestamp","organizationId","reportType","riskScore""#)), "{out}");
     let row = csv.next().context("no report row")?;
-    assert!(row.starts_with(&format!("{},", reports[1].report_id)) && row.contains(",0.87,"), "{row}");
+    assert!(row.starts_with(&format!("\"{}\",", reports[1].report_id)) && row.contains(",\"0.87\","), "{row}");
     assert!(csv.next().is_none(), "{out}");
 
     let (code, _, err) = h.command(&["export", "--table", "compliance-reports", "--from", "2026-01-01", "--to", "2027-01-01", "--user", "user-0"]).await?;

@@ -236,3 +236,61 @@ pub async fn metric(p: &tk::ServiceProcess, name: &str, labels: &[(&str, &str)])
     let (_, body) = p.admin_get("/metrics").await?;
     Ok(tk::metric_value(&body, name, labels))
 }
+
+/// Rewrites `topic`/0's chain, all of it, as the sink wrote chains before migration V3 (format 1: every typed
+/// column hashed), and its head to match: the state an existing database is in when V3 is applied.
+pub async fn rewrite_as_format_1(su: &tokio_postgres::Client, topic: &str) -> Result<()> {
+    use audit_sink::chain::{AuditColumns, Format, Hash, Link, Outcome, Row, GENESIS};
+    let rows = su
+        .query(
+            "SELECT c.seq, c.kafka_offset, c.entity_id, (extract(epoch FROM c.consumed_at) * 1e6)::bigint, \
+             (extract(epoch FROM e.kafka_timestamp) * 1e6)::bigint, e.record_key, e.record_value, e.event_id, \
+             (extract(epoch FROM e.occurred_at) * 1e6)::bigint, e.user_id, e.action, e.resource, e.details::text, \
+             e.ip_address, e.user_agent, e.session_id, e.value_format \
+             FROM audit.chain c JOIN audit.audit_events e USING (topic, kafka_partition, kafka_offset) \
+             WHERE c.topic = $1 AND c.kafka_partition = 0 AND c.outcome = 'stored' ORDER BY c.seq",
+            &[&topic],
+        )
+        .await?;
+    let mut prev: Hash = GENESIS;
+    for r in &rows {
+        let row = Row::Audit(AuditColumns {
+            event_id: r.get(7),
+            occurred_at_us: r.get(8),
+            user_id: r.get(9),
+            action: r.get(10),
+            resource: r.get(11),
+            details: r.get(12),
+            ip_address: r.get(13),
+            user_agent: r.get(14),
+            session_id: r.get(15),
+            value_format: r.get(16),
+        });
+        let link = Link {
+            format: Format::V1,
+            topic,
+            partition: 0,
+            seq: r.get(0),
+            offset: r.get(1),
+            outcome: Outcome::Stored,
+            entity_id: r.get(2),
+            reason: None,
+            consumed_at_us: r.get(3),
+            kafka_timestamp_us: r.get(4),
+            key: r.get(5),
+            value: r.get(6),
+            row: Some(&row),
+            writer: None,
+        };
+        let hash = link.hash(&prev);
+        su.execute(
+            "UPDATE audit.chain SET format = 1, prev_hash = $3, hash = $4 WHERE topic = $1 AND kafka_partition = 0 AND seq = $2",
+            &[&topic, &link.seq, &&prev[..], &&hash[..]],
+        )
+        .await?;
+        prev = hash;
+    }
+    su.execute("UPDATE audit.sink_offsets SET head_hash = $2 WHERE topic = $1 AND kafka_partition = 0", &[&topic, &&prev[..]])
+        .await?;
+    Ok(())
+}
