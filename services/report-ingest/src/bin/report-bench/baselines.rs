@@ -223,3 +223,60 @@ pub fn platform_producer(
         &ctx.readiness,
     )?)
 }
+
+/// The records the service writes for the gRPC submissions of the run
+/// (`warm_up` untimed ones first, then `submissions`): each one's report and
+/// audit event, encoded as the service encodes them, with the audit details
+/// the service records for a call from the bench's client.
+pub async fn submission_records(
+    settings: &report_ingest::Settings,
+    codec: &Codec,
+    warm_up: u64,
+    submissions: u64,
+) -> anyhow::Result<Vec<RawRecord>> {
+    let s = &settings.ingest;
+    let a = report_ingest::assessment::Assessment::gap(
+        ("o", "org-bench"),
+        serde_json::from_str(crate::client_load::DATA)?,
+        "d",
+        &Default::default(),
+    )?;
+    let mut records: Vec<RawRecord> = Vec::new();
+    for k in 0..warm_up + submissions {
+        let request_id = match k.checked_sub(warm_up) {
+            Some(k) => format!("req-{k}"),
+            None => format!("warm-{k}"),
+        };
+        let id = report_ingest::assessment::submitted_report_id(
+            "bench",
+            dora_schema::ReportType::GapAssessment,
+            "org-bench",
+            &request_id,
+        );
+        let now = chrono::Utc::now();
+        let report = a.clone().into_report(id, now.timestamp_millis());
+        records.push((
+            s.gap_topic.clone(),
+            "org-bench".into(),
+            codec.encode(&s.gap_topic, &report).await?,
+        ));
+        let details = json!({"ip_address": "127.0.0.1", "user_agent": TONIC_USER_AGENT, "channel": "grpc",
+            "organization_id": "org-bench", "request_id": request_id, "report_type": "GAP_ASSESSMENT"});
+        let audit = dora_kafka::audit::user_activity(
+            "bench",
+            "SUBMIT_GAP_ASSESSMENT",
+            &report.report_id,
+            details,
+            now,
+        );
+        records.push((
+            s.audit_topic.clone(),
+            dora_kafka::audit::hour_bucket(now),
+            codec.encode(&s.audit_topic, &audit).await?,
+        ));
+    }
+    Ok(records)
+}
+
+/// The user agent the bench's tonic client sends (what the service records).
+const TONIC_USER_AGENT: &str = "tonic/0.14.9";

@@ -7,7 +7,9 @@
 //! (the report id, sent after the broker acknowledged) before the next, and
 //! answers `done <seconds> <cpu seconds>`. With `--health-load` the calls
 //! are the standard gRPC health check the same server answers instead: the
-//! cost of a unary call through this gRPC stack with nothing behind it.
+//! cost of a unary call through this gRPC stack with nothing behind it. With
+//! `--bulk-load` each call is one SubmitAssessments of `--bulk` submissions,
+//! and `--submissions` counts submissions, not calls.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use dora_proto::report::v1 as pb;
 use report_ingest::client;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -31,6 +34,17 @@ const TOKEN_VAR: &str = "REPORT_BENCH_TOKEN";
 /// The assessment every call submits.
 pub const DATA: &str = r#"{"framework":"DORA","gaps":[{"article":"Art. 11","status":"missing"}]}"#;
 
+/// What the client process's calls are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// SubmitGapAssessment, `--callers` concurrent.
+    Unary,
+    /// The gRPC health check, `--callers` concurrent.
+    Health,
+    /// SubmitAssessments of `--bulk` submissions, `--bulk-callers` concurrent.
+    Bulk,
+}
+
 /// The client process, warmed up and waiting for `go`.
 pub struct Load {
     child: Child,
@@ -39,15 +53,24 @@ pub struct Load {
 
 impl Load {
     /// Starts the client process against `addr` and waits until it is warm.
-    pub async fn start(addr: &str, token: &str, args: &Args, health: bool) -> anyhow::Result<Self> {
+    pub async fn start(addr: &str, token: &str, args: &Args, mode: Mode) -> anyhow::Result<Self> {
         let mut command = Command::new(std::env::current_exe()?);
-        if health {
-            command.arg("--health-load");
+        let (mut callers, mut submissions) = (args.callers, args.submissions);
+        match mode {
+            Mode::Unary => {}
+            Mode::Health => {
+                command.arg("--health-load");
+            }
+            Mode::Bulk => {
+                command.args(["--bulk-load", "--bulk", &args.bulk.to_string()]);
+                callers = args.bulk_callers;
+                submissions = crate::bulk_submissions(args);
+            }
         }
         let mut child = command
             .args(["--client-of", addr])
-            .args(["--submissions", &args.submissions.to_string()])
-            .args(["--callers", &args.callers.to_string()])
+            .args(["--submissions", &submissions.to_string()])
+            .args(["--callers", &callers.to_string()])
             .args(["--channels", &args.channels.to_string()])
             .env(TOKEN_VAR, token)
             .stdin(Stdio::piped())
@@ -95,11 +118,37 @@ impl Load {
 struct Caller {
     submit: client::ReportClient,
     health: Option<HealthClient<tonic::transport::Channel>>,
+    /// Submissions per call, with `--bulk-load`.
+    bulk: Option<usize>,
 }
 
 impl Caller {
-    /// One call, answered (a health check must answer SERVING).
+    /// One call, answered (a health check must answer SERVING, a bulk call
+    /// must have every submission accepted).
     async fn call(&mut self, request_id: &str) -> anyhow::Result<()> {
+        if let Some(n) = self.bulk {
+            let submissions = (0..n)
+                .map(|j| pb::Submission {
+                    assessment: Some(pb::submission::Assessment::Gap(client::gap_request(
+                        "org-bench",
+                        DATA,
+                        &format!("bulk-{request_id}-{j}"),
+                    ))),
+                })
+                .collect();
+            let results = self
+                .submit
+                .submit_assessments(pb::SubmitAssessmentsRequest { submissions })
+                .await?
+                .into_inner()
+                .results;
+            let accepted = results
+                .iter()
+                .filter(|r| matches!(r.outcome, Some(pb::submission_result::Outcome::Report(_))))
+                .count();
+            anyhow::ensure!(accepted == n, "{accepted} of {n} accepted: {results:?}");
+            return Ok(());
+        }
         match &mut self.health {
             Some(h) => {
                 let status = h
@@ -134,8 +183,13 @@ pub async fn serve_load(addr: &str, args: &Args) -> anyhow::Result<()> {
         let mut c = Caller {
             submit: client::with_token(channel.clone(), &token)?,
             health: args.health_load.then(|| HealthClient::new(channel)),
+            bulk: args.bulk_load.then_some(args.bulk.max(1)),
         };
-        let (next, n, ready, go) = (next.clone(), args.submissions, ready.clone(), go.clone());
+        let calls = match args.bulk_load {
+            true => args.submissions / args.bulk.max(1) as u64,
+            false => args.submissions,
+        };
+        let (next, n, ready, go) = (next.clone(), calls, ready.clone(), go.clone());
         callers.push(tokio::spawn(async move {
             for w in 0..WARM_UP_CALLS {
                 c.call(&format!("warm-{i}-{w}")).await?;

@@ -4,7 +4,12 @@
 //! 1. gRPC submissions acknowledged per second (report + audit event each,
 //!    `--callers` concurrent calls over `--channels` connections, from a
 //!    client process of its own: `client_load.rs`) vs a bare `FutureProducer`
-//!    writing the same records flat out (`dora_kafka::baseline::produce_all_warm`).
+//!    writing the same records flat out (`dora_kafka::baseline::produce_all_warm`:
+//!    per submission its report and its audit event with the details the
+//!    service records, both Avro-encoded before the clock starts).
+//!    The bulk row: the same client process making SubmitAssessments calls of
+//!    `--bulk` submissions, `--bulk-callers` at a time, timing at least
+//!    100 000 submissions. A diagnostic row: the gRPC health check.
 //!    A diagnostic row: the same records through the platform `Producer` by
 //!    `--callers` tasks that each await both acknowledgements before the
 //!    next, without gRPC (what Kafka allows a closed loop like the service's).
@@ -43,11 +48,14 @@ use dora_telemetry::ServiceContext;
 
 mod baselines;
 mod client_load;
+mod service;
 use baselines::{
-    closed_loop, cpu_seconds, platform_producer, provision, same_records, transactional_baselines,
-    Rate,
+    closed_loop, cpu_seconds, platform_producer, provision, same_records, submission_records,
+    transactional_baselines, Rate,
 };
+use client_load::Mode;
 use serde_json::json;
+use service::{bulk_only, start_service, timed_load};
 
 /// Benchmark report-ingest against bare rdkafka.
 #[derive(Debug, Parser)]
@@ -78,9 +86,24 @@ struct Args {
     /// Internal: be the gRPC load of a report-bench run against this address.
     #[arg(long, hide = true)]
     client_of: Option<String>,
+    /// Submissions per SubmitAssessments call in the bulk row.
+    #[arg(long, default_value_t = 250)]
+    bulk: usize,
+    /// Concurrent SubmitAssessments calls in the bulk row (with `--bulk`,
+    /// 8 000 submissions in flight by default; the bare producer has all of
+    /// its records in flight at once). Fewer in flight, fewer per second:
+    /// each call waits for linger.ms and the broker's acks.
+    #[arg(long, default_value_t = 32)]
+    bulk_callers: usize,
     /// Internal, with `--client-of`: health checks instead of submissions.
     #[arg(long, hide = true)]
     health_load: bool,
+    /// Only the bulk row, no baselines (to profile the service), figures on stderr.
+    #[arg(long)]
+    bulk_only: bool,
+    /// Internal, with `--client-of`: SubmitAssessments calls of `--bulk`.
+    #[arg(long, hide = true)]
+    bulk_load: bool,
 }
 
 /// The gRPC path's figures.
@@ -92,6 +115,10 @@ struct GrpcFigures {
     /// Health checks over the same connections from the same client: the
     /// gRPC stack's own rate and service CPU per unary call.
     health: Rate,
+    /// SubmitAssessments of `--bulk` submissions: submissions/s, service CPU per submission.
+    bulk: Rate,
+    /// CPU µs per submission of the bulk client process.
+    bulk_client_cpu_us: f64,
     bare: Rate,
     closed_loop: Rate,
 }
@@ -113,6 +140,17 @@ pub const WARM_UP_CALLS: usize = 2;
 /// submissions' records in about 0.1 s here; a longer phase times the
 /// producer, not the scheduler's noise).
 const MIN_PRODUCER_SUBMISSIONS: u64 = 200_000;
+
+/// Submissions the bulk row times: `--submissions`, at least
+/// [`MIN_PRODUCER_SUBMISSIONS`] / 2 (unless `--quick`), in whole calls.
+fn bulk_submissions(args: &Args) -> u64 {
+    let bulk = args.bulk.max(1) as u64;
+    let n = match args.quick {
+        true => args.submissions,
+        false => args.submissions.max(MIN_PRODUCER_SUBMISSIONS / 2),
+    };
+    n.div_ceil(bulk) * bulk
+}
 
 /// How many times the producer-only rows write the `submissions` records.
 fn passes(submissions: u64) -> usize {
@@ -168,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
     let topics = [&s.events_topic, &s.gap_topic, &s.risk_topic, &s.audit_topic].map(|t| t.clone());
     provision(&settings, &topics.iter().collect::<Vec<_>>()).await?;
 
+    if args.bulk_only {
+        return bulk_only(&settings, &args).await;
+    }
     let g = grpc_vs_bare(&settings, &codec, &args).await?;
     let a = derive_vs_bare(&settings, &codec, &args).await?;
     let row = |group: &str, name: &str, r: Rate, unit: &str, baseline: bool| json!({"group": group, "name": name, "rate": r.per_s, "unit": unit, "baseline": baseline});
@@ -178,15 +219,17 @@ async fn main() -> anyhow::Result<()> {
         "grpc_ratio": g.grpc.per_s / g.bare.per_s,
         "closed_loop_submissions_per_s": g.closed_loop.per_s,
         "grpc_health_checks_per_s": g.health.per_s, "grpc_health_ratio": g.health.per_s / g.bare.per_s,
+        "grpc_bulk_submissions_per_s": g.bulk.per_s, "grpc_bulk_ratio": g.bulk.per_s / g.bare.per_s,
         "agent_events_per_s": a.service.per_s, "bare_txn_passthrough_per_s": a.passthrough.per_s,
         "agent_ratio": a.service.per_s / a.passthrough.per_s,
         "bare_txn_same_records_per_s": a.same_records.per_s,
         "agent_ratio_same_records": a.service.per_s / a.same_records.per_s,
-        "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "grpc_health_check": g.health.cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
+        "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "grpc_health_check": g.health.cpu_us, "grpc_bulk": g.bulk.cpu_us, "grpc_bulk_client": g.bulk_client_cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
             "agent_loop": a.service.cpu_us, "bare_passthrough": a.passthrough.cpu_us, "bare_same_records": a.same_records.cpu_us},
-        "linger_ms": settings.producer.linger_ms, "submissions": args.submissions, "callers": args.callers, "channels": args.channels, "events": args.events, "batch": args.batch,
+        "linger_ms": settings.producer.linger_ms, "submissions": args.submissions, "callers": args.callers, "bulk": args.bulk, "bulk_callers": args.bulk_callers, "channels": args.channels, "events": args.events, "batch": args.batch,
         "results": [
             row(gs, "report-ingest (report + audit event per call)", g.grpc, "submissions/s", false),
+            row(gs, &format!("report-ingest SubmitAssessments, {} submissions per call, {} calls at a time", args.bulk, args.bulk_callers), g.bulk, "submissions/s", false),
             row(gs, "platform Producer, same records, callers awaiting both acks, no gRPC", g.closed_loop, "submissions/s", false),
             row(gs, "gRPC health checks, same client and server (a unary call with nothing behind it)", g.health, "calls/s", false),
             row(gs, "bare FutureProducer, same records", g.bare, "submissions/s", true),
@@ -211,8 +254,17 @@ async fn main() -> anyhow::Result<()> {
         "  gRPC health checks, same client and server, no Kafka",
         g.health,
     );
+    show("  SubmitAssessments (bulk)", g.bulk);
+    eprintln!(
+        "    client process: {:.1} us CPU per submission",
+        g.bulk_client_cpu_us
+    );
     show("  bare FutureProducer, same records (baseline)", g.bare);
-    eprintln!("  ratio {:.2}", g.grpc.per_s / g.bare.per_s);
+    eprintln!(
+        "  ratio {:.2} (unary), {:.2} (bulk)",
+        g.grpc.per_s / g.bare.per_s,
+        g.bulk.per_s / g.bare.per_s
+    );
     show("agent events -> reports (report-ingest)", a.service);
     show(
         "  bare transactional pass-through (baseline)",
@@ -241,95 +293,18 @@ async fn grpc_vs_bare(
     codec: &Codec,
     args: &Args,
 ) -> anyhow::Result<GrpcFigures> {
-    let key = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let mut settings = settings.clone();
-    settings.ingest.grpc_listen = "127.0.0.1:0".parse()?;
-    settings.ingest.auth.token_key = Some(key.clone().into_bytes().into());
-    settings.consumer.group_id = unique("bench-report-ingest");
-    settings.consumer.transactional_id = Some(unique("bench-report-ingest"));
-    let announce = std::env::temp_dir().join(unique("report-bench-announce"));
-    let ctx = ServiceContext::new("report-ingest").announcing_to(Some(announce.clone()));
-    let service = tokio::spawn(report_ingest::run(settings.clone(), ctx.clone()));
-    let addr = loop {
-        let text = std::fs::read_to_string(&announce).unwrap_or_default();
-        if let Some((_, a)) = dora_telemetry::read_announcements(&text)
-            .into_iter()
-            .find(|(n, _)| n == "grpc")
-        {
-            break a;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let _ = std::fs::remove_file(&announce);
-    let token = dora_auth::TokenKey::new(key.as_bytes())?.issue(
-        &dora_auth::Grant::new("bench", "report-ingest", Duration::from_secs(3600))
-            .with_org("org-bench"),
-    )?;
-    let data = client_load::DATA;
+    let (settings, service) = start_service(settings).await?;
+    let (addr, token) = (&service.addr, &service.token);
     // The calls come from a process of their own, warmed up before the clock starts.
-    let load = client_load::Load::start(&addr.to_string(), &token, args, false).await?;
-    let cpu0 = cpu_seconds();
-    let (seconds, client_cpu) = load.run().await?;
-    let grpc = args.submissions as f64 / seconds;
-    let grpc_cpu = (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64;
-    let client_cpu_us = client_cpu * 1e6 / args.submissions as f64;
+    let (grpc, client_cpu_us) = timed_load(addr, token, args, Mode::Unary).await?;
     // The same number of health checks: a unary call through the same stack, nothing behind it.
-    let load = client_load::Load::start(&addr.to_string(), &token, args, true).await?;
-    let cpu0 = cpu_seconds();
-    let (seconds, _) = load.run().await?;
-    let health = Rate {
-        per_s: args.submissions as f64 / seconds,
-        cpu_us: (cpu_seconds() - cpu0) * 1e6 / args.submissions as f64,
-    };
-    ctx.shutdown.cancel();
-    service.await??;
+    let (health, _) = timed_load(addr, token, args, Mode::Health).await?;
+    // The same number of submissions, `--bulk` per SubmitAssessments call.
+    let (bulk, bulk_client_cpu_us) = timed_load(addr, token, args, Mode::Bulk).await?;
+    service.stop().await?;
 
-    // The same records: a report and an audit event per submission, encoded as the service does.
-    let a = report_ingest::assessment::Assessment::gap(
-        ("o", "org-bench"),
-        serde_json::from_str(data)?,
-        "d",
-        &Default::default(),
-    )?;
-    let mut records: Vec<RawRecord> = Vec::new();
     let warm_up = (args.callers * WARM_UP_CALLS) as u64;
-    for k in 0..warm_up + args.submissions {
-        let request_id = match k.checked_sub(warm_up) {
-            Some(k) => format!("req-{k}"),
-            None => format!("warm-{k}"),
-        };
-        let id = report_ingest::assessment::submitted_report_id(
-            "bench",
-            dora_schema::ReportType::GapAssessment,
-            "org-bench",
-            &request_id,
-        );
-        let report = a
-            .clone()
-            .into_report(id, chrono::Utc::now().timestamp_millis());
-        records.push((
-            settings.ingest.gap_topic.clone(),
-            "org-bench".into(),
-            codec.encode(&settings.ingest.gap_topic, &report).await?,
-        ));
-        let audit = dora_kafka::audit::user_activity(
-            "bench",
-            "SUBMIT_GAP_ASSESSMENT",
-            &report.report_id,
-            json!({"request_id": k}),
-            chrono::Utc::now(),
-        );
-        let bucket = dora_kafka::audit::hour_bucket(chrono::Utc::now());
-        records.push((
-            settings.ingest.audit_topic.clone(),
-            bucket,
-            codec.encode(&settings.ingest.audit_topic, &audit).await?,
-        ));
-    }
+    let records = submission_records(&settings, codec, warm_up, args.submissions).await?;
     let (warm, timed) = records.split_at(2 * warm_up as usize);
     let passes = if args.quick {
         1
@@ -348,12 +323,11 @@ async fn grpc_vs_bare(
     let bare_cpu = (cpu_seconds() - cpu0) * 1e6 / n;
     let (closed, closed_cpu) = closed_loop(&settings, records, args, passes).await?;
     Ok(GrpcFigures {
-        grpc: Rate {
-            per_s: grpc,
-            cpu_us: grpc_cpu,
-        },
+        grpc,
         client_cpu_us,
         health,
+        bulk,
+        bulk_client_cpu_us,
         bare: Rate {
             per_s: n / bare.as_secs_f64(),
             cpu_us: bare_cpu,
