@@ -7,8 +7,11 @@
 //!    table, chain, head) reads it into PostgreSQL.
 //! 3. **baseline**: the same loop and decoding, a second group, storing each
 //!    batch with plain multi-row `INSERT ... VALUES` statements of 1000 rows
-//!    (ON CONFLICT DO NOTHING) into a copy of the table: no chain, no fence.
-//!    **ceiling**: the same loop and decoding, a third group, writing
+//!    (ON CONFLICT DO NOTHING, parameters bound, one transaction per batch)
+//!    into a copy of the table: no chain, no fence. Twice: each statement
+//!    parsed and planned per execution (tokio-postgres's unnamed statement),
+//!    and prepared once per connection (a third group, a second copy).
+//!    **ceiling**: the same loop and decoding, a fourth group, writing
 //!    nothing: the most any write path through this loop can reach.
 //! 4. The database write alone, from decoded rows in memory: the sink's
 //!    store vs the multi-row INSERT, batches of 1000.
@@ -90,12 +93,16 @@ pub struct InsertTimes {
 }
 
 /// Inserts `items` into `table` with multi-row `INSERT ... VALUES` of up to
-/// `chunk` rows, in one transaction (the baseline's write path).
+/// `chunk` rows, in one transaction (the baseline's write path), parameters
+/// bound. `prepared`: each statement text is prepared once per connection and
+/// reused (deadpool's statement cache); otherwise every execution parses,
+/// analyses and plans it again (an unnamed statement, tokio-postgres's default).
 pub async fn insert_values(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::Object,
     table: &str,
     items: &[Item<'_>],
     chunk: usize,
+    prepared: bool,
 ) -> Result<InsertTimes, tokio_postgres::Error> {
     let mut times = InsertTimes::default();
     let tx = client.transaction().await?;
@@ -123,7 +130,12 @@ pub async fn insert_values(
             ]);
         }
         let started = Instant::now();
-        tx.execute(&sql, &params).await?;
+        if prepared {
+            let statement = tx.prepare_cached(&sql).await?;
+            tx.execute(&statement, &params).await?;
+        } else {
+            tx.execute(&sql, &params).await?;
+        }
         times.insert += started.elapsed().as_secs_f64();
     }
     let started = Instant::now();
@@ -144,6 +156,8 @@ pub struct PlainInsert {
     pub table: String,
     /// Time spent in INSERT and COMMIT so far.
     pub times: Arc<Mutex<InsertTimes>>,
+    /// Statements prepared once per connection (see [`insert_values`]).
+    pub prepared: bool,
 }
 
 impl BatchHandler for PlainInsert {
@@ -153,7 +167,7 @@ impl BatchHandler for PlainInsert {
             items.push(decode(&self.codec, &self.topics, r).await?);
         }
         let mut client = self.pool.get().await.map_err(HandlerError::retryable)?;
-        let t = insert_values(&mut client, &self.table, &items, 1000)
+        let t = insert_values(&mut client, &self.table, &items, 1000, self.prepared)
             .await
             .map_err(HandlerError::retryable)?;
         let mut total = self.times.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,11 +206,26 @@ impl BatchHandler for DecodeOnly {
 pub struct Counted<B> {
     inner: B,
     done: Arc<AtomicU64>,
+    shape: Arc<BatchShape>,
+}
+
+/// The batches a side was handed: how many, and how many (topic, partition)
+/// runs they held in all (a batch of one partition cannot store partitions
+/// at once).
+#[derive(Debug, Default)]
+pub struct BatchShape {
+    /// Batches handled.
+    pub batches: AtomicU64,
+    /// Sum over the batches of their distinct partitions.
+    pub partitions: AtomicU64,
 }
 
 impl<B: BatchHandler> BatchHandler for Counted<B> {
     async fn handle_batch(&self, records: &[Record]) -> Result<(), HandlerError> {
         self.inner.handle_batch(records).await?;
+        let distinct: std::collections::BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
+        self.shape.batches.fetch_add(1, Ordering::Relaxed);
+        self.shape.partitions.fetch_add(distinct.len() as u64, Ordering::Relaxed);
         self.done.fetch_add(records.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -217,6 +246,10 @@ pub struct Ingest {
     pub seconds: f64,
     /// CPU seconds of this process (all threads) in that time.
     pub cpu: f64,
+    /// Batches handled (whole run).
+    pub batches: u64,
+    /// Mean distinct partitions per batch.
+    pub partitions_per_batch: f64,
 }
 
 /// Runs a consume loop with `handler` on `topic` (group `group`) until it
@@ -231,7 +264,8 @@ pub async fn ingest<B: BatchHandler>(
 ) -> Result<Ingest> {
     let ctx = ServiceContext::new("audit-bench");
     let done = Arc::new(AtomicU64::new(0));
-    let handler = Counted { inner: handler, done: done.clone() };
+    let shape = Arc::new(BatchShape::default());
+    let handler = Counted { inner: handler, done: done.clone(), shape: shape.clone() };
     let loop_ = ConsumeLoop::new(kafka, consumer, &ctx, Arc::new(codec.clone())).topics(&[topic]);
     ctx.started();
     let task = tokio::spawn(loop_.run_batches(handler));
@@ -246,7 +280,9 @@ pub async fn ingest<B: BatchHandler>(
             let (t0, c0, cpu0) = first.context("no record")?;
             let seconds = t0.elapsed().as_secs_f64().max(1e-9);
             let rate = (n - c0) as f64 / seconds;
-            break Ok(Ingest { rate, seconds, cpu: process_cpu_seconds() - cpu0 });
+            let batches = shape.batches.load(Ordering::Relaxed);
+            let partitions_per_batch = shape.partitions.load(Ordering::Relaxed) as f64 / batches.max(1) as f64;
+            break Ok(Ingest { rate, seconds, cpu: process_cpu_seconds() - cpu0, batches, partitions_per_batch });
         }
         if task.is_finished() || Instant::now() >= deadline {
             break Err(anyhow::anyhow!("ingest did not finish: {c} of {n} records"));

@@ -13,7 +13,8 @@ use super::schedstat_seconds;
 use crate::metrics;
 
 /// The steps of a stored batch, in the order the store runs them.
-pub const STEPS: [&str; 6] = ["lock_heads", "copy_rows", "insert_rows", "copy_links", "move_heads", "commit"];
+/// (`batch`: the wall time of whole stores, the partitions' steps overlapping in it.)
+pub const STEPS: [&str; 7] = ["lock_heads", "copy_rows", "insert_rows", "copy_links", "move_heads", "commit", "batch"];
 
 /// CPU seconds so far of every backend serving `user` on this database
 /// (except the asking connection), by pid; empty when `/proc` does not show them.
