@@ -3,7 +3,7 @@
 //! empty item) is answered per submission in order, with the unary calls'
 //! codes and the field named under its index; exactly the valid ones are on
 //! their topics, each with its audit event. The same call again yields the
-//! same report ids. Over the item limit, or without a token, the whole call
+//! same report ids. Over the item limit, empty, or without a token, the whole call
 //! is refused and nothing is produced. `report-submit` submits an array file
 //! with it, one line per item.
 
@@ -149,6 +149,11 @@ async fn a_bulk_call_is_answered_per_submission_and_a_retry_keeps_the_ids() -> R
     let err = c.submit_assessments(call(six)).await.unwrap_err();
     ensure!(
         err.code() == Code::InvalidArgument && err.message().starts_with("submissions: 6 given"),
+        "{err:?}"
+    );
+    let err = c.submit_assessments(call(vec![])).await.unwrap_err();
+    ensure!(
+        err.code() == Code::InvalidArgument && err.message().starts_with("submissions: 0 given"),
         "{err:?}"
     );
     let err = ReportIngestClient::new(client::connect(&url).await?)
