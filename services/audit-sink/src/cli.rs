@@ -36,7 +36,11 @@ pub enum Command {
     Migrate,
     /// Recompute every hash chain; exit 0 with the counts when intact, 1
     /// naming each broken link (topic, partition, position, offset, row).
-    Verify,
+    Verify {
+        /// Chains walked at once, each on a connection of its own.
+        #[arg(long, default_value_t = VERIFY_WORKERS)]
+        workers: usize,
+    },
     /// Write the audit trail (or the assessment archive) of a period, each
     /// row with its chain position and hash.
     Export {
@@ -108,10 +112,10 @@ async fn execute(command: Command, settings: &Settings) -> anyhow::Result<ExitCo
             println!("audit-sink: schema at version {}, writer login {} provisioned", db::expected_version(), pg.user);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify => {
+        Command::Verify { workers } => {
             let (connector, cfg) = (db::Connector::new(pg)?, pg.config_for(&pg.user, pg.password.as_ref()));
             let mut client = connector.connect(&cfg).await?;
-            let verdict = verify::verify_concurrently(&mut client, VERIFY_WORKERS, || async { Ok(connector.connect(&cfg).await?) }).await?;
+            let verdict = verify::verify_concurrently(&mut client, workers, || async { Ok(connector.connect(&cfg).await?) }).await?;
             println!("{verdict}");
             Ok(if verdict.intact() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_BROKEN) })
         }

@@ -169,10 +169,18 @@ pub fn micros(field: &str, ms: i64) -> Result<i64, HandlerError> {
         })
 }
 
+/// A JSON value as compact text: the bytes `Value`'s `Display` writes, without its `fmt` detour.
+fn json_text(v: &serde_json::Value) -> String {
+    let mut out = Vec::with_capacity(128);
+    // Writing a `Value` to a `Vec` cannot fail (its keys are strings).
+    let _ = serde_json::to_writer(&mut out, v);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 fn audit_columns(e: AuditEvent, format: &str) -> Result<AuditColumns, HandlerError> {
     Ok(AuditColumns {
         occurred_at_us: micros("timestamp", e.timestamp)?,
-        details: e.details.to_string(),
+        details: json_text(&e.details),
         event_id: e.event_id,
         user_id: e.user_id,
         action: e.action,
@@ -187,7 +195,7 @@ fn audit_columns(e: AuditEvent, format: &str) -> Result<AuditColumns, HandlerErr
 fn report_columns(r: ComplianceReport, format: &str) -> Result<ReportColumns, HandlerError> {
     Ok(ReportColumns {
         reported_at_us: micros("timestamp", r.timestamp)?,
-        data: r.data.to_string(),
+        data: json_text(&r.data),
         report_id: r.report_id,
         organization_id: r.organization_id,
         report_type: r.report_type.as_str().to_string(),
@@ -209,6 +217,12 @@ mod tests {
         assert_eq!(t.kind("risk"), Some(Kind::Report));
         assert_eq!(t.kind("other"), None);
         assert_eq!(t.all(), vec!["gap", "risk", "ua"]);
+    }
+
+    #[test]
+    fn json_columns_are_the_text_display_writes() {
+        let v = serde_json::json!({"z": 1, "a": [1.5, -0.0, "caf\u{e9} \"q\"\n"], "n": null, "o": {}});
+        assert_eq!(json_text(&v), v.to_string());
     }
 
     #[test]

@@ -29,6 +29,18 @@ impl<'a> FromSql<'a> for JsonText<'a> {
     accepts!(JSON);
 }
 
+/// A text or JSON column's bytes, unchecked: compared byte for byte with
+/// what a value decodes to, it needs no UTF-8 validation.
+#[derive(Debug, Clone, Copy)]
+pub struct TextBytes<'a>(pub &'a [u8]);
+
+impl<'a> FromSql<'a> for TextBytes<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(TextBytes(raw))
+    }
+    accepts!(TEXT, VARCHAR, JSON);
+}
+
 /// Microseconds since the epoch as a timestamp (callers checked the range).
 pub fn timestamp(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::chain::{AuditColumns, ReportColumns, Row};
 use crate::intake::Kind;
-use crate::sqltypes::{micros_of, JsonText};
+use crate::sqltypes::{micros_of, JsonText, TextBytes};
 
 /// A row of `audit_events` or `compliance_reports` as selected by `verify`:
 /// column 0 is the offset, then the typed columns in table order.
@@ -47,6 +47,11 @@ impl Kind {
             }),
         }
     }
+}
+
+/// An optional text's bytes.
+fn opt_bytes(v: &Option<String>) -> Option<&[u8]> {
+    v.as_deref().map(str::as_bytes)
 }
 
 fn first(columns: &[(&'static str, bool)]) -> Option<&'static str> {
@@ -97,34 +102,35 @@ impl StoredRow<'_> {
     /// (`table` when `decoded` belongs to the other table), or `None`.
     pub fn difference(&self, decoded: &Row) -> Option<&'static str> {
         let r = self.row;
-        let s = |i: usize| r.get::<_, &str>(i);
-        let o = |i: usize| r.get::<_, Option<&str>>(i);
+        // Bytes, not &str: equal bytes are what is checked, and UTF-8 validation of every column cost more.
+        let s = |i: usize| r.get::<_, TextBytes<'_>>(i).0;
+        let o = |i: usize| r.get::<_, Option<TextBytes<'_>>>(i).map(|t| t.0);
         let t = |i: usize| micros_of(r.get::<_, DateTime<Utc>>(i));
-        let json = |i: usize| r.get::<_, JsonText<'_>>(i).0;
+        let json = s;
         match (self.kind, decoded) {
             (Kind::Audit, Row::Audit(d)) => first(&[
-                ("event_id", s(1) == d.event_id),
+                ("event_id", s(1) == d.event_id.as_bytes()),
                 ("occurred_at", t(2) == d.occurred_at_us),
-                ("user_id", s(3) == d.user_id),
-                ("action", s(4) == d.action),
-                ("resource", s(5) == d.resource),
-                ("details", json(6) == d.details),
-                ("ip_address", o(7) == d.ip_address.as_deref()),
-                ("user_agent", o(8) == d.user_agent.as_deref()),
-                ("session_id", o(9) == d.session_id.as_deref()),
-                ("value_format", s(10) == d.value_format),
+                ("user_id", s(3) == d.user_id.as_bytes()),
+                ("action", s(4) == d.action.as_bytes()),
+                ("resource", s(5) == d.resource.as_bytes()),
+                ("details", json(6) == d.details.as_bytes()),
+                ("ip_address", o(7) == opt_bytes(&d.ip_address)),
+                ("user_agent", o(8) == opt_bytes(&d.user_agent)),
+                ("session_id", o(9) == opt_bytes(&d.session_id)),
+                ("value_format", s(10) == d.value_format.as_bytes()),
             ]),
             (Kind::Report, Row::Report(d)) => first(&[
-                ("report_id", s(1) == d.report_id),
-                ("organization_id", s(2) == d.organization_id),
+                ("report_id", s(1) == d.report_id.as_bytes()),
+                ("organization_id", s(2) == d.organization_id.as_bytes()),
                 ("reported_at", t(3) == d.reported_at_us),
-                ("report_type", s(4) == d.report_type),
+                ("report_type", s(4) == d.report_type.as_bytes()),
                 // bit for bit, as format 1 hashed it (NaN equals itself, -0.0 differs from 0.0)
                 ("risk_score", r.get::<_, Option<f64>>(5).map(f64::to_bits) == d.risk_score.map(f64::to_bits)),
-                ("risk_level", o(6) == d.risk_level.as_deref()),
-                ("data", json(7) == d.data),
-                ("version", s(8) == d.version),
-                ("value_format", s(9) == d.value_format),
+                ("risk_level", o(6) == opt_bytes(&d.risk_level)),
+                ("data", json(7) == d.data.as_bytes()),
+                ("version", s(8) == d.version.as_bytes()),
+                ("value_format", s(9) == d.value_format.as_bytes()),
             ]),
             _ => Some("table"),
         }

@@ -216,6 +216,22 @@ async fn conclude(
     Ok(verdict)
 }
 
+/// The distinct (topic, partition) pairs of `audit.<table>`, one descent of its unique (topic,
+/// kafka_partition, kafka_offset) index each (a loose index scan): counting the rows per partition read
+/// every row of the three tables, about as much as walking all the chains, and it ran after them.
+fn partitions_of(table: &str) -> String {
+    format!(
+        "WITH RECURSIVE p AS ( \
+           (SELECT topic, kafka_partition FROM audit.{table} ORDER BY topic, kafka_partition LIMIT 1) \
+           UNION ALL \
+           SELECT n.topic, n.kafka_partition FROM p CROSS JOIN LATERAL ( \
+             SELECT t.topic, t.kafka_partition FROM audit.{table} t \
+             WHERE (t.topic, t.kafka_partition) > (p.topic, p.kafka_partition) \
+             ORDER BY t.topic, t.kafka_partition LIMIT 1) n) \
+         SELECT topic, kafka_partition FROM p"
+    )
+}
+
 /// Rows and links of partitions that have no head at all.
 async fn unchained(
     tx: &Transaction<'_>,
@@ -223,16 +239,16 @@ async fn unchained(
     verdict: &mut Verdict,
 ) -> anyhow::Result<()> {
     for table in ["chain", "audit_events", "compliance_reports"] {
-        let rows = tx
-            .query(&format!("SELECT topic, kafka_partition, count(*) FROM audit.{table} GROUP BY 1, 2 ORDER BY 1, 2"), &[])
-            .await?;
-        for r in rows {
-            let (t, p, n): (String, i32, i64) = (r.get(0), r.get(1), r.get(2));
-            if !known.contains(&(t.clone(), p)) {
-                verdict.breaks.push(format!(
-                    "{t}/{p}: {n} {table} rows of a partition without a chain head in audit.sink_offsets (inserted by hand)"
-                ));
+        for r in tx.query(&partitions_of(table), &[]).await? {
+            let (t, p): (String, i32) = (r.get(0), r.get(1));
+            if known.contains(&(t.clone(), p)) {
+                continue;
             }
+            let count = format!("SELECT count(*) FROM audit.{table} WHERE topic = $1 AND kafka_partition = $2");
+            let n: i64 = tx.query_one(&count, &[&t, &p]).await?.get(0);
+            verdict.breaks.push(format!(
+                "{t}/{p}: {n} {table} rows of a partition without a chain head in audit.sink_offsets (inserted by hand)"
+            ));
         }
     }
     Ok(())

@@ -119,6 +119,26 @@ async fn verify_names_a_row_changed_deleted_or_inserted_by_a_superuser() -> Resu
     su.batch_execute("DELETE FROM audit.audit_events WHERE event_id = 'forged'").await?;
     intact(&h).await?;
 
+    // Inserted: a forged row, and a forged link, in a partition the sink has no chain for.
+    su.execute(
+        "INSERT INTO audit.audit_events SELECT 'forged', occurred_at, 'mallory', action, resource, details, \
+         ip_address, user_agent, session_id, value_format, topic, 7, 0, kafka_timestamp, \
+         record_key, record_value FROM audit.audit_events WHERE event_id = $1",
+        &[e3],
+    )
+    .await?;
+    su.execute("INSERT INTO audit.chain SELECT topic, 5, seq, kafka_offset, outcome, entity_id, reason, consumed_at, \
+         kafka_timestamp, record_key, record_value, prev_hash, hash, format FROM audit.chain WHERE topic = $1 AND seq < 2", &[&t])
+    .await?;
+    broken(&h, &[
+        &format!("{t}/7: 1 audit_events rows of a partition without a chain head"),
+        &format!("{t}/5: 2 chain rows of a partition without a chain head"),
+    ])
+    .await?;
+    su.batch_execute("DELETE FROM audit.audit_events WHERE event_id = 'forged'; DELETE FROM audit.chain WHERE kafka_partition = 5")
+        .await?;
+    intact(&h).await?;
+
     // A link removed from the chain itself.
     su.batch_execute("CREATE TEMP TABLE saved_link AS SELECT * FROM audit.chain WHERE seq = 1").await?;
     su.batch_execute("DELETE FROM audit.chain WHERE seq = 1").await?;
