@@ -1,6 +1,7 @@
 //! Records that must reproduce another byte-exact (a dead letter's replay):
 //! exact headers (order, duplicates, null values) instead of the producer's
-//! own, and an explicit partition.
+//! own, and an explicit partition; and the producer's headers kept on
+//! records that waited for room in librdkafka's full queue.
 
 use anyhow::Result;
 use dora_kafka::consume::RecordHeader;
@@ -68,5 +69,40 @@ async fn exact_headers_are_written_as_given_to_the_chosen_partition() -> Result<
         .find(|r| r.partition == 0)
         .expect("record on partition 0");
     assert_eq!(plain.header(PRODUCER_HEADER), Some(&b"exact-test"[..]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn records_that_waited_for_a_full_queue_keep_their_headers() -> Result<()> {
+    let mut kafka = dora_testkit::kafka();
+    let topic = unique("queue-full");
+    create_topic(&kafka, &topic, 1).await?;
+    // Room for one record: every enqueue after the first meets a full queue
+    // and is handed over again once the one before it was delivered.
+    kafka
+        .extra
+        .insert("queue.buffering.max.messages".into(), "1".into());
+    let producer = Producer::new(
+        &kafka,
+        &ProducerSettings::default(),
+        "queue-full-test",
+        &Readiness::new(),
+    )?;
+    let mut deliveries = Vec::new();
+    for i in 0..20 {
+        let record = OutboundRecord::new(&topic, Some("k"), vec![i])
+            .with_header("n", i.to_string());
+        deliveries.push(producer.enqueue_raw(record).await?);
+    }
+    for d in deliveries {
+        d.await?;
+    }
+    let back = read_all(&dora_testkit::kafka(), &topic).await?;
+    assert_eq!(back.len(), 20);
+    for (i, r) in back.iter().enumerate() {
+        assert_eq!(r.payload.as_deref(), Some(&[i as u8][..]));
+        assert_eq!(r.header(PRODUCER_HEADER), Some(&b"queue-full-test"[..]), "record {i}");
+        assert_eq!(r.header("n"), Some(i.to_string().as_bytes()), "record {i}");
+    }
     Ok(())
 }

@@ -53,26 +53,15 @@ impl EventDraft {
     /// strings and its metadata as JSON text): what it weighs against the
     /// send queue's in-flight byte bound.
     pub fn size_bytes(&self) -> usize {
-        struct Count(usize);
-        impl std::io::Write for Count {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut metadata = Count(0);
-        // Writing a `Value` to a counter cannot fail.
-        let _ = serde_json::to_writer(&mut metadata, &self.metadata);
+        // Serialising a `Value` cannot fail.
+        let metadata = dora_proto::validate::json_len(&self.metadata);
         self.agent_id.len()
             + self.event_type.len()
             + self.agent_type.len()
             + self.status.len()
             + self.message.as_ref().map_or(0, String::len)
             + self.task_id.as_ref().map_or(0, String::len)
-            + metadata.0
+            + metadata
     }
 }
 

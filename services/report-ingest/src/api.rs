@@ -230,39 +230,54 @@ impl Inner {
         }
     }
 
-    /// Enqueues an accepted submission's report and audit event.
-    pub(crate) async fn enqueue(&self, a: &Accepted<'_>) -> Result<Written, Status> {
-        self.writer
+    /// Enqueues an accepted submission's report and audit event. Both are
+    /// dropped here, once encoded: what the answer needs is kept.
+    pub(crate) async fn enqueue(&self, a: Accepted<'_>) -> Result<Enqueued, Status> {
+        let written = self
+            .writer
             .enqueue(a.topic, &a.report, &a.activity)
             .await
-            .map_err(|e| counted(unavailable(&e)))
-    }
-
-    /// The answer to an accepted submission, once the broker acknowledged both records.
-    pub(crate) async fn acknowledged(
-        &self,
-        a: Accepted<'_>,
-        written: Written,
-    ) -> Result<pb::SubmitReportResponse, Status> {
-        let delivered = written
-            .acknowledged()
-            .await
             .map_err(|e| counted(unavailable(&e)))?;
-        let report_type = a.report.report_type;
-        metrics::accepted(report_type, "grpc");
-        Ok(pb::SubmitReportResponse {
+        Ok(Enqueued {
+            topic: a.topic.to_string(),
             report_id: a.report.report_id,
             timestamp: a.report.timestamp,
-            topic: a.topic.to_string(),
-            partition: delivered.partition,
-            offset: delivered.offset,
+            report_type: a.report.report_type,
+            written,
         })
     }
 
     /// Writes one accepted submission and answers it.
     async fn submit(&self, a: Accepted<'_>) -> Result<Response<pb::SubmitReportResponse>, Status> {
-        let written = self.enqueue(&a).await?;
-        Ok(Response::new(self.acknowledged(a, written).await?))
+        Ok(Response::new(self.enqueue(a).await?.acknowledged().await?))
+    }
+}
+
+/// An accepted submission whose two records are enqueued: what its answer needs.
+pub(crate) struct Enqueued {
+    topic: String,
+    report_id: String,
+    timestamp: i64,
+    report_type: ReportType,
+    written: Written,
+}
+
+impl Enqueued {
+    /// The answer, once the broker acknowledged both records.
+    pub(crate) async fn acknowledged(self) -> Result<pb::SubmitReportResponse, Status> {
+        let delivered = self
+            .written
+            .acknowledged()
+            .await
+            .map_err(|e| counted(unavailable(&e)))?;
+        metrics::accepted(self.report_type, "grpc");
+        Ok(pb::SubmitReportResponse {
+            report_id: self.report_id,
+            timestamp: self.timestamp,
+            topic: self.topic,
+            partition: delivered.partition,
+            offset: delivered.offset,
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! agent's completed task): the validation rules, the deterministic report
 //! ids and the `ComplianceReport` the seed's `ComplianceReportProducer` builds.
 
-use dora_proto::validate::{identifier, Invalid};
+use dora_proto::validate::{identifier, json_len, Invalid};
 use dora_schema::{ComplianceReport, ReportType, RiskLevel};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -196,7 +196,7 @@ pub fn risk_level(field: &str, level: &str) -> Result<RiskLevel, Invalid> {
 }
 
 fn check_size(field: &str, data: &Map<String, Value>, limits: &Limits) -> Result<(), Invalid> {
-    let len = serde_json::to_string(data).map_or(usize::MAX, |s| s.len());
+    let len = json_len(data);
     if len > limits.max_data_bytes {
         return Err(Invalid::new(
             field,

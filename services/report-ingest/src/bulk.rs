@@ -10,7 +10,7 @@ use pb::submission_result::Outcome;
 use serde_json::{Map, Value};
 use tonic::Status;
 
-use crate::api::{counted, Accepted, Inner, Written};
+use crate::api::{counted, Enqueued, Inner};
 
 /// The results of `submissions` by `principal`, in order. The whole call is
 /// refused (nothing produced) when it holds none or more than the limit.
@@ -29,8 +29,7 @@ pub(crate) async fn submit_all(
     }
     // Everything accepted is enqueued before anything is awaited: the
     // producer batches the whole call's records.
-    let mut pending: Vec<Result<(Accepted<'_>, Written), Status>> =
-        Vec::with_capacity(submissions.len());
+    let mut pending: Vec<Result<Enqueued, Status>> = Vec::with_capacity(submissions.len());
     for (i, s) in submissions.iter().enumerate() {
         let accepted = match &s.assessment {
             Some(Item::Gap(r)) => inner.accept_gap(principal, r, client),
@@ -40,10 +39,7 @@ pub(crate) async fn submit_all(
             ))),
         };
         let item = match accepted {
-            Ok(a) => match inner.enqueue(&a).await {
-                Ok(written) => Ok((a, written)),
-                Err(e) => Err(e),
-            },
+            Ok(a) => inner.enqueue(a).await,
             Err(e) => Err(e),
         };
         pending.push(item.map_err(|e| indexed(i, e)));
@@ -51,10 +47,7 @@ pub(crate) async fn submit_all(
     let mut results = Vec::with_capacity(pending.len());
     for (i, item) in pending.into_iter().enumerate() {
         let outcome = match item {
-            Ok((a, written)) => inner
-                .acknowledged(a, written)
-                .await
-                .map_err(|e| indexed(i, e)),
+            Ok(enqueued) => enqueued.acknowledged().await.map_err(|e| indexed(i, e)),
             Err(e) => Err(e),
         };
         results.push(pb::SubmissionResult {

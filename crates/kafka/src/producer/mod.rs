@@ -82,7 +82,9 @@ impl ClientContext for ProducerContext {
 #[derive(Clone)]
 pub struct Producer {
     pub(crate) inner: FutureProducer<ProducerContext>,
-    context: ProducerContext,
+    // Behind an Arc: every delivery holds a clone of the producer until its
+    // acknowledgement, and the context's strings need not be copied for it.
+    context: Arc<ProducerContext>,
     service: Arc<str>,
 }
 
@@ -157,7 +159,7 @@ impl Producer {
             .map_err(KafkaError::Client)?;
         Ok(Self {
             inner,
-            context,
+            context: Arc::new(context),
             service: Arc::from(service),
         })
     }
@@ -308,8 +310,10 @@ impl Producer {
     async fn hand_over(&self, record: &OutboundRecord, headers: OwnedHeaders) -> Result<DeliveryFuture, ProduceError> {
         let topic = record.topic.as_str();
         let mut backoff = Duration::from_millis(1);
+        let mut headers = Some(headers);
         loop {
-            let mut fr = FutureRecord::<[u8], [u8]>::to(topic).headers(headers.clone());
+            let mut fr = FutureRecord::<[u8], [u8]>::to(topic);
+            fr.headers = headers.take();
             if !record.tombstone {
                 fr = fr.payload(&record.payload);
             }
@@ -321,7 +325,9 @@ impl Producer {
             }
             match self.inner.send_result(fr) {
                 Ok(acknowledged) => return Ok(acknowledged),
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), fr)) => {
+                    // The headers come back with the refused record: no copy per attempt.
+                    headers = fr.headers;
                     // Back-pressure: librdkafka's queue is full until deliveries drain it.
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
