@@ -72,6 +72,31 @@ fn check_results(scenario: &Scenario, results: &[pb::SubmissionResult]) -> Resul
     Ok([gap.report_id, risk.report_id])
 }
 
+/// Each report answered in `results` is at the topic, partition and offset
+/// its answer names (positions exist only once the broker acknowledged).
+async fn answered_positions_hold_their_reports(
+    scenario: &Scenario,
+    results: &[pb::SubmissionResult],
+) -> Result<()> {
+    for result in results {
+        let Some(Outcome::Report(answer)) = &result.outcome else {
+            continue;
+        };
+        let records = tk::read_committed(&tk::kafka(), &answer.topic).await?;
+        let record = records
+            .iter()
+            .find(|r| r.partition == answer.partition && r.offset == answer.offset)
+            .with_context(|| format!("nothing at the answered position of {answer:?}"))?;
+        let stored: dora_schema::ComplianceReport =
+            scenario.decode_avro(&answer.topic, record).await?;
+        ensure!(
+            stored.report_id == answer.report_id,
+            "the answered position holds {stored:?}, not {answer:?}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_bulk_call_is_answered_per_submission_and_a_retry_keeps_the_ids() -> Result<()> {
     let scenario = Scenario::new().await?;
@@ -91,6 +116,7 @@ async fn a_bulk_call_is_answered_per_submission_and_a_retry_keeps_the_ids() -> R
         .into_inner()
         .results;
     let ids = check_results(&scenario, &results)?;
+    answered_positions_hold_their_reports(&scenario, &results).await?;
     // Answered after the acks: exactly the two valid reports are there, keyed by organisation.
     let reports = scenario.reports().await?;
     let mut found: Vec<(String, String)> = reports
