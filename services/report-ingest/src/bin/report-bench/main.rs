@@ -9,7 +9,10 @@
 //!    service records, both Avro-encoded before the clock starts).
 //!    The bulk row: the same client process making SubmitAssessments calls of
 //!    `--bulk` submissions, `--bulk-callers` at a time, timing at least
-//!    100 000 submissions. A diagnostic row: the gRPC health check.
+//!    100 000 submissions, against the bare producer in `--rounds` pairs
+//!    (default 5), the order alternating, the service started afresh for each
+//!    (`rounds.rs`); its figures and ratio are the median round's, every
+//!    round printed. A diagnostic row: the gRPC health check.
 //!    A diagnostic row: the same records through the platform `Producer` by
 //!    `--callers` tasks that each await both acknowledgements before the
 //!    next, without gRPC (what Kafka allows a closed loop like the service's).
@@ -48,6 +51,7 @@ use dora_telemetry::ServiceContext;
 
 mod baselines;
 mod client_load;
+mod rounds;
 mod service;
 use baselines::{
     closed_loop, cpu_seconds, platform_producer, provision, same_records, submission_records,
@@ -105,6 +109,10 @@ struct Args {
     /// Internal, with `--client-of`: SubmitAssessments calls of `--bulk`.
     #[arg(long, hide = true)]
     bulk_load: bool,
+    /// Rounds of the bulk row against the bare producer, alternating which
+    /// goes first; the ratio reported is the median round's (`rounds.rs`).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
 }
 
 /// The gRPC path's figures.
@@ -120,7 +128,10 @@ struct GrpcFigures {
     bulk: Rate,
     /// CPU µs per submission of the bulk client process.
     bulk_client_cpu_us: f64,
+    /// The bare producer's rate in the median round.
     bare: Rate,
+    /// Every round of the bulk row against the bare producer.
+    rounds: Vec<rounds::Round>,
     closed_loop: Rate,
 }
 
@@ -181,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     }
     args.quick |= std::env::var("DORA_BENCH_QUICK").is_ok_and(|v| v == "1");
     if args.quick {
-        (args.submissions, args.events, args.callers) = (300, 500, 16);
+        (args.submissions, args.events, args.callers, args.rounds) = (300, 500, 16, 1);
     }
     let registry = RegistrySettings {
         url: std::env::var("DORA_REGISTRY__URL")
@@ -221,13 +232,14 @@ async fn main() -> anyhow::Result<()> {
         "closed_loop_submissions_per_s": g.closed_loop.per_s,
         "grpc_health_checks_per_s": g.health.per_s, "grpc_health_ratio": g.health.per_s / g.bare.per_s,
         "grpc_bulk_submissions_per_s": g.bulk.per_s, "grpc_bulk_ratio": g.bulk.per_s / g.bare.per_s,
+        "grpc_bulk_rounds": g.rounds.iter().map(|r| json!({"bulk_per_s": r.bulk.per_s, "bulk_cpu_us": r.bulk.cpu_us, "bare_per_s": r.bare.per_s, "bare_cpu_us": r.bare.cpu_us, "ratio": r.ratio()})).collect::<Vec<_>>(),
         "agent_events_per_s": a.service.per_s, "bare_txn_passthrough_per_s": a.passthrough.per_s,
         "agent_ratio": a.service.per_s / a.passthrough.per_s,
         "bare_txn_same_records_per_s": a.same_records.per_s,
         "agent_ratio_same_records": a.service.per_s / a.same_records.per_s,
         "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "grpc_health_check": g.health.cpu_us, "grpc_bulk": g.bulk.cpu_us, "grpc_bulk_client": g.bulk_client_cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
             "agent_loop": a.service.cpu_us, "bare_passthrough": a.passthrough.cpu_us, "bare_same_records": a.same_records.cpu_us},
-        "linger_ms": settings.producer.linger_ms, "submissions": args.submissions, "callers": args.callers, "bulk": args.bulk, "bulk_callers": args.bulk_callers, "channels": args.channels, "events": args.events, "batch": args.batch,
+        "rounds": args.rounds, "linger_ms": settings.producer.linger_ms, "submissions": args.submissions, "callers": args.callers, "bulk": args.bulk, "bulk_callers": args.bulk_callers, "channels": args.channels, "events": args.events, "batch": args.batch,
         "results": [
             row(gs, "report-ingest (report + audit event per call)", g.grpc, "submissions/s", false),
             row(gs, &format!("report-ingest SubmitAssessments, {} submissions per call, {} calls at a time", args.bulk, args.bulk_callers), g.bulk, "submissions/s", false),
@@ -255,16 +267,19 @@ async fn main() -> anyhow::Result<()> {
         "  gRPC health checks, same client and server, no Kafka",
         g.health,
     );
-    show("  SubmitAssessments (bulk)", g.bulk);
+    show("  SubmitAssessments (bulk, the median round)", g.bulk);
     eprintln!(
         "    client process: {:.1} us CPU per submission",
         g.bulk_client_cpu_us
     );
-    show("  bare FutureProducer, same records (baseline)", g.bare);
+    show("  bare FutureProducer, same records (baseline, the median round)", g.bare);
+    let ratios: Vec<String> = g.rounds.iter().map(|r| format!("{:.3}", r.ratio())).collect();
     eprintln!(
-        "  ratio {:.2} (unary), {:.2} (bulk)",
+        "  ratio {:.2} (unary), {:.2} (bulk: the median of {} rounds: {})",
         g.grpc.per_s / g.bare.per_s,
-        g.bulk.per_s / g.bare.per_s
+        g.bulk.per_s / g.bare.per_s,
+        g.rounds.len(),
+        ratios.join(" ")
     );
     show("agent events -> reports (report-ingest)", a.service);
     show(
@@ -300,8 +315,6 @@ async fn grpc_vs_bare(
     let (grpc, client_cpu_us) = timed_load(addr, token, args, Mode::Unary).await?;
     // The same number of health checks: a unary call through the same stack, nothing behind it.
     let (health, _) = timed_load(addr, token, args, Mode::Health).await?;
-    // The same number of submissions, `--bulk` per SubmitAssessments call.
-    let (bulk, bulk_client_cpu_us) = timed_load(addr, token, args, Mode::Bulk).await?;
     service.stop().await?;
 
     let warm_up = (args.callers * WARM_UP_CALLS) as u64;
@@ -312,27 +325,18 @@ async fn grpc_vs_bare(
     } else {
         passes(args.submissions)
     };
-    let n = (args.submissions * passes as u64) as f64;
-    let cpu0 = cpu_seconds();
-    let bare = baseline::produce_all_warm(
-        &settings.common.kafka,
-        &settings.producer,
-        warm,
-        (timed, passes),
-    )
-    .await?;
-    let bare_cpu = (cpu_seconds() - cpu0) * 1e6 / n;
+    // The bulk row and the bare producer, `--rounds` times, alternating.
+    let rounds = rounds::bulk_vs_bare(&settings, args, (warm, timed, passes)).await?;
+    let median = rounds::median_round(&rounds);
     let (closed, closed_cpu) = closed_loop(&settings, records, args, passes).await?;
     Ok(GrpcFigures {
         grpc,
         client_cpu_us,
         health,
-        bulk,
-        bulk_client_cpu_us,
-        bare: Rate {
-            per_s: n / bare.as_secs_f64(),
-            cpu_us: bare_cpu,
-        },
+        bulk: median.bulk,
+        bulk_client_cpu_us: median.bulk_client_cpu_us,
+        bare: median.bare,
+        rounds,
         closed_loop: Rate {
             per_s: closed,
             cpu_us: closed_cpu,
