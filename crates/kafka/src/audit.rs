@@ -105,6 +105,11 @@ impl AuditProducer {
         event_record(&self.codec, &self.topic, event).await
     }
 
+    /// The topic audit events go to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Records `event`, keyed by the hour bucket of its timestamp.
     pub async fn send(&self, event: &AuditEvent) -> Result<Delivery, ProduceError> {
         self.producer

@@ -51,7 +51,9 @@ pub use consume::{
     BatchHandler, ConsumeError, ConsumeLoop, ConsumerSettings, Handler, HandlerError, Record,
     StartAt, Transform,
 };
-pub use producer::{Delivered, Delivery, OutboundRecord, ProduceError, Producer, ProducerSettings};
+pub use producer::{
+    Delivered, Delivery, DeliveryGroup, OutboundRecord, ProduceError, Producer, ProducerSettings,
+};
 pub use retry::RetryPolicy;
 pub use settings::{KafkaSettings, SaslMechanism, SecurityProtocol};
 

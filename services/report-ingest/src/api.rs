@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dora_auth::{Authenticator, Principal};
 use dora_kafka::audit::{user_activity, AuditProducer};
-use dora_kafka::{Delivered, Delivery, ProduceError, Producer};
+use dora_kafka::{Delivered, Delivery, DeliveryGroup, OutboundRecord, ProduceError, Producer};
 use dora_proto::report::v1 as pb;
 use dora_proto::report::v1::report_ingest_server::ReportIngest;
 use dora_proto::validate::{identifier, json_object, Invalid};
@@ -59,6 +59,35 @@ impl ReportWriter {
             .await?
             .acknowledged()
             .await
+    }
+
+    /// Encodes both records and enqueues them in `group` (a bulk call's):
+    /// their indexes there, the report's first.
+    pub async fn enqueue_in(
+        &self,
+        group: &mut DeliveryGroup,
+        topic: &str,
+        report: &ComplianceReport,
+        activity: &AuditEvent,
+    ) -> Result<(usize, usize), ProduceError> {
+        let key = Some(report.organization_id.as_str());
+        let report = OutboundRecord::avro(&self.codec, topic, key, report)
+            .await
+            .map_err(|e| ProduceError::encoding(topic, &e))?;
+        let audit = self
+            .audit
+            .record(activity)
+            .await
+            .map_err(|e| ProduceError::encoding(self.audit.topic(), &e))?;
+        Ok((
+            group.enqueue_raw(report).await?,
+            group.enqueue_raw(audit).await?,
+        ))
+    }
+
+    /// A group for a bulk call's records (see [`enqueue_in`](Self::enqueue_in)).
+    pub fn group(&self) -> DeliveryGroup {
+        self.producer.group()
     }
 
     /// Enqueues both records; the result awaits both acknowledgements.
@@ -247,6 +276,33 @@ impl Inner {
         })
     }
 
+    /// A group for a bulk call's records.
+    pub(crate) fn group(&self) -> DeliveryGroup {
+        self.writer.group()
+    }
+
+    /// Enqueues an accepted submission's report and audit event in a bulk
+    /// call's `group`; what its answer needs once the group is acknowledged.
+    pub(crate) async fn enqueue_in(
+        &self,
+        group: &mut DeliveryGroup,
+        a: Accepted<'_>,
+    ) -> Result<Grouped, Status> {
+        let (report, audit) = self
+            .writer
+            .enqueue_in(group, a.topic, &a.report, &a.activity)
+            .await
+            .map_err(|e| counted(unavailable(&e)))?;
+        Ok(Grouped {
+            topic: a.topic.to_string(),
+            report_id: a.report.report_id,
+            timestamp: a.report.timestamp,
+            report_type: a.report.report_type,
+            report,
+            audit,
+        })
+    }
+
     /// Writes one accepted submission and answers it.
     async fn submit(&self, a: Accepted<'_>) -> Result<Response<pb::SubmitReportResponse>, Status> {
         Ok(Response::new(self.enqueue(a).await?.acknowledged().await?))
@@ -269,6 +325,49 @@ impl Enqueued {
             .written
             .acknowledged()
             .await
+            .map_err(|e| counted(unavailable(&e)))?;
+        metrics::accepted(self.report_type, "grpc");
+        Ok(pb::SubmitReportResponse {
+            report_id: self.report_id,
+            timestamp: self.timestamp,
+            topic: self.topic,
+            partition: delivered.partition,
+            offset: delivered.offset,
+        })
+    }
+}
+
+/// An accepted submission of a bulk call whose two records are in the call's
+/// group: what its answer needs, and where its records are in the group.
+pub(crate) struct Grouped {
+    topic: String,
+    report_id: String,
+    timestamp: i64,
+    report_type: ReportType,
+    report: usize,
+    audit: usize,
+}
+
+impl Grouped {
+    /// The answer from the group's outcomes: the report's position once both
+    /// its records were acknowledged, else UNAVAILABLE (or INTERNAL) for the first that failed.
+    pub(crate) fn answer(
+        self,
+        outcomes: &mut [Option<Result<Delivered, ProduceError>>],
+    ) -> Result<pb::SubmitReportResponse, Status> {
+        let mut take = |i: usize| {
+            outcomes
+                .get_mut(i)
+                .and_then(Option::take)
+                .unwrap_or_else(|| {
+                    Err(ProduceError::Fatal(format!(
+                        "record {i} of the call has no outcome"
+                    )))
+                })
+        };
+        let (report, audit) = (take(self.report), take(self.audit));
+        let delivered = report
+            .and_then(|d| audit.map(|_| d))
             .map_err(|e| counted(unavailable(&e)))?;
         metrics::accepted(self.report_type, "grpc");
         Ok(pb::SubmitReportResponse {

@@ -10,7 +10,7 @@ use pb::submission_result::Outcome;
 use serde_json::{Map, Value};
 use tonic::Status;
 
-use crate::api::{counted, Enqueued, Inner};
+use crate::api::{counted, Grouped, Inner};
 
 /// The results of `submissions` by `principal`, in order. The whole call is
 /// refused (nothing produced) when it holds none or more than the limit.
@@ -27,9 +27,11 @@ pub(crate) async fn submit_all(
             submissions.len()
         ))));
     }
-    // Everything accepted is enqueued before anything is awaited: the
-    // producer batches the whole call's records.
-    let mut pending: Vec<Result<Enqueued, Status>> = Vec::with_capacity(submissions.len());
+    // Everything accepted is enqueued before anything is awaited, in one
+    // group: the producer batches the whole call's records, and the call
+    // wakes once when the broker acknowledged them all.
+    let mut group = inner.group();
+    let mut pending: Vec<Result<Grouped, Status>> = Vec::with_capacity(submissions.len());
     for (i, s) in submissions.iter().enumerate() {
         let accepted = match &s.assessment {
             Some(Item::Gap(r)) => inner.accept_gap(principal, r, client),
@@ -39,27 +41,28 @@ pub(crate) async fn submit_all(
             ))),
         };
         let item = match accepted {
-            Ok(a) => inner.enqueue(a).await,
+            Ok(a) => inner.enqueue_in(&mut group, a).await,
             Err(e) => Err(e),
         };
         pending.push(item.map_err(|e| indexed(i, e)));
     }
-    let mut results = Vec::with_capacity(pending.len());
-    for (i, item) in pending.into_iter().enumerate() {
-        let outcome = match item {
-            Ok(enqueued) => enqueued.acknowledged().await.map_err(|e| indexed(i, e)),
-            Err(e) => Err(e),
-        };
-        results.push(pb::SubmissionResult {
-            outcome: Some(match outcome {
-                Ok(report) => Outcome::Report(report),
-                Err(e) => Outcome::Error(pb::SubmissionError {
-                    code: e.code() as i32,
-                    message: e.message().to_string(),
+    let mut outcomes: Vec<_> = group.acknowledged().await.into_iter().map(Some).collect();
+    let results = pending
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let outcome = item.and_then(|g| g.answer(&mut outcomes).map_err(|e| indexed(i, e)));
+            pb::SubmissionResult {
+                outcome: Some(match outcome {
+                    Ok(report) => Outcome::Report(report),
+                    Err(e) => Outcome::Error(pb::SubmissionError {
+                        code: e.code() as i32,
+                        message: e.message().to_string(),
+                    }),
                 }),
-            }),
-        });
-    }
+            }
+        })
+        .collect();
     Ok(results)
 }
 

@@ -1,14 +1,16 @@
 //! The one producer factory and the send path: idempotent, acks=all, snappy;
 //! trace-context, content-type and producing-service headers on every record;
-//! per-topic metrics; deliveries awaited without serialising the hot path. A
+//! per-topic metrics; deliveries awaited without serialising the hot path,
+//! one by one ([`Delivery`]) or many together ([`DeliveryGroup`], one
+//! wake-up for all: `completion.rs` routes librdkafka's delivery reports). A
 //! fatal producer error (fenced, out of sequence) marks the producer's own
 //! readiness condition not ready and is recorded for its service, whose
 //! consume loops then stop with an error so the process is restarted.
 //! `settings.rs` holds the producer's settings and librdkafka configuration,
 //! `outbound.rs` the records, deliveries, errors and headers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,17 +18,24 @@ use dora_telemetry::Readiness;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
 
 use crate::blocking::off_worker;
 use crate::{metrics, KafkaError, KafkaSettings};
 
+mod completion;
 mod outbound;
 mod settings;
 
-pub use outbound::{Delivered, Delivery, OutboundRecord, ProduceError, AVRO_CONTENT_TYPE, CONTENT_TYPE_HEADER, PRODUCER_HEADER};
+use completion::Completion;
+pub use completion::DeliveryGroup;
+
+pub use outbound::{
+    Delivered, Delivery, OutboundRecord, ProduceError, AVRO_CONTENT_TYPE, CONTENT_TYPE_HEADER,
+    PRODUCER_HEADER,
+};
 pub use settings::ProducerSettings;
 
 /// The first fatal producer error of each service in this process.
@@ -81,7 +90,7 @@ impl ClientContext for ProducerContext {
 /// The platform's producer. Cheap to clone; clones share one librdkafka client.
 #[derive(Clone)]
 pub struct Producer {
-    pub(crate) inner: FutureProducer<ProducerContext>,
+    pub(crate) inner: ThreadedProducer<ProducerContext>,
     // Behind an Arc: every delivery holds a clone of the producer until its
     // acknowledgement, and the context's strings need not be copied for it.
     context: Arc<ProducerContext>,
@@ -202,18 +211,9 @@ impl Producer {
     where
         T: dora_schema::AvroRecord + Serialize + Sync,
     {
-        let payload = codec.encode(topic, value).await.map_err(|e| {
-            let err = ProduceError::Encode {
-                message: e.to_string(),
-                retryable: e.is_retryable(),
-            };
-            metrics::PRODUCER_ERRORS
-                .with_label_values(&[topic, &err.error_type()])
-                .inc();
-            err
-        })?;
-        let record = OutboundRecord::new(topic, key, payload)
-            .with_header(CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE);
+        let record = OutboundRecord::avro(codec, topic, key, value)
+            .await
+            .map_err(|e| ProduceError::encoding(topic, &e))?;
         self.enqueue_raw(record).await
     }
 
@@ -241,30 +241,21 @@ impl Producer {
     /// current span and the `producer` header (or the record's exact headers
     /// instead). Waits (without blocking) while librdkafka's queue is full.
     pub async fn enqueue_raw(&self, record: OutboundRecord) -> Result<Delivery, ProduceError> {
-        if let Some(reason) = self.fatal_error() {
-            metrics::PRODUCER_ERRORS
-                .with_label_values(&[record.topic.as_str(), "Fatal"])
-                .inc();
-            return Err(ProduceError::Fatal(reason));
-        }
-        let headers = self.headers_of(&record);
         let started = Instant::now();
-        let acknowledged = self.hand_over(&record, headers).await?;
+        let (tx, acknowledged) = tokio::sync::oneshot::channel();
+        self.hand_over_with(&record, Completion::One(tx)).await?;
         let (this, topic) = (self.clone(), record.topic);
         Ok(Delivery {
             inner: Box::pin(async move {
                 let result = match acknowledged.await {
-                    Ok(Ok(d)) => Ok(Delivered {
-                        partition: d.partition,
-                        offset: d.offset,
-                    }),
-                    Ok(Err((e, _))) => Err(this.delivery_error(&topic, e)),
-                    Err(_canceled) => Err(ProduceError::Delivery {
+                    Ok(Ok(d)) => Ok(d),
+                    Ok(Err(e)) => Err(this.delivery_error(&topic, e)),
+                    Err(_dropped) => Err(ProduceError::Delivery {
                         topic: topic.clone(),
                         source: RdKafkaError::Canceled,
                     }),
                 };
-                count_delivery(&topic, started, &result);
+                count_delivery(&topic, started.elapsed(), &result);
                 result
             }),
         })
@@ -305,29 +296,41 @@ impl Producer {
         headers
     }
 
-    /// Hands `record` to librdkafka, waiting while its queue is full;
-    /// resolves to the acknowledgement to await.
-    async fn hand_over(&self, record: &OutboundRecord, headers: OwnedHeaders) -> Result<DeliveryFuture, ProduceError> {
+    /// Hands `record` to librdkafka (unless the producer hit a fatal error),
+    /// waiting while its queue is full; its delivery report goes to `completion`.
+    pub(super) async fn hand_over_with(
+        &self,
+        record: &OutboundRecord,
+        completion: Completion,
+    ) -> Result<(), ProduceError> {
         let topic = record.topic.as_str();
+        if let Some(reason) = self.fatal_error() {
+            metrics::PRODUCER_ERRORS
+                .with_label_values(&[topic, "Fatal"])
+                .inc();
+            return Err(ProduceError::Fatal(reason));
+        }
         let mut backoff = Duration::from_millis(1);
-        let mut headers = Some(headers);
+        let mut headers = Some(self.headers_of(record));
+        let mut completion = Box::new(completion);
         loop {
-            let mut fr = FutureRecord::<[u8], [u8]>::to(topic);
-            fr.headers = headers.take();
+            let mut br =
+                BaseRecord::<[u8], [u8], Box<Completion>>::with_opaque_to(topic, completion);
+            br.headers = headers.take();
             if !record.tombstone {
-                fr = fr.payload(&record.payload);
+                br = br.payload(&record.payload);
             }
             if let Some(k) = &record.key {
-                fr = fr.key(k.as_slice());
+                br = br.key(k.as_slice());
             }
             if let Some(p) = record.partition {
-                fr = fr.partition(p);
+                br = br.partition(p);
             }
-            match self.inner.send_result(fr) {
-                Ok(acknowledged) => return Ok(acknowledged),
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), fr)) => {
-                    // The headers come back with the refused record: no copy per attempt.
-                    headers = fr.headers;
+            match self.inner.send(br) {
+                Ok(()) => return Ok(()),
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), br)) => {
+                    // Headers and completion come back with the refused record: no copy per attempt.
+                    (headers, completion) = (br.headers, br.delivery_opaque);
                     // Back-pressure: librdkafka's queue is full until deliveries drain it.
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
@@ -343,7 +346,7 @@ impl Producer {
         }
     }
 
-    fn delivery_error(&self, topic: &str, source: RdKafkaError) -> ProduceError {
+    pub(super) fn delivery_error(&self, topic: &str, source: RdKafkaError) -> ProduceError {
         if source.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
             || self.inner.client().fatal_error().is_some()
         {
@@ -373,13 +376,13 @@ impl Producer {
 }
 
 /// Counts a delivery's outcome in the per-topic metrics.
-fn count_delivery(topic: &str, started: Instant, result: &Result<Delivered, ProduceError>) {
+fn count_delivery(topic: &str, took: Duration, result: &Result<Delivered, ProduceError>) {
     match result {
         Ok(_) => {
             metrics::MESSAGES_SENT.with_label_values(&[topic]).inc();
             metrics::SEND_DURATION
                 .with_label_values(&[topic])
-                .observe(started.elapsed().as_secs_f64());
+                .observe(took.as_secs_f64());
         }
         Err(e) => {
             metrics::PRODUCER_ERRORS

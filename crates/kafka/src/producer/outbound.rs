@@ -42,6 +42,19 @@ pub enum ProduceError {
 }
 
 impl ProduceError {
+    /// The value for `topic` could not be encoded (counted in
+    /// `kafka_producer_errors_total`).
+    pub fn encoding(topic: &str, e: &dora_schema::SchemaError) -> Self {
+        let err = Self::Encode {
+            message: e.to_string(),
+            retryable: e.is_retryable(),
+        };
+        crate::metrics::PRODUCER_ERRORS
+            .with_label_values(&[topic, &err.error_type()])
+            .inc();
+        err
+    }
+
     /// The `error_type` label of `kafka_producer_errors_total`.
     pub fn error_type(&self) -> String {
         match self {
