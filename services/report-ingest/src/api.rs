@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dora_auth::{Authenticator, Principal};
 use dora_kafka::audit::{user_activity, AuditProducer};
-use dora_kafka::{Delivered, Delivery, DeliveryGroup, OutboundRecord, ProduceError, Producer};
+use dora_kafka::{Delivered, DeliveryGroup, OutboundRecord, ProduceError, Producer};
 use dora_proto::report::v1 as pb;
 use dora_proto::report::v1::report_ingest_server::ReportIngest;
 use dora_proto::validate::{identifier, json_object, Invalid};
@@ -30,7 +30,9 @@ pub fn submit_action(report_type: ReportType) -> &'static str {
     }
 }
 
-/// Writes a report and its audit event; resolves once the broker has both.
+/// Encodes a report and its audit event and enqueues both in their call's
+/// delivery group, through one producer (the audit event's topic and key
+/// come from the audit producer).
 #[derive(Clone)]
 pub struct ReportWriter {
     producer: Producer,
@@ -48,21 +50,9 @@ impl ReportWriter {
         }
     }
 
-    /// Enqueues both records, then awaits both acknowledgements.
-    pub async fn write(
-        &self,
-        topic: &str,
-        report: &ComplianceReport,
-        activity: &AuditEvent,
-    ) -> Result<Delivered, ProduceError> {
-        self.enqueue(topic, report, activity)
-            .await?
-            .acknowledged()
-            .await
-    }
-
-    /// Encodes both records and enqueues them in `group` (a bulk call's):
-    /// their indexes there, the report's first.
+    /// Encodes both records and enqueues them in `group` (their call's):
+    /// their indexes there, the report's first. The call answers once the
+    /// group is acknowledged.
     pub async fn enqueue_in(
         &self,
         group: &mut DeliveryGroup,
@@ -85,39 +75,9 @@ impl ReportWriter {
         ))
     }
 
-    /// A group for a bulk call's records (see [`enqueue_in`](Self::enqueue_in)).
+    /// A group for a call's records (see [`enqueue_in`](Self::enqueue_in)).
     pub fn group(&self) -> DeliveryGroup {
         self.producer.group()
-    }
-
-    /// Enqueues both records; the result awaits both acknowledgements.
-    pub async fn enqueue(
-        &self,
-        topic: &str,
-        report: &ComplianceReport,
-        activity: &AuditEvent,
-    ) -> Result<Written, ProduceError> {
-        let key = Some(report.organization_id.as_str());
-        let report = self
-            .producer
-            .enqueue(&self.codec, topic, key, report)
-            .await?;
-        let audit = self.audit.send(activity).await?;
-        Ok(Written { report, audit })
-    }
-}
-
-/// A report and its audit event, enqueued.
-pub struct Written {
-    report: Delivery,
-    audit: Delivery,
-}
-
-impl Written {
-    /// Where the report went, once the broker acknowledged both records.
-    pub async fn acknowledged(self) -> Result<Delivered, ProduceError> {
-        let (delivered, _) = tokio::try_join!(self.report, self.audit)?;
-        Ok(delivered)
     }
 }
 
@@ -259,30 +219,14 @@ impl Inner {
         }
     }
 
-    /// Enqueues an accepted submission's report and audit event. Both are
-    /// dropped here, once encoded: what the answer needs is kept.
-    pub(crate) async fn enqueue(&self, a: Accepted<'_>) -> Result<Enqueued, Status> {
-        let written = self
-            .writer
-            .enqueue(a.topic, &a.report, &a.activity)
-            .await
-            .map_err(|e| counted(unavailable(&e)))?;
-        Ok(Enqueued {
-            topic: a.topic.to_string(),
-            report_id: a.report.report_id,
-            timestamp: a.report.timestamp,
-            report_type: a.report.report_type,
-            written,
-        })
-    }
-
-    /// A group for a bulk call's records.
+    /// A group for a call's records.
     pub(crate) fn group(&self) -> DeliveryGroup {
         self.writer.group()
     }
 
-    /// Enqueues an accepted submission's report and audit event in a bulk
-    /// call's `group`; what its answer needs once the group is acknowledged.
+    /// Enqueues an accepted submission's report and audit event in its
+    /// call's `group` (both dropped once encoded); what its answer needs
+    /// once the group is acknowledged.
     pub(crate) async fn enqueue_in(
         &self,
         group: &mut DeliveryGroup,
@@ -303,42 +247,18 @@ impl Inner {
         })
     }
 
-    /// Writes one accepted submission and answers it.
+    /// Writes one accepted submission (a group of its two records) and
+    /// answers it once the broker acknowledged both.
     async fn submit(&self, a: Accepted<'_>) -> Result<Response<pb::SubmitReportResponse>, Status> {
-        Ok(Response::new(self.enqueue(a).await?.acknowledged().await?))
+        let mut group = self.group();
+        let grouped = self.enqueue_in(&mut group, a).await?;
+        let mut outcomes: Vec<_> = group.acknowledged().await.into_iter().map(Some).collect();
+        Ok(Response::new(grouped.answer(&mut outcomes)?))
     }
 }
 
-/// An accepted submission whose two records are enqueued: what its answer needs.
-pub(crate) struct Enqueued {
-    topic: String,
-    report_id: String,
-    timestamp: i64,
-    report_type: ReportType,
-    written: Written,
-}
-
-impl Enqueued {
-    /// The answer, once the broker acknowledged both records.
-    pub(crate) async fn acknowledged(self) -> Result<pb::SubmitReportResponse, Status> {
-        let delivered = self
-            .written
-            .acknowledged()
-            .await
-            .map_err(|e| counted(unavailable(&e)))?;
-        metrics::accepted(self.report_type, "grpc");
-        Ok(pb::SubmitReportResponse {
-            report_id: self.report_id,
-            timestamp: self.timestamp,
-            topic: self.topic,
-            partition: delivered.partition,
-            offset: delivered.offset,
-        })
-    }
-}
-
-/// An accepted submission of a bulk call whose two records are in the call's
-/// group: what its answer needs, and where its records are in the group.
+/// An accepted submission whose two records are in its call's group: what
+/// its answer needs, and where its records are in the group.
 pub(crate) struct Grouped {
     topic: String,
     report_id: String,
