@@ -6,7 +6,9 @@
 //!    client process of its own: `client_load.rs`) vs a bare `FutureProducer`
 //!    writing the same records flat out (`dora_kafka::baseline::produce_all_warm`:
 //!    per submission its report and its audit event with the details the
-//!    service records, both Avro-encoded before the clock starts).
+//!    service records, both Avro-encoded before the clock starts, with the
+//!    headers the service writes; at most `--bare-window` records awaiting
+//!    their acks, its fastest setting here).
 //!    The bulk row: the same client process making SubmitAssessments calls of
 //!    `--bulk` submissions, `--bulk-callers` at a time, timing at least
 //!    100 000 submissions, against the bare producer in `--rounds` pairs
@@ -109,6 +111,11 @@ struct Args {
     /// Internal, with `--client-of`: SubmitAssessments calls of `--bulk`.
     #[arg(long, hide = true)]
     bulk_load: bool,
+    /// Records the bare producer keeps awaiting their acknowledgement (0:
+    /// all of them queued at once). 1024 was its fastest here
+    /// (`dora_kafka::baseline::produce_all_warm`).
+    #[arg(long, default_value_t = 1024)]
+    bare_window: usize,
     /// Rounds of the bulk row against the bare producer, alternating which
     /// goes first; the ratio reported is the median round's (`rounds.rs`).
     #[arg(long, default_value_t = 5)]
@@ -239,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
         "agent_ratio_same_records": a.service.per_s / a.same_records.per_s,
         "cpu_us_per_op": {"grpc": g.grpc.cpu_us, "grpc_client": g.client_cpu_us, "grpc_health_check": g.health.cpu_us, "grpc_bulk": g.bulk.cpu_us, "grpc_bulk_client": g.bulk_client_cpu_us, "bare_producer": g.bare.cpu_us, "closed_loop": g.closed_loop.cpu_us,
             "agent_loop": a.service.cpu_us, "bare_passthrough": a.passthrough.cpu_us, "bare_same_records": a.same_records.cpu_us},
-        "rounds": args.rounds, "linger_ms": settings.producer.linger_ms, "submissions": args.submissions, "callers": args.callers, "bulk": args.bulk, "bulk_callers": args.bulk_callers, "channels": args.channels, "events": args.events, "batch": args.batch,
+        "rounds": args.rounds, "bare_window": args.bare_window, "linger_ms": settings.producer.linger_ms, "submissions": args.submissions, "callers": args.callers, "bulk": args.bulk, "bulk_callers": args.bulk_callers, "channels": args.channels, "events": args.events, "batch": args.batch,
         "results": [
             row(gs, "report-ingest (report + audit event per call)", g.grpc, "submissions/s", false),
             row(gs, &format!("report-ingest SubmitAssessments, {} submissions per call, {} calls at a time", args.bulk, args.bulk_callers), g.bulk, "submissions/s", false),

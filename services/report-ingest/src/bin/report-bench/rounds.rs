@@ -8,6 +8,7 @@
 //! every round's figures beside it.
 
 use dora_kafka::baseline::{self, RawRecord};
+use dora_kafka::producer::{AVRO_CONTENT_TYPE, CONTENT_TYPE_HEADER, PRODUCER_HEADER};
 
 use crate::baselines::{cpu_seconds, Rate};
 use crate::client_load::Mode;
@@ -41,9 +42,9 @@ pub async fn bulk_vs_bare(
     for r in 0..args.rounds.max(1) {
         let (bulk, bare) = if r % 2 == 0 {
             let bulk = bulk_row(settings, args).await?;
-            (bulk, bare_row(settings, warm, timed, passes).await?)
+            (bulk, bare_row(settings, warm, (timed, passes), args.bare_window).await?)
         } else {
-            let bare = bare_row(settings, warm, timed, passes).await?;
+            let bare = bare_row(settings, warm, (timed, passes), args.bare_window).await?;
             (bulk_row(settings, args).await?, bare)
         };
         let round = Round {
@@ -73,20 +74,29 @@ async fn bulk_row(settings: &report_ingest::Settings, args: &Args) -> anyhow::Re
     row
 }
 
-/// The bare producer writing `timed` `passes` times over after `warm`.
+/// The bare producer writing `timed` `passes` times over after `warm`, with
+/// the headers the service writes, at most `window` records awaiting their acks.
 async fn bare_row(
     settings: &report_ingest::Settings,
     warm: &[RawRecord],
-    timed: &[RawRecord],
-    passes: usize,
+    (timed, passes): (&[RawRecord], usize),
+    window: usize,
 ) -> anyhow::Result<Rate> {
     let n = (timed.len() / 2 * passes) as f64;
     let cpu0 = cpu_seconds();
+    // The headers report-ingest writes on each of its records (no trace
+    // context: the bench's service runs without an OpenTelemetry exporter).
+    let headers = [
+        (PRODUCER_HEADER, "report-ingest".as_bytes()),
+        (CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE.as_bytes()),
+    ];
     let elapsed = baseline::produce_all_warm(
         &settings.common.kafka,
         &settings.producer,
         warm,
         (timed, passes),
+        &headers,
+        window,
     )
     .await?;
     Ok(Rate {
