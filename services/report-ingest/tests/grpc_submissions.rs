@@ -47,6 +47,10 @@ async fn submissions_become_reports_with_audit_events_and_keep_their_id_on_retry
     );
     ensure!(gap.report_id != risk.report_id);
     ensure!(gap.topic == scenario.gap_topic && risk.topic == scenario.risk_topic);
+    // Each answer names where its report is.
+    for answer in [&gap, &risk, &again] {
+        scenario.holds_answered_report(answer).await?;
+    }
 
     // Answered only after the ack: the records are there now.
     let reports = scenario.reports().await?;

@@ -183,6 +183,25 @@ impl Scenario {
         Ok(out)
     }
 
+    /// The report an answer names is at the topic, partition and offset it
+    /// names (positions exist only once the broker acknowledged).
+    pub async fn holds_answered_report(
+        &self,
+        answer: &dora_proto::report::v1::SubmitReportResponse,
+    ) -> Result<()> {
+        let records = tk::read_committed(&tk::kafka(), &answer.topic).await?;
+        let record = records
+            .iter()
+            .find(|r| r.partition == answer.partition && r.offset == answer.offset)
+            .with_context(|| format!("nothing at the answered position of {answer:?}"))?;
+        let stored: ComplianceReport = self.decode_avro(&answer.topic, record).await?;
+        anyhow::ensure!(
+            stored.report_id == answer.report_id,
+            "the answered position holds {stored:?}, not {answer:?}"
+        );
+        Ok(())
+    }
+
     /// Decodes `r` as Confluent-framed Avro (fails on anything else, e.g. JSON).
     pub async fn decode_avro<T>(&self, topic: &str, r: &tk::Record) -> Result<T>
     where
