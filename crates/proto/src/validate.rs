@@ -72,33 +72,9 @@ pub fn json_object(field: &str, value: &str, max: usize) -> Result<Map<String, V
     }
 }
 
-/// The length of `value` as compact JSON text, bytes, without building the
-/// text (usize::MAX if it cannot be serialised).
-pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_len_is_the_compact_texts_length() {
-        let v = serde_json::json!({"a": [1, 2.5, "é\"\n"], "b": null, "c": {}});
-        assert_eq!(json_len(&v), serde_json::to_string(&v).unwrap().len());
-        assert_eq!(json_len(&Map::new()), 2);
-    }
 
     #[test]
     fn identifiers_are_required_bounded_and_printable() {

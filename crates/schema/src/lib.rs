@@ -69,6 +69,6 @@ pub use record::{
 };
 pub use settings::{RegistrySettings, DEFAULT_REGISTRY_URL};
 pub use types::{
-    AgentEvent, AgentHealth, AgentStatus, AuditEvent, ComplianceReport, DeadLetter,
+    json_len, AgentEvent, AgentHealth, AgentStatus, AuditEvent, ComplianceReport, DeadLetter,
     DeadLetterHeader, EventType, ReportType, RiskAlert, RiskAlertState, RiskLevel,
 };

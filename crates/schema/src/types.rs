@@ -363,6 +363,24 @@ fn unknown_failed_by() -> String {
     "unknown".to_string()
 }
 
+/// The length of `value` as compact JSON text (what `serde_json::to_string`
+/// writes), in bytes, without building the text; `usize::MAX` if it cannot be
+/// serialised. For size limits and budgets checked before encoding.
+pub fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
+}
+
 /// Free-form JSON fields: nested JSON in human-readable formats (the seed's
 /// legacy JSON), JSON text in a `string` field in Avro.
 ///
@@ -459,5 +477,17 @@ pub mod message_bytes {
         } else {
             serde_bytes::deserialize(deserializer)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_len;
+
+    #[test]
+    fn json_len_is_the_compact_texts_length() {
+        let v = serde_json::json!({"a": [1, 2.5, "é\"\n"], "b": null, "c": {}});
+        assert_eq!(json_len(&v), serde_json::to_string(&v).unwrap().len());
+        assert_eq!(json_len(&serde_json::Map::new()), 2);
     }
 }

@@ -54,7 +54,7 @@ impl EventDraft {
     /// send queue's in-flight byte bound.
     pub fn size_bytes(&self) -> usize {
         // Serialising a `Value` cannot fail.
-        let metadata = dora_proto::validate::json_len(&self.metadata);
+        let metadata = dora_schema::json_len(&self.metadata);
         self.agent_id.len()
             + self.event_type.len()
             + self.agent_type.len()

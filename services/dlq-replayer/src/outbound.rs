@@ -167,26 +167,6 @@ impl<'a> AuditedLetter<'a> {
             },
         }
     }
-
-    /// Its length as JSON text, bytes.
-    fn json_len(&self) -> usize {
-        let mut count = ByteCount(0);
-        serde_json::to_writer(&mut count, self).map_or(0, |()| count.0)
-    }
-}
-
-/// Counts the bytes written to it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The audit events of one transaction's replays and parkings, encoded for
@@ -229,13 +209,13 @@ fn audit_groups<'a>(resolved: &[Resolved<'a>]) -> Vec<AuditGroup<'a>> {
     let mut groups: Vec<(AuditGroup<'a>, usize)> = Vec::new();
     for r in resolved {
         let record = AuditedLetter::of(r);
-        let size = record.json_len();
+        let size = dora_schema::json_len(&record);
         let topic = r.letter.position.topic.as_str();
         let open = groups
             .iter()
             .rposition(|((t, a, why, _), _)| *t == topic && *a == r.action && *why == r.reason);
         match open {
-            Some(i) if groups[i].1 + size <= AUDIT_EVENT_BUDGET => {
+            Some(i) if groups[i].1.saturating_add(size) <= AUDIT_EVENT_BUDGET => {
                 groups[i].0 .3.push(record);
                 groups[i].1 += size;
             }
@@ -395,7 +375,7 @@ mod tests {
             text,
             r#"{"dlqPartition":0,"dlqOffset":7,"originalTopic":"agent-events","originalPartition":2,"originalOffset":41,"originalKey":"agent-1","errorType":"RegistryUnavailable","failedBy":"report-ingest/report-ingest","replayCount":1}"#
         );
-        assert_eq!(record.json_len(), text.len());
+        assert_eq!(dora_schema::json_len(&record), text.len());
         let parked = Resolved {
             action: Action::Parked,
             ..replayed

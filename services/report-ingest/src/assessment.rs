@@ -2,8 +2,8 @@
 //! agent's completed task): the validation rules, the deterministic report
 //! ids and the `ComplianceReport` the seed's `ComplianceReportProducer` builds.
 
-use dora_proto::validate::{identifier, json_len, Invalid};
-use dora_schema::{ComplianceReport, ReportType, RiskLevel};
+use dora_proto::validate::{identifier, Invalid};
+use dora_schema::{json_len, ComplianceReport, ReportType, RiskLevel};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
