@@ -252,8 +252,8 @@ impl Inner {
     async fn submit(&self, a: Accepted<'_>) -> Result<Response<pb::SubmitReportResponse>, Status> {
         let mut group = self.group();
         let grouped = self.enqueue_in(&mut group, a).await?;
-        let mut outcomes: Vec<_> = group.acknowledged().await.into_iter().map(Some).collect();
-        Ok(Response::new(grouped.answer(&mut outcomes)?))
+        let outcomes = group.acknowledged().await;
+        Ok(Response::new(grouped.answer(&outcomes)?))
     }
 }
 
@@ -273,22 +273,14 @@ impl Grouped {
     /// its records were acknowledged, else UNAVAILABLE (or INTERNAL) for the first that failed.
     pub(crate) fn answer(
         self,
-        outcomes: &mut [Option<Result<Delivered, ProduceError>>],
+        outcomes: &[Result<Delivered, ProduceError>],
     ) -> Result<pb::SubmitReportResponse, Status> {
-        let mut take = |i: usize| {
-            outcomes
-                .get_mut(i)
-                .and_then(Option::take)
-                .unwrap_or_else(|| {
-                    Err(ProduceError::Fatal(format!(
-                        "record {i} of the call has no outcome"
-                    )))
-                })
+        let delivered = match (outcomes.get(self.report), outcomes.get(self.audit)) {
+            (Some(Ok(d)), Some(Ok(_))) => *d,
+            (Some(Err(e)), _) | (_, Some(Err(e))) => return Err(counted(unavailable(e))),
+            // A group has an outcome for every record it took.
+            _ => return Err(counted(Status::internal("a record of the call has no outcome"))),
         };
-        let (report, audit) = (take(self.report), take(self.audit));
-        let delivered = report
-            .and_then(|d| audit.map(|_| d))
-            .map_err(|e| counted(unavailable(&e)))?;
         metrics::accepted(self.report_type, "grpc");
         Ok(pb::SubmitReportResponse {
             report_id: self.report_id,
@@ -430,6 +422,36 @@ mod tests {
         assert_eq!(e.field, "data_json.overall_score");
         let e = risk_data(obj(json!({"risk_level": "LOW"})), 0.9, RiskLevel::High).unwrap_err();
         assert_eq!(e.field, "data_json.risk_level");
+    }
+
+    #[test]
+    fn an_answer_names_the_reports_position_or_the_first_failure() {
+        let grouped = |report, audit| Grouped {
+            topic: "gap".into(),
+            report_id: "r".into(),
+            timestamp: 1,
+            report_type: ReportType::GapAssessment,
+            report,
+            audit,
+        };
+        let at = |partition, offset| Ok(Delivered { partition, offset });
+        let failed = |retryable| {
+            Err(ProduceError::Encode {
+                message: "refused".into(),
+                retryable,
+            })
+        };
+        // The report's position, not its audit event's.
+        let outcomes = [at(0, 7), at(2, 9), at(1, 3), at(1, 4)];
+        let answer = grouped(2, 1).answer(&outcomes).unwrap();
+        assert_eq!((answer.partition, answer.offset, answer.report_id.as_str()), (1, 3, "r"));
+        // Either record refused: that submission's answer says why.
+        let outcomes = [at(0, 1), failed(true)];
+        let e = grouped(0, 1).answer(&outcomes).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        let outcomes = [failed(false), at(0, 2)];
+        assert_eq!(grouped(0, 1).answer(&outcomes).unwrap_err().code(), tonic::Code::Internal);
+        assert_eq!(grouped(0, 5).answer(&outcomes).unwrap_err().code(), tonic::Code::Internal);
     }
 
     #[test]

@@ -46,12 +46,12 @@ pub(crate) async fn submit_all(
         };
         pending.push(item.map_err(|e| indexed(i, e)));
     }
-    let mut outcomes: Vec<_> = group.acknowledged().await.into_iter().map(Some).collect();
+    let outcomes = group.acknowledged().await;
     let results = pending
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let outcome = item.and_then(|g| g.answer(&mut outcomes).map_err(|e| indexed(i, e)));
+            let outcome = item.and_then(|g| g.answer(&outcomes).map_err(|e| indexed(i, e)));
             pb::SubmissionResult {
                 outcome: Some(match outcome {
                     Ok(report) => Outcome::Report(report),
