@@ -96,10 +96,10 @@ struct Args {
     #[arg(long, default_value_t = 250)]
     bulk: usize,
     /// Concurrent SubmitAssessments calls in the bulk row (with `--bulk`,
-    /// 8 000 submissions in flight by default; the bare producer queues its
-    /// records until librdkafka's queue of 100 000 is full, 50 000
-    /// submissions). Fewer in flight, fewer per second: each call waits for
-    /// linger.ms and the broker's acks; from ~8 000 on the path is CPU-bound.
+    /// 8 000 submissions in flight by default; the bare producer keeps
+    /// `--bare-window` records awaiting acks, its fastest setting). Fewer in
+    /// flight, fewer per second: each call waits for linger.ms and the
+    /// broker's acks of all its records.
     #[arg(long, default_value_t = 32)]
     bulk_callers: usize,
     /// Internal, with `--client-of`: health checks instead of submissions.

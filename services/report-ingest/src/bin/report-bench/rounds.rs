@@ -8,6 +8,7 @@
 //! every round's figures beside it.
 
 use dora_kafka::baseline::{self, RawRecord};
+use dora_kafka::inspect::{ReadRequest, TopicReader};
 use dora_kafka::producer::{AVRO_CONTENT_TYPE, CONTENT_TYPE_HEADER, PRODUCER_HEADER};
 
 use crate::baselines::{cpu_seconds, Rate};
@@ -47,6 +48,9 @@ pub async fn bulk_vs_bare(
             let bare = bare_row(settings, warm, (timed, passes), args.bare_window).await?;
             (bulk_row(settings, args).await?, bare)
         };
+        if r == 0 {
+            same_headers(settings).await?;
+        }
         let round = Round {
             bulk: bulk.0,
             bulk_client_cpu_us: bulk.1,
@@ -74,8 +78,46 @@ async fn bulk_row(settings: &report_ingest::Settings, args: &Args) -> anyhow::Re
     row
 }
 
+/// The headers report-ingest writes on each of its records (no trace
+/// context: the bench's service runs without an OpenTelemetry exporter).
+const SERVICE_HEADERS: [(&str, &[u8]); 2] = [
+    (PRODUCER_HEADER, b"report-ingest"),
+    (CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE.as_bytes()),
+];
+
+/// Fails unless the service's records (a report and an audit event of the
+/// first bulk row) carry exactly [`SERVICE_HEADERS`], so the bare producer
+/// writes the same records.
+async fn same_headers(settings: &report_ingest::Settings) -> anyhow::Result<()> {
+    let text = |headers: Vec<(&str, Option<&[u8]>)>| -> Vec<String> {
+        headers
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", v.map(String::from_utf8_lossy).unwrap_or_default()))
+            .collect()
+    };
+    let expected = text(SERVICE_HEADERS.iter().map(|(k, v)| (*k, Some(*v))).collect());
+    for topic in [&settings.ingest.gap_topic, &settings.ingest.audit_topic] {
+        let mut reader = TopicReader::open(&settings.common.kafka, ReadRequest::whole(topic)).await?;
+        let record = loop {
+            match reader.next_batch().await {
+                Some(batch) => match batch?.into_iter().next() {
+                    Some(record) => break record,
+                    None => continue,
+                },
+                None => anyhow::bail!("{topic} holds no record of the bulk row"),
+            }
+        };
+        let written = text(record.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect());
+        anyhow::ensure!(
+            written == expected,
+            "the service writes headers {written:?} on {topic}, the bare baseline {expected:?}"
+        );
+    }
+    Ok(())
+}
+
 /// The bare producer writing `timed` `passes` times over after `warm`, with
-/// the headers the service writes, at most `window` records awaiting their acks.
+/// [`SERVICE_HEADERS`], at most `window` records awaiting their acks.
 async fn bare_row(
     settings: &report_ingest::Settings,
     warm: &[RawRecord],
@@ -84,18 +126,12 @@ async fn bare_row(
 ) -> anyhow::Result<Rate> {
     let n = (timed.len() / 2 * passes) as f64;
     let cpu0 = cpu_seconds();
-    // The headers report-ingest writes on each of its records (no trace
-    // context: the bench's service runs without an OpenTelemetry exporter).
-    let headers = [
-        (PRODUCER_HEADER, "report-ingest".as_bytes()),
-        (CONTENT_TYPE_HEADER, AVRO_CONTENT_TYPE.as_bytes()),
-    ];
     let elapsed = baseline::produce_all_warm(
         &settings.common.kafka,
         &settings.producer,
         warm,
         (timed, passes),
-        &headers,
+        &SERVICE_HEADERS,
         window,
     )
     .await?;
